@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+
+CARGO ?= cargo
+
+.PHONY: run test build release lint fmt bench openapi clean
+
+## run: build and start the server on http://127.0.0.1:8080 with data in ./data
+run:
+	$(CARGO) run --release -- serve --listen 127.0.0.1:8080 --data-dir data
+
+## test: every test (unit, integration, CLI), then format and lint checks
+test:
+	$(CARGO) test --all-targets
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## bench: load benchmarks against the release server (needs wrk)
+bench: release
+	./bench/run.sh
+
+openapi:
+	@$(CARGO) run --quiet -- openapi
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,305 @@
+//! `/api/v1/auth`: signup, login, refresh, logout and the public keys.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use time::OffsetDateTime;
+
+use super::me::UserProfile;
+use super::security::BearerAuth;
+use super::{ApiTags, AppState, Text};
+use crate::auth::TokenPair;
+use crate::domain::{Email, Password};
+use crate::error::{Error, FieldError};
+use crate::problem_responses;
+
+pub struct AuthApi;
+
+/// Credentials for signup.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct SignupRequest {
+    /// Email address; compared case-insensitively.
+    #[oai(validator(min_length = 3, max_length = 254))]
+    pub email: Text,
+    /// 8 to 1024 characters, not a common or easily guessed password.
+    #[oai(validator(min_length = 8, max_length = 1024))]
+    pub password: Text,
+}
+
+impl poem_openapi::types::Example for SignupRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "plaid otter cathedral".into(),
+        }
+    }
+}
+
+/// Credentials for login.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct LoginRequest {
+    /// Email address of the account.
+    #[oai(validator(max_length = 254))]
+    pub email: Text,
+    /// The account's password.
+    #[oai(validator(max_length = 1024))]
+    pub password: Text,
+}
+
+impl poem_openapi::types::Example for LoginRequest {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "plaid otter cathedral".into(),
+        }
+    }
+}
+
+/// A refresh token to exchange.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The `refresh_token` of the last token pair.
+    #[oai(validator(max_length = 128))]
+    pub refresh_token: Text,
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug, Object)]
+pub struct TokenPairBody {
+    /// PASETO v4.public; send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// When the access token expires.
+    pub expires_at: OffsetDateTime,
+    /// Opaque; exchange at `/api/v1/auth/refresh`. Works once.
+    pub refresh_token: String,
+    /// The session these tokens belong to.
+    pub session_id: uuid::Uuid,
+}
+
+impl TokenPairBody {
+    fn new(pair: TokenPair, now: OffsetDateTime) -> Self {
+        Self {
+            expires_in: (pair.access_expires_at - now).whole_seconds().max(0),
+            access_token: pair.access_token,
+            token_type: "Bearer".into(),
+            expires_at: pair.access_expires_at,
+            refresh_token: pair.refresh_token,
+            session_id: pair.session_id.0,
+        }
+    }
+}
+
+/// A new account and its first tokens.
+#[derive(Debug, Object)]
+pub struct SignupBody {
+    pub user: UserProfile,
+    pub tokens: TokenPairBody,
+}
+
+/// One token-verification key.
+#[derive(Debug, Object)]
+pub struct PublicKey {
+    /// PASERK `k4.pid` of the key; the `kid` in a token's footer.
+    pub kid: String,
+    /// PASERK `k4.public`: the Ed25519 public key.
+    pub paserk: String,
+    /// When the key was made.
+    pub created_at: OffsetDateTime,
+}
+
+/// Keys that verify access tokens.
+#[derive(Debug, Object)]
+pub struct KeySet {
+    /// Every key currently accepted, newest last.
+    pub keys: Vec<PublicKey>,
+}
+
+#[derive(ApiResponse)]
+pub enum SignupResponse {
+    /// The account was created and logged in.
+    #[oai(status = 201)]
+    Created(Json<SignupBody>),
+}
+
+problem_responses! {
+    pub enum SignupError {
+        /// A field is invalid, or the password is too easy to guess.
+        BadRequest = 400,
+        /// The email cannot be used for a new account.
+        Conflict = 409,
+        /// The body is not `application/json`.
+        UnsupportedMediaType = 415,
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum TokensResponse {
+    /// A new token pair.
+    #[oai(status = 200)]
+    Ok(Json<TokenPairBody>),
+}
+
+problem_responses! {
+    pub enum LoginError {
+        /// The body is malformed.
+        BadRequest = 400,
+        /// The email or password is wrong (one answer for both).
+        Unauthorized = 401,
+        /// The body is not `application/json`.
+        UnsupportedMediaType = 415,
+    }
+}
+
+problem_responses! {
+    pub enum RefreshError {
+        /// The body is malformed.
+        BadRequest = 400,
+        /// The refresh token is unknown, used, expired or revoked.
+        Unauthorized = 401,
+        /// The body is not `application/json`.
+        UnsupportedMediaType = 415,
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// The session is over; its tokens no longer work.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+problem_responses! {
+    pub enum AuthOnlyError {
+        /// Missing, invalid, expired or revoked access token.
+        Unauthorized = 401,
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum KeysResponse {
+    /// The verification keys.
+    #[oai(status = 200)]
+    Ok(Json<KeySet>),
+}
+
+problem_responses! {
+    pub enum NoError {}
+}
+
+#[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Create an account
+    ///
+    /// Creates an account with role `user` and logs it in. The email is
+    /// trimmed and lower-cased.
+    #[oai(path = "/signup", method = "post", operation_id = "signup")]
+    async fn signup(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: Json<SignupRequest>,
+    ) -> Result<SignupResponse, SignupError> {
+        let SignupRequest { email, password } = body.0;
+        let (email, password) = parse_credentials(&email.0, password.0)?;
+        let (user, pair) = state.auth.signup(email, password).await?;
+        let now = state.auth.clock.now();
+        Ok(SignupResponse::Created(Json(SignupBody {
+            user: UserProfile::from(&user),
+            tokens: TokenPairBody::new(pair, now),
+        })))
+    }
+
+    /// Log in
+    ///
+    /// Checks the credentials and opens a session. Any wrong credential gets
+    /// the same 401, in the same time, whether or not the account exists.
+    #[oai(path = "/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: Json<LoginRequest>,
+    ) -> Result<TokensResponse, LoginError> {
+        let LoginRequest { email, password } = body.0;
+        // A malformed email or an out-of-policy password cannot belong to an
+        // account, but still costs a (dummy) hash so it answers like one.
+        let Ok((email, password)) = parse_credentials(&email.0, password.0) else {
+            let filler = Password::parse("x".repeat(16)).map_err(Error::from)?;
+            state.auth.passwords.verify(filler, None).await?;
+            return Err(Error::Unauthorized.into());
+        };
+        let pair = state.auth.login(email, password).await?;
+        let now = state.auth.clock.now();
+        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair, now))))
+    }
+
+    /// Renew tokens
+    ///
+    /// Exchanges the refresh token for a new pair; the old refresh token
+    /// stops working. Presenting an already-exchanged refresh token is taken
+    /// as theft and ends the whole session.
+    #[oai(path = "/refresh", method = "post", operation_id = "refresh")]
+    async fn refresh(
+        &self,
+        state: Data<&Arc<AppState>>,
+        body: Json<RefreshRequest>,
+    ) -> Result<TokensResponse, RefreshError> {
+        let pair = state.auth.refresh(&body.0.refresh_token.0).await?;
+        let now = state.auth.clock.now();
+        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair, now))))
+    }
+
+    /// Log out
+    ///
+    /// Ends the session of the access token: its refresh token and all its
+    /// access tokens stop working at once.
+    #[oai(path = "/logout", method = "post", operation_id = "logout")]
+    async fn logout(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> Result<LogoutResponse, AuthOnlyError> {
+        state.auth.logout(auth.0).await?;
+        Ok(LogoutResponse::NoContent)
+    }
+
+    /// Token verification keys
+    ///
+    /// The Ed25519 public keys, as PASERK `k4.public`, that verify access
+    /// tokens. The token footer's `kid` names the key.
+    #[oai(path = "/keys", method = "get", operation_id = "listKeys")]
+    async fn keys(&self, state: Data<&Arc<AppState>>) -> Result<KeysResponse, NoError> {
+        let keys = state
+            .auth
+            .tokens
+            .public_keys()
+            .map_err(Error::internal)?
+            .into_iter()
+            .map(|(kid, paserk, created_at)| PublicKey {
+                kid,
+                paserk,
+                created_at,
+            })
+            .collect();
+        Ok(KeysResponse::Ok(Json(KeySet { keys })))
+    }
+}
+
+fn parse_credentials(email: &str, password: String) -> Result<(Email, Password), Error> {
+    let email = Email::parse(email);
+    let password = Password::parse(password);
+    match (email, password) {
+        (Ok(e), Ok(p)) => Ok((e, p)),
+        (e, p) => {
+            let errors: Vec<FieldError> = [e.err(), p.err()].into_iter().flatten().collect();
+            Err(Error::Validation(errors))
+        }
+    }
+}

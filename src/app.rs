@@ -1,0 +1,245 @@
+//! Builds the server from settings: opens the data directory, assembles the
+//! routes and serves them on an already-bound listener until shutdown.
+//! `notesd serve` and the integration tests both go through
+//! [`Application::build`], so tests exercise exactly what ships.
+
+use std::fs;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use poem::endpoint::BoxEndpoint;
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem_openapi::OperationId;
+use tracing::Instrument;
+
+use crate::api::{self, AppState};
+use crate::auth::Auth;
+use crate::auth::keyring::{KeyRing, KeyringError};
+use crate::auth::password::Passwords;
+use crate::auth::sessions::{RevokedSessions, SessionLimits};
+use crate::auth::tokens::Tokens;
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::error::{Error, problem_response};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "notesd.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid settings: {0}")]
+    Settings(String),
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    endpoint: BoxEndpoint<'static, Response>,
+    settings: Settings,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    /// Opens everything `settings` names and prepares to serve on `listener`.
+    pub async fn build(settings: Settings, listener: tokio::net::TcpListener) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, listener, Clock::default()).await
+    }
+
+    /// As [`Application::build`], with a clock tests can move.
+    pub async fn build_with_clock(
+        settings: Settings,
+        listener: tokio::net::TcpListener,
+        clock: Clock,
+    ) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError::Settings)?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartupError::Other(e.to_string()))?;
+        let acceptor = TcpAcceptor::from_tokio(listener).map_err(|e| StartupError::Other(e.to_string()))?;
+
+        let state = {
+            let settings = settings.clone();
+            let clock = clock.clone();
+            // Opening the database, reading keys and computing the dummy
+            // hash all block.
+            tokio::task::spawn_blocking(move || open_state(&settings, clock))
+                .await
+                .map_err(|e| StartupError::Other(e.to_string()))??
+        };
+        let state = Arc::new(state);
+        match state.auth.purge_dead_sessions().await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "purged dead sessions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
+        }
+        let endpoint = routes(&settings, state.clone());
+        Ok(Self {
+            acceptor,
+            addr,
+            endpoint,
+            settings,
+            state,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests
+    /// in flight finish (up to the configured grace) and closes the database.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, "notesd listening");
+        let result = Server::new_with_acceptor(self.acceptor)
+            .name("notesd")
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.settings.shutdown_grace))
+            .await;
+        // Dropping the last reference closes the database cleanly.
+        drop(self.state);
+        tracing::info!("notesd stopped");
+        result
+    }
+}
+
+fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
+    let dir = &settings.data_dir;
+    prepare_data_dir(dir)?;
+    let store = Store::open(&prepare_db_file(dir)?)?;
+    let keyring = Arc::new(RwLock::new(KeyRing::load_or_create(dir)?));
+
+    let now = clock.now();
+    let revoked = store
+        .sessions_revoked_since(now - settings.access_token_ttl)?
+        .into_iter()
+        .map(|sid| (sid, now));
+    let revoked = RevokedSessions::new(settings.access_token_ttl, revoked);
+
+    let passwords = Passwords::new(
+        settings.hash_cost(),
+        settings.hash_concurrency(),
+        settings.min_password_score,
+    )
+    .map_err(|e| StartupError::Settings(e.to_string()))?;
+    let tokens = Tokens::new(
+        keyring,
+        settings.token_issuer.clone(),
+        settings.token_audience.clone(),
+        settings.access_token_ttl,
+        settings.token_cache_capacity,
+    );
+    let db = Db::new(store);
+    let auth = Auth {
+        db: db.clone(),
+        passwords,
+        tokens,
+        revoked,
+        limits: SessionLimits {
+            idle: settings.session_idle_ttl,
+            absolute: settings.session_absolute_ttl,
+        },
+        clock,
+    };
+    Ok(AppState { auth, db })
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
+    let err = |source| StartupError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)?;
+    let mode = fs::metadata(dir).map_err(err)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        // The files inside are 0600 either way; say so rather than change a
+        // directory the operator may have set up on purpose.
+        tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "data directory is accessible to other users; 0700 is recommended");
+    }
+    Ok(())
+}
+
+/// Makes sure the database file exists with mode 0600 before redb opens it.
+fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
+    let path = dir.join(DB_FILE);
+    let err = |source| StartupError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(path)
+}
+
+fn routes(settings: &Settings, state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
+    let service = api::service();
+    let mut route = Route::new();
+    if settings.docs {
+        route = route
+            .at("/openapi.json", service.spec_endpoint())
+            .nest("/docs", service.swagger_ui());
+    }
+    route
+        .nest("/", service)
+        .catch_all_error(
+            |err: poem::Error| async move { problem_response(&Error::from_poem(&err).to_problem()) },
+        )
+        .around(log_request)
+        .data(state)
+        .boxed()
+}
+
+/// One span and one log line per request: request id, method, the
+/// operation (a low-cardinality route name, never the raw path, which can
+/// hold ids or search text), status and latency.
+async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    let request_id = format!("{:016x}", u64::from_be_bytes(id));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        route = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let mut resp = next.get_response(req).await.into_response();
+        let route = resp.data::<OperationId>().map_or("unmatched", |op| op.0);
+        tracing::Span::current().record("route", route);
+        tracing::info!(
+            status = resp.status().as_u16(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        if let Ok(value) = request_id.parse() {
+            resp.headers_mut().insert("x-request-id", value);
+        }
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
+}

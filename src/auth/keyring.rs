@@ -1,0 +1,242 @@
+//! The ring of Ed25519 keys that sign access tokens.
+//!
+//! Keys live in `keyring.json` in the data directory, apart from the
+//! database: a copied database file alone cannot mint tokens. The file is
+//! created with mode 0600 and written atomically (temporary file, fsync,
+//! rename), and a file that others can read is refused at start. The newest
+//! key signs; every key in the ring verifies, so a rotation keeps old tokens
+//! valid until they expire.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::version4::V4;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub const KEYRING_FILE: &str = "keyring.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("key ring file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("key ring file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    TooOpen { path: String, mode: u32 },
+    #[error("key ring file {path} is malformed: {reason}")]
+    Malformed { path: String, reason: String },
+}
+
+/// One signing key with its PASERK forms.
+pub struct SigningKey {
+    /// PASERK `k4.pid` of the public key; the token footer's `kid`.
+    pub id: String,
+    pub secret: AsymmetricSecretKey<V4>,
+    pub public: AsymmetricPublicKey<V4>,
+    /// PASERK `k4.public`, for `GET /api/v1/auth/keys`.
+    pub public_paserk: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    /// PASERK `k4.secret`.
+    secret: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRing {
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Debug)]
+pub struct KeyRing {
+    /// Oldest first; the last one signs.
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// Loads the ring from `dir`, creating it with one fresh key on first
+    /// start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeyringError> {
+        let path = dir.join(KEYRING_FILE);
+        let shown = path.display().to_string();
+        let io = |source| KeyringError::Io {
+            path: shown.clone(),
+            source,
+        };
+        match fs::metadata(&path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(KeyringError::TooOpen { path: shown, mode });
+                }
+                let text = fs::read_to_string(&path).map_err(io)?;
+                Self::parse(&text).map_err(|reason| KeyringError::Malformed { path: shown, reason })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let ring = Self {
+                    keys: vec![generate_key(OffsetDateTime::now_utc()).map_err(|reason| {
+                        KeyringError::Malformed {
+                            path: shown.clone(),
+                            reason,
+                        }
+                    })?],
+                };
+                ring.save(dir)?;
+                tracing::info!(kid = %ring.current().id, "created token signing key");
+                Ok(ring)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let stored: StoredRing = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let keys = stored
+            .keys
+            .into_iter()
+            .map(|k| {
+                let secret = AsymmetricSecretKey::<V4>::try_from(k.secret.as_str())
+                    .map_err(|_| "a secret key is not a PASERK k4.secret".to_owned())?;
+                from_secret(secret, k.created_at)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err("no keys".into());
+        }
+        Ok(Self { keys })
+    }
+
+    /// Writes the ring atomically with mode 0600.
+    pub fn save(&self, dir: &Path) -> Result<(), KeyringError> {
+        let path = dir.join(KEYRING_FILE);
+        let tmp = dir.join(format!("{KEYRING_FILE}.tmp"));
+        let io = |source| KeyringError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for k in &self.keys {
+            let mut secret = String::new();
+            k.secret
+                .fmt(&mut secret)
+                .map_err(|_| io(std::io::Error::other("PASERK encoding")))?;
+            keys.push(StoredKey {
+                secret,
+                created_at: k.created_at,
+            });
+        }
+        let json = serde_json::to_vec_pretty(&StoredRing { keys }).map_err(|e| io(e.into()))?;
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(&json).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> &SigningKey {
+        // The ring is never empty: `parse` and `load_or_create` ensure it.
+        &self.keys[self.keys.len() - 1]
+    }
+
+    pub fn find(&self, kid: &str) -> Option<&SigningKey> {
+        self.keys.iter().find(|k| k.id == kid)
+    }
+
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    /// Adds a new signing key (used by rotation).
+    pub fn rotate(&mut self, now: OffsetDateTime) -> Result<&SigningKey, String> {
+        self.keys.push(generate_key(now)?);
+        Ok(self.current())
+    }
+}
+
+fn generate_key(now: OffsetDateTime) -> Result<SigningKey, String> {
+    let pair = AsymmetricKeyPair::<V4>::generate().map_err(|e| e.to_string())?;
+    from_secret(pair.secret, now)
+}
+
+fn from_secret(secret: AsymmetricSecretKey<V4>, created_at: OffsetDateTime) -> Result<SigningKey, String> {
+    let public = AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|e| e.to_string())?;
+    let mut id = String::new();
+    Id::from(&public).fmt(&mut id).map_err(|e| e.to_string())?;
+    let mut public_paserk = String::new();
+    public.fmt(&mut public_paserk).map_err(|e| e.to_string())?;
+    Ok(SigningKey {
+        id,
+        secret,
+        public,
+        public_paserk,
+        created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_is_created_private_and_reloads_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let mode = fs::metadata(dir.path().join(KEYRING_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(ring.current().id.starts_with("k4.pid."));
+        assert!(ring.current().public_paserk.starts_with("k4.public."));
+        let again = KeyRing::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.current().id, ring.current().id);
+    }
+
+    #[test]
+    fn a_ring_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::load_or_create(dir.path()).unwrap();
+        let path = dir.path().join(KEYRING_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            KeyRing::load_or_create(dir.path()),
+            Err(KeyringError::TooOpen { .. })
+        ));
+    }
+
+    #[test]
+    fn rotation_keeps_old_keys_for_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let first = ring.current().id.clone();
+        ring.rotate(OffsetDateTime::now_utc()).unwrap();
+        ring.save(dir.path()).unwrap();
+        let ring = KeyRing::load_or_create(dir.path()).unwrap();
+        assert_ne!(ring.current().id, first);
+        assert!(ring.find(&first).is_some());
+    }
+}

@@ -1,0 +1,267 @@
+//! Authentication: accounts' passwords, sessions, and the tokens that prove
+//! them. [`Auth`] is the one entry point the API uses.
+
+pub mod keyring;
+pub mod password;
+pub mod sessions;
+pub mod tokens;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::domain::{Email, Password, Role, SessionId, UserId};
+use crate::error::Error;
+use crate::store::{SessionRecord, UserRecord};
+use password::Passwords;
+use sessions::{RefreshOutcome, RevokedSessions, SessionLimits};
+use tokens::Tokens;
+
+/// The caller of an authenticated request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub role: Role,
+}
+
+/// What login, signup and refresh hand out.
+pub struct TokenPair {
+    pub access_token: String,
+    pub access_expires_at: OffsetDateTime,
+    pub refresh_token: String,
+    pub session_id: SessionId,
+}
+
+pub struct Auth {
+    pub db: Db,
+    pub passwords: Passwords,
+    pub tokens: Tokens,
+    pub revoked: RevokedSessions,
+    pub limits: SessionLimits,
+    pub clock: Clock,
+}
+
+impl Auth {
+    /// Creates an account and logs it in. The password is hashed before the
+    /// email is looked at, so a taken email costs the same time as a new one.
+    pub async fn signup(&self, email: Email, password: Password) -> Result<(UserRecord, TokenPair), Error> {
+        let hash = self
+            .passwords
+            .hash_new(password, password::context_words(email.as_str()))
+            .await?;
+        let now = self.clock.now();
+        let user = UserRecord {
+            id: UserId::generate().as_u128(),
+            email: email.as_str().to_owned(),
+            password_hash: hash,
+            role: Role::User,
+            disabled: false,
+            created_at: now,
+        };
+        let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        let created = {
+            let (user, session) = (user.clone(), session.clone());
+            self.db
+                .run(move |s| s.create_user_with_session(&user, Some(&session)))
+                .await?
+        };
+        if !created {
+            info!(target: "audit", event = "signup_refused", reason = "email taken");
+            return Err(Error::Conflict("An account cannot be created with this email."));
+        }
+        info!(target: "audit", event = "signup", user_id = %user.user_id(), session_id = %session.session_id());
+        let pair = self.token_pair(&user, &session, refresh, now)?;
+        Ok((user, pair))
+    }
+
+    /// Checks credentials and opens a session. Every failure is the same
+    /// `Unauthorized`, and an unknown email costs the same argon2 work.
+    pub async fn login(&self, email: Email, password: Password) -> Result<TokenPair, Error> {
+        let user = {
+            let email = email.clone();
+            self.db.run(move |s| s.user_by_email(&email)).await?
+        };
+        let verified = self
+            .passwords
+            .verify(password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(user) if verified.ok && !user.disabled => user,
+            Some(user) => {
+                warn!(target: "audit", event = "login_failed", user_id = %user.user_id(), disabled = user.disabled);
+                return Err(Error::Unauthorized);
+            }
+            None => {
+                warn!(target: "audit", event = "login_failed", reason = "unknown account");
+                return Err(Error::Unauthorized);
+            }
+        };
+        if verified.needs_rehash {
+            self.upgrade_hash(user.user_id(), password).await;
+        }
+        let now = self.clock.now();
+        let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        {
+            let session = session.clone();
+            self.db.run(move |s| s.create_session(&session)).await?;
+        }
+        info!(target: "audit", event = "login", user_id = %user.user_id(), session_id = %session.session_id());
+        self.token_pair(&user, &session, refresh, now)
+    }
+
+    /// Rehash failures only cost the upgrade; the login itself stands.
+    async fn upgrade_hash(&self, user: UserId, password: Password) {
+        let result = async {
+            let hash = self.passwords.rehash(password).await?;
+            self.db.run(move |s| s.set_password_hash(user, &hash)).await
+        }
+        .await;
+        match result {
+            Ok(_) => info!(target: "audit", event = "password_rehashed", user_id = %user),
+            Err(e) => warn!(user_id = %user, error = %e, "password rehash failed"),
+        }
+    }
+
+    /// Exchanges a current refresh token for a new pair. A rotated token
+    /// presented again revokes the session it belonged to.
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, Error> {
+        let Some((sid, presented_hash)) = sessions::parse_refresh_token(presented) else {
+            return Err(Error::Unauthorized);
+        };
+        let now = self.clock.now();
+        let replacement = sessions::new_refresh_token(sid).map_err(|e| Error::internal(e.to_string()))?;
+        let new_hash = replacement.hash;
+        let limits = self.limits;
+        let outcome = self
+            .db
+            .run(move |s| {
+                s.update_session(sid, |session| {
+                    let (outcome, write) =
+                        sessions::apply_refresh(session, &presented_hash, new_hash, limits, now);
+                    ((outcome, session.clone()), write)
+                })
+            })
+            .await?;
+        let Some((outcome, session)) = outcome else {
+            return Err(Error::Unauthorized);
+        };
+        match outcome {
+            RefreshOutcome::Rotated => {}
+            RefreshOutcome::ReuseDetected => {
+                self.revoked.revoke(sid, now);
+                warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.owner(), session_id = %sid);
+                return Err(Error::Unauthorized);
+            }
+            RefreshOutcome::Refused => return Err(Error::Unauthorized),
+        }
+        let owner = session.owner();
+        let user = self.db.run(move |s| s.user(owner)).await?;
+        let Some(user) = user.filter(|u| !u.disabled) else {
+            return Err(Error::Unauthorized);
+        };
+        info!(target: "audit", event = "refresh", user_id = %owner, session_id = %sid);
+        self.token_pair(&user, &session, replacement.token, now)
+    }
+
+    /// Ends a session: its refresh token and every access token stop working.
+    pub async fn logout(&self, caller: AuthUser) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.revoked.revoke(caller.session_id, now);
+        let sid = caller.session_id;
+        self.db
+            .run(move |s| {
+                s.update_session(sid, |session| {
+                    let write = session.revoked_at.is_none();
+                    session.revoked_at.get_or_insert(now);
+                    ((), write)
+                })
+            })
+            .await?;
+        info!(target: "audit", event = "logout", user_id = %caller.user_id, session_id = %sid);
+        Ok(())
+    }
+
+    /// Resolves a bearer token to its caller, or `None` for any failure
+    /// (the reason goes to the debug log, never to the client).
+    pub fn authenticate(&self, token: &str) -> Option<AuthUser> {
+        let claims = match self.tokens.verify(token, self.clock.now()) {
+            Ok(claims) => claims,
+            Err(reason) => {
+                tracing::debug!(%reason, "access token refused");
+                return None;
+            }
+        };
+        if self.revoked.is_revoked(claims.session_id) {
+            tracing::debug!(session_id = %claims.session_id, "access token of a revoked session");
+            return None;
+        }
+        Some(AuthUser {
+            user_id: claims.user_id,
+            session_id: claims.session_id,
+            role: claims.role,
+        })
+    }
+
+    fn new_session(user: UserId, now: OffsetDateTime) -> Result<(SessionRecord, String), Error> {
+        let sid = SessionId::generate();
+        let refresh = sessions::new_refresh_token(sid).map_err(|e| Error::internal(e.to_string()))?;
+        let record = SessionRecord {
+            id: sid.as_u128(),
+            user_id: user.as_u128(),
+            refresh_hash: refresh.hash,
+            previous_hashes: Vec::new(),
+            created_at: now,
+            last_refreshed_at: now,
+            revoked_at: None,
+        };
+        Ok((record, refresh.token))
+    }
+
+    fn token_pair(
+        &self,
+        user: &UserRecord,
+        session: &SessionRecord,
+        refresh_token: String,
+        now: OffsetDateTime,
+    ) -> Result<TokenPair, Error> {
+        let (access_token, access_expires_at) = self
+            .tokens
+            .issue(
+                user.user_id(),
+                session.session_id(),
+                user.role,
+                now,
+                self.limits.absolute_end(session),
+            )
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(TokenPair {
+            access_token,
+            access_expires_at,
+            refresh_token,
+            session_id: session.session_id(),
+        })
+    }
+
+    /// Deletes sessions nobody can use any more. Revoked ones are kept for
+    /// one access-token life so a restart still refuses their tokens.
+    pub async fn purge_dead_sessions(&self) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let limits = self.limits;
+        let token_life: Duration = self.tokens.ttl();
+        self.db
+            .run(move |s| {
+                // An expired session's access tokens have expired too: they
+                // never outlive the absolute limit, and settings keep the
+                // idle limit longer than the token life.
+                s.purge_sessions(|session| match session.revoked_at {
+                    Some(at) => at + token_life < now,
+                    None => limits.is_expired(session, now),
+                })
+            })
+            .await
+    }
+}

@@ -1,0 +1,286 @@
+//! Sessions and refresh tokens.
+//!
+//! A refresh token is `nrt_` + base64url(session id ‖ 32 random bytes). Only
+//! a BLAKE2b-256 hash of the random part is stored (it has 256 bits of
+//! entropy, so a fast hash is enough: there is nothing to brute-force). Each
+//! refresh replaces it; the hashes of the last rotated tokens stay in the
+//! session, so presenting one of them again is recognised as theft and
+//! revokes the whole session. A token that matches nothing is simply
+//! refused, so knowing a session id (it is in every access token) does not
+//! let anyone revoke someone else's session.
+//!
+//! Revocation must reach access tokens at once, and checking it must be
+//! cheap because every request does it: revoked session ids are kept in
+//! memory for as long as an access token of theirs could still be unexpired
+//! (the access token life), and reloaded from the database at start.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use blake2::{Blake2b, Digest, digest::consts::U32};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::domain::SessionId;
+use crate::store::SessionRecord;
+
+const PREFIX: &str = "nrt_";
+/// How many rotated refresh tokens per session are remembered for reuse
+/// detection. An older one is refused without revoking the session.
+pub const REMEMBERED_ROTATIONS: usize = 32;
+
+/// A freshly made refresh token and the hash to store.
+pub struct NewRefresh {
+    pub token: String,
+    pub hash: [u8; 32],
+}
+
+pub fn new_refresh_token(session: SessionId) -> Result<NewRefresh, getrandom::Error> {
+    let mut raw = [0u8; 48];
+    raw[..16].copy_from_slice(session.0.as_bytes());
+    getrandom::fill(&mut raw[16..])?;
+    let hash = hash_secret(&raw[16..]);
+    Ok(NewRefresh {
+        token: format!("{PREFIX}{}", Base64UrlUnpadded::encode_string(&raw)),
+        hash,
+    })
+}
+
+/// Splits a presented refresh token into its session id and secret hash.
+pub fn parse_refresh_token(token: &str) -> Option<(SessionId, [u8; 32])> {
+    let body = token.strip_prefix(PREFIX)?;
+    let mut raw = [0u8; 48];
+    let decoded = Base64UrlUnpadded::decode(body, &mut raw).ok()?;
+    if decoded.len() != 48 {
+        return None;
+    }
+    let sid = uuid::Uuid::from_slice(&raw[..16]).ok()?;
+    Some((SessionId(sid), hash_secret(&raw[16..])))
+}
+
+fn hash_secret(secret: &[u8]) -> [u8; 32] {
+    Blake2b::<U32>::digest(secret).into()
+}
+
+/// Session lifetime policy.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// A session not refreshed for this long is dead.
+    pub idle: Duration,
+    /// A session this old is dead whatever its use.
+    pub absolute: Duration,
+}
+
+impl SessionLimits {
+    pub fn absolute_end(&self, session: &SessionRecord) -> OffsetDateTime {
+        session.created_at + self.absolute
+    }
+
+    pub fn is_expired(&self, session: &SessionRecord, now: OffsetDateTime) -> bool {
+        now >= self.absolute_end(session) || now >= session.last_refreshed_at + self.idle
+    }
+}
+
+/// What presenting a refresh token did to its session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was current: rotated to the new hash.
+    Rotated,
+    /// The token was an already-rotated one: the session is now revoked.
+    ReuseDetected,
+    /// Revoked, expired, or no matching token: nothing changed.
+    Refused,
+}
+
+/// Applies a refresh attempt to a session. Returns the outcome and whether
+/// the record changed. All comparisons of secrets are constant-time.
+pub fn apply_refresh(
+    session: &mut SessionRecord,
+    presented: &[u8; 32],
+    replacement: [u8; 32],
+    limits: SessionLimits,
+    now: OffsetDateTime,
+) -> (RefreshOutcome, bool) {
+    if session.revoked_at.is_some() {
+        return (RefreshOutcome::Refused, false);
+    }
+    if bool::from(session.refresh_hash.ct_eq(presented)) {
+        if limits.is_expired(session, now) {
+            return (RefreshOutcome::Refused, false);
+        }
+        let old = std::mem::replace(&mut session.refresh_hash, replacement);
+        session.previous_hashes.push(old);
+        if session.previous_hashes.len() > REMEMBERED_ROTATIONS {
+            session.previous_hashes.remove(0);
+        }
+        session.last_refreshed_at = now;
+        return (RefreshOutcome::Rotated, true);
+    }
+    let reused = session
+        .previous_hashes
+        .iter()
+        .fold(subtle::Choice::from(0), |acc, h| acc | h.ct_eq(presented));
+    if bool::from(reused) {
+        session.revoked_at = Some(now);
+        return (RefreshOutcome::ReuseDetected, true);
+    }
+    (RefreshOutcome::Refused, false)
+}
+
+/// Session ids revoked recently enough that their access tokens may still
+/// be unexpired.
+pub struct RevokedSessions {
+    revoked: RwLock<HashMap<SessionId, OffsetDateTime>>,
+    /// The access-token life: after this, an entry can be forgotten.
+    horizon: Duration,
+}
+
+impl RevokedSessions {
+    pub fn new(horizon: Duration, initial: impl IntoIterator<Item = (SessionId, OffsetDateTime)>) -> Self {
+        Self {
+            revoked: RwLock::new(initial.into_iter().collect()),
+            horizon,
+        }
+    }
+
+    pub fn is_revoked(&self, sid: SessionId) -> bool {
+        // A poisoned lock means a panic while writing; refuse rather than
+        // risk letting a revoked session through.
+        self.revoked.read().map_or(true, |set| set.contains_key(&sid))
+    }
+
+    pub fn revoke(&self, sid: SessionId, now: OffsetDateTime) {
+        let mut set = match self.revoked.write() {
+            Ok(set) => set,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        set.insert(sid, now);
+        // Forget entries whose tokens have all expired; amortised by only
+        // sweeping when the map has grown.
+        if set.len() % 1024 == 0 {
+            let horizon = self.horizon;
+            set.retain(|_, at| *at + horizon > now);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.revoked.read().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UserId;
+
+    fn session(hash: [u8; 32], now: OffsetDateTime) -> SessionRecord {
+        SessionRecord {
+            id: SessionId::generate().as_u128(),
+            user_id: UserId::generate().as_u128(),
+            refresh_hash: hash,
+            previous_hashes: vec![],
+            created_at: now,
+            last_refreshed_at: now,
+            revoked_at: None,
+        }
+    }
+
+    const LIMITS: SessionLimits = SessionLimits {
+        idle: Duration::from_secs(30 * 86_400),
+        absolute: Duration::from_secs(90 * 86_400),
+    };
+
+    #[test]
+    fn refresh_token_round_trips_and_rejects_garbage() {
+        let sid = SessionId::generate();
+        let fresh = new_refresh_token(sid).unwrap();
+        assert!(fresh.token.starts_with("nrt_"));
+        assert_eq!(parse_refresh_token(&fresh.token), Some((sid, fresh.hash)));
+        for bad in [
+            "",
+            "nrt_",
+            "nrt_!!!",
+            "xyz_AAAA",
+            &fresh.token[..fresh.token.len() - 2],
+        ] {
+            assert_eq!(parse_refresh_token(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rotation_then_reuse_revokes() {
+        let now = OffsetDateTime::now_utc();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut s = session(a, now);
+        assert_eq!(
+            apply_refresh(&mut s, &a, b, LIMITS, now),
+            (RefreshOutcome::Rotated, true)
+        );
+        assert_eq!(
+            apply_refresh(&mut s, &a, [3; 32], LIMITS, now),
+            (RefreshOutcome::ReuseDetected, true)
+        );
+        assert!(s.revoked_at.is_some());
+        assert_eq!(
+            apply_refresh(&mut s, &b, [4; 32], LIMITS, now).0,
+            RefreshOutcome::Refused,
+            "the whole session is dead"
+        );
+    }
+
+    #[test]
+    fn an_unknown_secret_does_not_revoke() {
+        let now = OffsetDateTime::now_utc();
+        let mut s = session([1; 32], now);
+        assert_eq!(
+            apply_refresh(&mut s, &[9; 32], [2; 32], LIMITS, now),
+            (RefreshOutcome::Refused, false)
+        );
+        assert!(s.revoked_at.is_none());
+    }
+
+    #[test]
+    fn idle_and_absolute_limits() {
+        let now = OffsetDateTime::now_utc();
+        let mut s = session([1; 32], now);
+        let idle_end = now + LIMITS.idle;
+        assert_eq!(
+            apply_refresh(&mut s, &[1; 32], [2; 32], LIMITS, idle_end).0,
+            RefreshOutcome::Refused
+        );
+        // Refreshing often keeps it alive, but not past the absolute limit.
+        let mut t = now;
+        let mut current = [1u8; 32];
+        for i in 0..4u8 {
+            t += Duration::from_secs(29 * 86_400);
+            let next = [10 + i; 32];
+            let outcome = apply_refresh(&mut s, &current, next, LIMITS, t).0;
+            if t >= now + LIMITS.absolute {
+                assert_eq!(outcome, RefreshOutcome::Refused);
+            } else {
+                assert_eq!(outcome, RefreshOutcome::Rotated);
+                current = next;
+            }
+        }
+    }
+
+    #[test]
+    fn revoked_set_forgets_after_the_horizon() {
+        let now = OffsetDateTime::now_utc();
+        let set = RevokedSessions::new(Duration::from_secs(60), []);
+        let old = SessionId::generate();
+        set.revoke(old, now);
+        assert!(set.is_revoked(old));
+        let later = now + Duration::from_secs(120);
+        for _ in 0..1023 {
+            set.revoke(SessionId::generate(), later);
+        }
+        assert!(!set.is_revoked(old), "swept once its tokens expired");
+    }
+}

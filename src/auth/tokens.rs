@@ -1,0 +1,293 @@
+//! Access tokens: PASETO `v4.public`, signed by the key ring's current key,
+//! with the key's PASERK id in the footer.
+//!
+//! Verifying an Ed25519 signature costs tens of microseconds, more than the
+//! rest of a note read. So a token is verified in full once, and the claims
+//! it proved are kept in a bounded cache keyed by a BLAKE2b digest of the
+//! exact token bytes. A hit still checks `exp` and `nbf` against the clock on
+//! every request, and revocation is checked by the caller on every request,
+//! so the cache changes the cost and nothing else: the same bytes always
+//! carry the same signature, and any other bytes miss the cache.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use blake2::{Blake2b, Digest, digest::consts::U32};
+use pasetors::claims::Claims;
+use pasetors::footer::Footer;
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+use pasetors::{Public, public};
+use quick_cache::sync::Cache;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::keyring::KeyRing;
+use crate::domain::{Role, SessionId, UserId};
+
+/// Who a valid access token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub role: Role,
+    pub not_before: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("wrong issuer or audience")]
+    WrongParty,
+    #[error("expired or not yet valid")]
+    OutsideValidity,
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// Tolerated clock difference for `iat`/`nbf` in the future.
+const LEEWAY: time::Duration = time::Duration::seconds(5);
+
+pub struct Tokens {
+    keyring: Arc<RwLock<KeyRing>>,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    verified: Cache<[u8; 32], Arc<AccessClaims>>,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    sid: String,
+    role: String,
+    #[serde(with = "time::serde::rfc3339")]
+    iat: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    nbf: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    exp: OffsetDateTime,
+}
+
+impl Tokens {
+    pub fn new(
+        keyring: Arc<RwLock<KeyRing>>,
+        issuer: String,
+        audience: String,
+        ttl: Duration,
+        cache_capacity: usize,
+    ) -> Self {
+        Self {
+            keyring,
+            issuer,
+            audience,
+            ttl,
+            verified: Cache::new(cache_capacity.max(1)),
+        }
+    }
+
+    /// `(kid, k4.public PASERK, created_at)` of every verifying key.
+    pub fn public_keys(&self) -> Result<Vec<(String, String, OffsetDateTime)>, String> {
+        let ring = self
+            .keyring
+            .read()
+            .map_err(|_| "key ring lock poisoned".to_owned())?;
+        Ok(ring
+            .keys()
+            .iter()
+            .map(|k| (k.id.clone(), k.public_paserk.clone(), k.created_at))
+            .collect())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Signs an access token for `user` in `session`, expiring after the
+    /// configured life or at `not_after`, whichever comes first.
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        role: Role,
+        now: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), TokenError> {
+        let now = now.replace_nanosecond(0).unwrap_or(now);
+        let exp = (now + self.ttl).min(not_after);
+        let fmt = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| TokenError::Signing(e.to_string()));
+        let sign = |e: pasetors::errors::Error| TokenError::Signing(e.to_string());
+        let mut claims = Claims::new().map_err(sign)?;
+        claims.issuer(&self.issuer).map_err(sign)?;
+        claims.audience(&self.audience).map_err(sign)?;
+        claims.subject(&user.to_string()).map_err(sign)?;
+        claims.issued_at(&fmt(now)?).map_err(sign)?;
+        claims.not_before(&fmt(now)?).map_err(sign)?;
+        claims.expiration(&fmt(exp)?).map_err(sign)?;
+        claims
+            .token_identifier(&uuid::Uuid::now_v7().to_string())
+            .map_err(sign)?;
+        claims.add_additional("sid", session.to_string()).map_err(sign)?;
+        claims.add_additional("role", role.as_str()).map_err(sign)?;
+
+        let ring = self
+            .keyring
+            .read()
+            .map_err(|_| TokenError::Signing("key ring lock".into()))?;
+        let key = ring.current();
+        let mut footer = Footer::new();
+        let id = pasetors::paserk::Id::from(&key.public);
+        footer.key_id(&id);
+        let token = public::sign(&key.secret, &claims, Some(&footer), None).map_err(sign)?;
+        Ok((token, exp))
+    }
+
+    /// Checks a token: signature by a key of the ring (named by the footer's
+    /// `kid`), issuer, audience and validity period.
+    pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Arc<AccessClaims>, TokenError> {
+        let digest: [u8; 32] = Blake2b::<U32>::digest(token.as_bytes()).into();
+        let claims = if let Some(claims) = self.verified.get(&digest) {
+            claims
+        } else {
+            let claims = Arc::new(self.verify_signature(token)?);
+            self.verified.insert(digest, claims.clone());
+            claims
+        };
+        if now < claims.not_before - LEEWAY || now >= claims.expires_at {
+            return Err(TokenError::OutsideValidity);
+        }
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token).map_err(|_| TokenError::Malformed)?;
+        let mut footer = Footer::new();
+        footer
+            .parse_bytes(untrusted.untrusted_footer())
+            .map_err(|_| TokenError::Malformed)?;
+        let kid = footer
+            .get_claim("kid")
+            .and_then(|v| v.as_str())
+            .ok_or(TokenError::Malformed)?;
+        let trusted = {
+            let ring = self.keyring.read().map_err(|_| TokenError::UnknownKey)?;
+            let key = ring.find(kid).ok_or(TokenError::UnknownKey)?;
+            // The footer is covered by the signature even though we do not
+            // pass an expected value: a changed `kid` fails verification.
+            PublicToken::verify(&key.public, &untrusted, None, None).map_err(|_| TokenError::BadSignature)?
+        };
+        let raw: RawClaims = serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
+        if raw.iss != self.issuer || raw.aud != self.audience {
+            return Err(TokenError::WrongParty);
+        }
+        let parse_id = |s: &str| uuid::Uuid::parse_str(s).map_err(|_| TokenError::Malformed);
+        if raw.iat > raw.exp {
+            return Err(TokenError::Malformed);
+        }
+        Ok(AccessClaims {
+            user_id: UserId(parse_id(&raw.sub)?),
+            session_id: SessionId(parse_id(&raw.sid)?),
+            role: Role::parse(&raw.role).ok_or(TokenError::Malformed)?,
+            not_before: raw.nbf.max(raw.iat),
+            expires_at: raw.exp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(dir: &std::path::Path, issuer: &str) -> Tokens {
+        let ring = Arc::new(RwLock::new(KeyRing::load_or_create(dir).unwrap()));
+        Tokens::new(
+            ring,
+            issuer.into(),
+            "notesd".into(),
+            Duration::from_secs(900),
+            100,
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tokens(dir.path(), "notesd");
+        let now = OffsetDateTime::now_utc();
+        let (user, sid) = (UserId::generate(), SessionId::generate());
+        let (token, exp) = t
+            .issue(user, sid, Role::User, now, now + time::Duration::days(1))
+            .unwrap();
+        assert!(token.starts_with("v4.public."));
+        let claims = t.verify(&token, now).unwrap();
+        assert_eq!(
+            (claims.user_id, claims.session_id, claims.role),
+            (user, sid, Role::User)
+        );
+        // The cached claims must still honour expiry.
+        assert!(matches!(t.verify(&token, exp), Err(TokenError::OutsideValidity)));
+        assert!(t.verify(&token, exp - time::Duration::seconds(1)).is_ok());
+    }
+
+    #[test]
+    fn expiry_is_capped_by_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tokens(dir.path(), "notesd");
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let cap = now + time::Duration::seconds(60);
+        let (_, exp) = t
+            .issue(UserId::generate(), SessionId::generate(), Role::User, now, cap)
+            .unwrap();
+        assert_eq!(exp, cap);
+    }
+
+    #[test]
+    fn tokens_from_another_ring_or_issuer_are_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let now = OffsetDateTime::now_utc();
+        let later = now + time::Duration::days(1);
+        let ours = tokens(a.path(), "notesd");
+        let theirs = tokens(b.path(), "notesd");
+        let (token, _) = theirs
+            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .unwrap();
+        assert!(matches!(ours.verify(&token, now), Err(TokenError::UnknownKey)));
+
+        let other_issuer = tokens(a.path(), "someone-else");
+        let (token, _) = other_issuer
+            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .unwrap();
+        assert!(matches!(ours.verify(&token, now), Err(TokenError::WrongParty)));
+    }
+
+    #[test]
+    fn a_changed_byte_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tokens(dir.path(), "notesd");
+        let now = OffsetDateTime::now_utc();
+        let (token, _) = t
+            .issue(
+                UserId::generate(),
+                SessionId::generate(),
+                Role::User,
+                now,
+                now + time::Duration::days(1),
+            )
+            .unwrap();
+        // Flip one character in the payload part.
+        let mut bytes = token.into_bytes();
+        let i = 20;
+        bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert!(t.verify(&tampered, now).is_err());
+    }
+}

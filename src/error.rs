@@ -1,0 +1,310 @@
+//! The errors a client can see, and the one place they become RFC 9457
+//! `application/problem+json`.
+//!
+//! Handlers return [`Error`]; each operation's error enum (declared with
+//! [`problem_responses!`]) lists only the statuses that operation can answer,
+//! so the OpenAPI document tells the truth. Internal failures keep their
+//! source for the log and show the client a generic title.
+
+use std::fmt;
+
+use poem::http::StatusCode;
+use poem_openapi::Object;
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+pub struct FieldError {
+    /// The field, as named in the request body or query.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct Problem {
+    /// A URI identifying the kind of problem.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A short, human-readable summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// For validation failures: each invalid field.
+    #[oai(skip_serializing_if_is_empty)]
+    pub errors: Vec<FieldError>,
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        Error::Validation(vec![FieldError::new("title", "must be at most 200 characters")]).to_problem()
+    }
+}
+
+/// Every outcome a client can see other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request body or a parameter breaks the API's rules.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// The request could not be read (malformed JSON, wrong type). The detail
+    /// has already been made safe to show.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No credentials, or credentials that do not hold: the same answer for
+    /// every cause, so it tells an attacker nothing.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The caller is authenticated but not allowed.
+    #[error("forbidden")]
+    Forbidden,
+    /// Nothing here for this caller; also the answer for another user's note.
+    #[error("not found")]
+    NotFound,
+    /// The request conflicts with current state.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// `If-Match` named a version that is no longer current.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The body has a media type this operation does not read.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// Any other client error reported by the HTTP layer, with its status.
+    #[error("{status}: {detail}")]
+    Http { status: StatusCode, detail: String },
+    /// A failure on our side. The source goes to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(source.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Validation(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Http { status, .. } => *status,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document for this error. Internal errors are logged here,
+    /// once, with their source.
+    pub fn to_problem(&self) -> Problem {
+        let status = self.status();
+        let (slug, title, detail, errors) = match self {
+            Error::Validation(errors) => (
+                "validation",
+                "Invalid request",
+                "One or more fields are invalid.".to_owned(),
+                errors.clone(),
+            ),
+            Error::BadRequest(detail) => ("bad-request", "Bad request", detail.clone(), vec![]),
+            Error::Unauthorized => (
+                "unauthorized",
+                "Unauthorized",
+                "Missing, invalid or expired credentials.".to_owned(),
+                vec![],
+            ),
+            Error::Forbidden => (
+                "forbidden",
+                "Forbidden",
+                "You are not allowed to do this.".to_owned(),
+                vec![],
+            ),
+            Error::NotFound => (
+                "not-found",
+                "Not found",
+                "The resource does not exist.".to_owned(),
+                vec![],
+            ),
+            Error::Conflict(detail) => ("conflict", "Conflict", (*detail).to_owned(), vec![]),
+            Error::PreconditionFailed => (
+                "precondition-failed",
+                "Precondition failed",
+                "The resource has changed since the version named in If-Match.".to_owned(),
+                vec![],
+            ),
+            Error::UnsupportedMediaType => (
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as application/json.".to_owned(),
+                vec![],
+            ),
+            Error::Http { detail, .. } => (
+                "http",
+                status.canonical_reason().unwrap_or("Error"),
+                detail.clone(),
+                vec![],
+            ),
+            Error::Internal(source) => {
+                tracing::error!(error = %source, "internal error");
+                (
+                    "internal",
+                    "Internal server error",
+                    "The server could not complete the request.".to_owned(),
+                    vec![],
+                )
+            }
+        };
+        Problem {
+            kind: format!("urn:notesd:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            errors,
+        }
+    }
+
+    /// Turns an error raised by poem or poem-openapi while reading a request
+    /// (parsing, content type, authentication) into ours. Their messages can
+    /// quote the offending input, so only a sanitised form is kept.
+    pub fn from_poem(err: &poem::Error) -> Self {
+        let status = err.status();
+        match status {
+            StatusCode::UNAUTHORIZED => Error::Unauthorized,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType,
+            StatusCode::BAD_REQUEST => Error::from_parse_message(&err.to_string()),
+            StatusCode::NOT_FOUND => Error::NotFound,
+            s if s.is_client_error() => Error::Http {
+                status: s,
+                detail: s.canonical_reason().unwrap_or("Client error").to_owned(),
+            },
+            _ => Error::internal(err.to_string()),
+        }
+    }
+
+    /// poem-openapi describes a bad body or parameter in one line of text,
+    /// e.g. ``parse request payload error: failed to parse "NoteInput":
+    /// field `title` verification failed. maxLength(200)``. We keep the field
+    /// name and a generic reason: the raw text may quote values (a password
+    /// sent with the wrong type must not come back in the response).
+    fn from_parse_message(message: &str) -> Self {
+        let name = between(message, "parameter `", "`")
+            .or_else(|| between(message, "path `", "`"))
+            .or_else(|| between(message, "field `", "`"));
+        let Some(name) = name else {
+            return if message.contains("payload") {
+                Error::BadRequest("The body is not valid JSON of the expected shape.".to_owned())
+            } else {
+                Error::BadRequest("The request could not be read.".to_owned())
+            };
+        };
+        let reason = if message.contains("unknown field") {
+            "is not a field of this object".to_owned()
+        } else if let Some(rule) = message.split("verification failed. ").nth(1) {
+            // A schema rule such as `maxLength(200)`: ours, safe to echo.
+            format!("must satisfy {}", rule.trim())
+        } else if message.contains("expects an input value") || message.contains("missing") {
+            "is required".to_owned()
+        } else {
+            "has the wrong type or format".to_owned()
+        };
+        Error::Validation(vec![FieldError::new(name, reason)])
+    }
+}
+
+fn between<'a>(haystack: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = haystack.find(start)? + start.len();
+    let len = haystack[from..].find(end)?;
+    Some(&haystack[from..from + len])
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(err: crate::store::StoreError) -> Self {
+        Error::internal(err)
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(err: FieldError) -> Self {
+        Error::Validation(vec![err])
+    }
+}
+
+/// Wraps a problem in the `application/problem+json` response poem expects
+/// from errors raised outside the OpenAPI operations (unknown route, wrong
+/// method, ...).
+pub fn problem_response(problem: &Problem) -> poem::Response {
+    let body = serde_json::to_vec(&ProblemJson(problem)).unwrap_or_default();
+    poem::Response::builder()
+        .status(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .content_type("application/problem+json")
+        .body(body)
+}
+
+struct ProblemJson<'a>(&'a Problem);
+
+impl serde::Serialize for ProblemJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        poem_openapi::types::ToJSON::to_json(self.0)
+            .unwrap_or_default()
+            .serialize(s)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.title)
+    }
+}
+
+/// Declares an operation's error responses: each listed status with its doc
+/// line, plus a `default` response for anything else (500 included), all as
+/// `application/problem+json`. `From<Error>` picks the variant by status.
+#[macro_export]
+macro_rules! problem_responses {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $status:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, poem_openapi::ApiResponse)]
+        #[oai(bad_request_handler = "Self::from_request_error")]
+        $vis enum $name {
+            $(
+                $(#[doc = $doc])*
+                #[oai(status = $status, content_type = "application/problem+json")]
+                $variant(poem_openapi::payload::Json<$crate::error::Problem>),
+            )*
+            /// Any other failure, such as 500 when the server cannot complete
+            /// the request (the details go to the server log).
+            #[oai(content_type = "application/problem+json")]
+            Other(poem::http::StatusCode, poem_openapi::payload::Json<$crate::error::Problem>),
+        }
+
+        impl $name {
+            fn from_request_error(err: poem::Error) -> Self {
+                $crate::error::Error::from_poem(&err).into()
+            }
+        }
+
+        impl From<$crate::error::Error> for $name {
+            fn from(err: $crate::error::Error) -> Self {
+                let problem = err.to_problem();
+                match problem.status {
+                    $($status => Self::$variant(poem_openapi::payload::Json(problem)),)*
+                    _ => Self::Other(err.status(), poem_openapi::payload::Json(problem)),
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,22 @@
+//! notesd: a secure notes REST API in one executable.
+//!
+//! The binary (`src/main.rs`) only parses the command line and dispatches;
+//! everything else lives here so that the integration tests build exactly
+//! what `notesd serve` builds. Layers point one way:
+//! `cli` → `app` → `api` → `auth` / `domain` → `store`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+
+pub use app::Application;
+pub use clock::Clock;
+pub use settings::Settings;

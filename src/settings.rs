@@ -1,0 +1,144 @@
+//! Server settings: one struct, defaults in code, every field a flag that
+//! can also come from a `NOTESD_*` environment variable (flags win).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::auth::password::HashCost;
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address and port to listen on.
+    #[arg(long, env = "NOTESD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database and the token signing keys (made 0700).
+    #[arg(long, env = "NOTESD_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Life of an access token, e.g. `15m`.
+    #[arg(long, env = "NOTESD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// A session not refreshed for this long ends, e.g. `30d`.
+    #[arg(long, env = "NOTESD_SESSION_IDLE_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub session_idle_ttl: Duration,
+
+    /// A session ends this long after login whatever its use, e.g. `90d`.
+    #[arg(long, env = "NOTESD_SESSION_ABSOLUTE_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
+    pub session_absolute_ttl: Duration,
+
+    /// Argon2id memory cost in KiB (OWASP: 19456).
+    #[arg(long, env = "NOTESD_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id iterations (OWASP: 2).
+    #[arg(long, env = "NOTESD_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Argon2id lanes (OWASP: 1).
+    #[arg(long, env = "NOTESD_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+
+    /// Password hashes computed at once; default: the number of cores.
+    #[arg(long, env = "NOTESD_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+
+    /// Lowest zxcvbn score (0-4) a new password must reach.
+    #[arg(long, env = "NOTESD_MIN_PASSWORD_SCORE", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub min_password_score: u8,
+
+    /// `iss` claim of access tokens.
+    #[arg(long, env = "NOTESD_TOKEN_ISSUER", default_value = "notesd")]
+    pub token_issuer: String,
+
+    /// `aud` claim of access tokens.
+    #[arg(long, env = "NOTESD_TOKEN_AUDIENCE", default_value = "notesd")]
+    pub token_audience: String,
+
+    /// Verified access tokens remembered to skip repeated signature checks.
+    #[arg(long, env = "NOTESD_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub token_cache_capacity: usize,
+
+    /// Serve Swagger UI at /docs and the spec at /openapi.json.
+    #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub docs: bool,
+
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "NOTESD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    pub fn hash_cost(&self) -> HashCost {
+        HashCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+
+    pub fn hash_concurrency(&self) -> usize {
+        self.hash_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// Rejects combinations that would weaken a guarantee.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return Err("--access-token-ttl must be at least 1s".into());
+        }
+        // Purging expired sessions relies on their access tokens being
+        // expired too.
+        if self.session_idle_ttl <= self.access_token_ttl {
+            return Err("--session-idle-ttl must be longer than --access-token-ttl".into());
+        }
+        if self.session_absolute_ttl < self.session_idle_ttl {
+            return Err("--session-absolute-ttl must not be shorter than --session-idle-ttl".into());
+        }
+        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
+            return Err("--token-issuer and --token-audience must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn parse(args: &[&str]) -> Settings {
+        Wrapper::try_parse_from(std::iter::once("notesd").chain(args.iter().copied()))
+            .unwrap()
+            .settings
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = parse(&[]);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.session_idle_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.session_absolute_ttl, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.hash_cost(), HashCost::default());
+        assert!(s.docs);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn unsafe_combinations_are_refused() {
+        assert!(parse(&["--session-idle-ttl", "10m"]).validate().is_err());
+        assert!(parse(&["--session-absolute-ttl", "1d"]).validate().is_err());
+        assert!(parse(&["--access-token-ttl", "0s"]).validate().is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Persistence behind a narrow interface: users, sessions and notes in one
+//! redb file. Only this module opens transactions; nothing of redb leaks out
+//! of it, so a second backend could stand behind the same methods.
+//!
+//! Every write commits with redb's default durability (fsync before the
+//! commit returns), so a 2xx built on a write means the data is on disk.
+//! All methods block: callers run them off the async workers.
+
+mod notes;
+mod sessions;
+pub mod tables;
+mod users;
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use notes::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
+pub use sessions::SessionRecord;
+pub use users::UserRecord;
+
+use tables::{
+    EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
+    USER_SESSION_TO_UNIT, USER_TO_RECORD,
+};
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_KEY: &str = "schema_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database was written by a newer notesd.
+    #[error(
+        "the database has schema version {found}, newer than this notesd understands ({SCHEMA_VERSION}); upgrade notesd"
+    )]
+    NewerSchema { found: u64 },
+    /// Another process holds the database open.
+    #[error("the database is in use by another process (is notesd already running?)")]
+    Locked,
+    /// A stored record does not decode: a bug or a damaged file.
+    #[error("corrupt record in table {table}: {source}")]
+    Corrupt {
+        table: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("storage failure: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+macro_rules! backend_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                StoreError::Backend(Box::new(err))
+            }
+        }
+    )*};
+}
+backend_error!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(err: redb::DatabaseError) -> Self {
+        match err {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            other => StoreError::Backend(Box::new(other)),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database; cheap to share behind an `Arc`.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database file, creates missing tables and
+    /// checks the schema version: a file from a newer notesd is refused
+    /// rather than misread.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::builder().create(path)?;
+        let store = Self { db };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    fn init_schema(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
+                Some(_) => {}
+                None => {
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
+            }
+            txn.open_table(USER_TO_RECORD)?;
+            txn.open_table(EMAIL_TO_USER)?;
+            txn.open_table(SESSION_TO_RECORD)?;
+            txn.open_table(USER_SESSION_TO_UNIT)?;
+            txn.open_table(OWNER_NOTE_TO_RECORD)?;
+            txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(SCHEMA_KEY)?.map_or(0, |v| v.value()))
+    }
+
+    /// A cheap round trip through the database, for readiness checks.
+    pub fn ping(&self) -> Result<()> {
+        self.schema_version().map(|_| ())
+    }
+
+    #[cfg(test)]
+    fn set_schema_version(&self, version: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(SCHEMA_KEY, version)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { table, source })
+}
+
+fn encode<T: serde::Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { table, source })
+}
+
+/// Reads one JSON record by key, if present.
+fn get_record<K, T>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+    key: K::SelfType<'_>,
+) -> Result<Option<T>>
+where
+    K: redb::Key + 'static,
+    T: serde::de::DeserializeOwned,
+{
+    match table.get(key)? {
+        Some(guard) => decode(name, guard.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        store.set_schema_version(SCHEMA_VERSION + 1).unwrap();
+        drop(store);
+        let err = Store::open(&path).err().expect("must refuse");
+        assert!(matches!(err, StoreError::NewerSchema { found } if found == SCHEMA_VERSION + 1));
+        assert!(err.to_string().contains("upgrade notesd"));
+    }
+}

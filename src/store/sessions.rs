@@ -1,0 +1,136 @@
+//! Login sessions. A session holds the hash of its current refresh token and
+//! of a bounded number of already-rotated ones, so a replayed old token can
+//! be recognised (and the session revoked) without keeping every token ever
+//! issued.
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{
+    Result, Store, encode, get_record,
+    tables::{SESSION_TO_RECORD, USER_SESSION_TO_UNIT},
+};
+use crate::domain::{SessionId, UserId};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: u128,
+    pub user_id: u128,
+    /// BLAKE2b-256 of the current refresh secret.
+    pub refresh_hash: [u8; 32],
+    /// Hashes of rotated refresh secrets, newest last, bounded.
+    pub previous_hashes: Vec<[u8; 32]>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_refreshed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl SessionRecord {
+    pub fn session_id(&self) -> SessionId {
+        SessionId::from_u128(self.id)
+    }
+
+    pub fn owner(&self) -> UserId {
+        UserId::from_u128(self.user_id)
+    }
+}
+
+pub(super) fn insert_session(txn: &WriteTransaction, session: &SessionRecord) -> Result<()> {
+    let bytes = encode("sessions", session)?;
+    txn.open_table(SESSION_TO_RECORD)?
+        .insert(session.id, bytes.as_slice())?;
+    txn.open_table(USER_SESSION_TO_UNIT)?
+        .insert((session.user_id, session.id), ())?;
+    Ok(())
+}
+
+impl Store {
+    pub fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        insert_session(&txn, session)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn session(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSION_TO_RECORD)?;
+        get_record(&sessions, "sessions", id.as_u128())
+    }
+
+    /// Reads, changes and writes back one session in a single write
+    /// transaction, so two refreshes racing on one token cannot both win:
+    /// redb runs write transactions one at a time. `change` returns what the
+    /// caller wants to know and whether the record must be written.
+    pub fn update_session<R>(
+        &self,
+        id: SessionId,
+        change: impl FnOnce(&mut SessionRecord) -> (R, bool),
+    ) -> Result<Option<R>> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+            let current: Option<SessionRecord> = get_record(&sessions, "sessions", id.as_u128())?;
+            match current {
+                Some(mut session) => {
+                    let (result, write) = change(&mut session);
+                    if write {
+                        let bytes = encode("sessions", &session)?;
+                        sessions.insert(id.as_u128(), bytes.as_slice())?;
+                    }
+                    Some(result)
+                }
+                None => None,
+            }
+        };
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// Ids of sessions revoked at or after `since`: the ones whose access
+    /// tokens may still be unexpired, to be refused after a restart.
+    pub fn sessions_revoked_since(&self, since: OffsetDateTime) -> Result<Vec<SessionId>> {
+        let txn = self.db.begin_read()?;
+        let sessions = txn.open_table(SESSION_TO_RECORD)?;
+        let mut ids = Vec::new();
+        for entry in sessions.iter()? {
+            let (_, value) = entry?;
+            let session: SessionRecord = super::decode("sessions", value.value())?;
+            if session.revoked_at.is_some_and(|at| at >= since) {
+                ids.push(session.session_id());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes sessions that can no longer be used: revoked ones whose access
+    /// tokens have all expired, and ones past their idle or absolute limit.
+    /// Returns how many were removed.
+    pub fn purge_sessions(&self, is_dead: impl Fn(&SessionRecord) -> bool) -> Result<usize> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+            let mut by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+            let mut dead = Vec::new();
+            for entry in sessions.iter()? {
+                let (_, value) = entry?;
+                let session: SessionRecord = super::decode("sessions", value.value())?;
+                if is_dead(&session) {
+                    dead.push((session.user_id, session.id));
+                }
+            }
+            for (user, sid) in dead {
+                sessions.remove(sid)?;
+                by_user.remove((user, sid))?;
+                removed += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}
