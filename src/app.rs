@@ -204,9 +204,20 @@ fn routes(settings: &Settings, state: Arc<AppState>) -> BoxEndpoint<'static, Res
     }
     route
         .nest("/", service)
-        .catch_all_error(
-            |err: poem::Error| async move { problem_response(&Error::from_poem(&err).to_problem()) },
-        )
+        .catch_all_error(|err: poem::Error| async move {
+            // An operation's own error response travels as a poem error
+            // built from that response: pass it through untouched.
+            let operation = err.data::<OperationId>().copied();
+            let mut resp = if err.is_from_response() {
+                err.into_response()
+            } else {
+                problem_response(&Error::from_poem(&err).to_problem())
+            };
+            if let Some(op) = operation {
+                resp.set_data(op);
+            }
+            resp
+        })
         .around(log_request)
         .data(state)
         .boxed()

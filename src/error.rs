@@ -201,8 +201,10 @@ impl Error {
     /// name and a generic reason: the raw text may quote values (a password
     /// sent with the wrong type must not come back in the response).
     fn from_parse_message(message: &str) -> Self {
+        // poem-openapi names path parameters by position (`param0`); our
+        // only path parameter is a resource's `id`.
         let name = between(message, "parameter `", "`")
-            .or_else(|| between(message, "path `", "`"))
+            .or_else(|| between(message, "path `", "`").map(|_| "id"))
             .or_else(|| between(message, "field `", "`"));
         let Some(name) = name else {
             return if message.contains("payload") {
@@ -216,7 +218,7 @@ impl Error {
         } else if let Some(rule) = message.split("verification failed. ").nth(1) {
             // A schema rule such as `maxLength(200)`: ours, safe to echo.
             format!("must satisfy {}", rule.trim())
-        } else if message.contains("expects an input value") || message.contains("missing") {
+        } else if message.contains("is required") {
             "is required".to_owned()
         } else {
             "has the wrong type or format".to_owned()

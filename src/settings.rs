@@ -72,7 +72,21 @@ pub struct Settings {
     pub shutdown_grace: Duration,
 }
 
+/// Lets [`Settings::from_args`] parse settings on their own.
+#[derive(clap::Parser)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
 impl Settings {
+    /// Parses settings from flags (and `NOTESD_*` variables), as
+    /// `notesd serve` would; with no flags, the defaults.
+    pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self, clap::Error> {
+        use clap::Parser;
+        SettingsOnly::try_parse_from(std::iter::once("notesd").chain(args)).map(|s| s.settings)
+    }
+
     pub fn hash_cost(&self) -> HashCost {
         HashCost {
             memory_kib: self.argon2_memory_kib,
@@ -109,18 +123,9 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        settings: Settings,
-    }
 
     fn parse(args: &[&str]) -> Settings {
-        Wrapper::try_parse_from(std::iter::once("notesd").chain(args.iter().copied()))
-            .unwrap()
-            .settings
+        Settings::from_args(args.iter().copied()).unwrap()
     }
 
     #[test]

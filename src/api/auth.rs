@@ -22,10 +22,13 @@ pub struct AuthApi;
 #[oai(deny_unknown_fields, example)]
 pub struct SignupRequest {
     /// Email address; compared case-insensitively.
-    #[oai(validator(min_length = 3, max_length = 254))]
+    #[oai(deserialize_with = "email_field", validator(min_length = 3, max_length = 254))]
     pub email: Text,
     /// 8 to 1024 characters, not a common or easily guessed password.
-    #[oai(validator(min_length = 8, max_length = 1024))]
+    #[oai(
+        deserialize_with = "password_field",
+        validator(min_length = 8, max_length = 1024)
+    )]
     pub password: Text,
 }
 
@@ -43,10 +46,10 @@ impl poem_openapi::types::Example for SignupRequest {
 #[oai(deny_unknown_fields, example)]
 pub struct LoginRequest {
     /// Email address of the account.
-    #[oai(validator(max_length = 254))]
+    #[oai(deserialize_with = "email_field", validator(max_length = 254))]
     pub email: Text,
     /// The account's password.
-    #[oai(validator(max_length = 1024))]
+    #[oai(deserialize_with = "password_field", validator(max_length = 1024))]
     pub password: Text,
 }
 
@@ -64,8 +67,14 @@ impl poem_openapi::types::Example for LoginRequest {
 #[oai(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The `refresh_token` of the last token pair.
-    #[oai(validator(max_length = 128))]
+    #[oai(deserialize_with = "refresh_token_field", validator(max_length = 128))]
     pub refresh_token: Text,
+}
+
+crate::field_parsers! {
+    email_field: Text => "email";
+    password_field: Text => "password";
+    refresh_token_field: Text => "refresh_token";
 }
 
 /// An access token and the refresh token that renews it.
@@ -86,9 +95,11 @@ pub struct TokenPairBody {
 }
 
 impl TokenPairBody {
-    fn new(pair: TokenPair, now: OffsetDateTime) -> Self {
+    fn new(pair: TokenPair) -> Self {
         Self {
-            expires_in: (pair.access_expires_at - now).whole_seconds().max(0),
+            expires_in: (pair.access_expires_at - pair.access_issued_at)
+                .whole_seconds()
+                .max(0),
             access_token: pair.access_token,
             token_type: "Bearer".into(),
             expires_at: pair.access_expires_at,
@@ -210,10 +221,9 @@ impl AuthApi {
         let SignupRequest { email, password } = body.0;
         let (email, password) = parse_credentials(&email.0, password.0)?;
         let (user, pair) = state.auth.signup(email, password).await?;
-        let now = state.auth.clock.now();
         Ok(SignupResponse::Created(Json(SignupBody {
             user: UserProfile::from(&user),
-            tokens: TokenPairBody::new(pair, now),
+            tokens: TokenPairBody::new(pair),
         })))
     }
 
@@ -236,8 +246,7 @@ impl AuthApi {
             return Err(Error::Unauthorized.into());
         };
         let pair = state.auth.login(email, password).await?;
-        let now = state.auth.clock.now();
-        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair, now))))
+        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
     }
 
     /// Renew tokens
@@ -252,8 +261,7 @@ impl AuthApi {
         body: Json<RefreshRequest>,
     ) -> Result<TokensResponse, RefreshError> {
         let pair = state.auth.refresh(&body.0.refresh_token.0).await?;
-        let now = state.auth.clock.now();
-        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair, now))))
+        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
     }
 
     /// Log out

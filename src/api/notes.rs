@@ -69,22 +69,26 @@ impl From<NoteRecord> for Note {
 #[oai(deny_unknown_fields, example)]
 pub struct NoteInput {
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(deserialize_with = "title_field", validator(min_length = 1, max_length = 200))]
     pub title: Text,
-    /// Up to 100 000 characters.
-    #[oai(default = "empty_text", validator(max_length = 100000))]
-    pub content: Text,
-    /// Up to 20 tags, each 1 to 32 characters of `a-z`, `0-9`, `_`, `-`.
-    #[oai(default, validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$"))]
-    pub tags: Vec<Text>,
+    /// Up to 100 000 characters; empty when absent.
+    #[oai(deserialize_with = "content_field", validator(max_length = 100000))]
+    pub content: Option<Text>,
+    /// Up to 20 tags, each 1 to 32 characters of `a-z`, `0-9`, `_`, `-`;
+    /// none when absent.
+    #[oai(
+        deserialize_with = "tags_field",
+        validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$")
+    )]
+    pub tags: Option<Vec<Text>>,
 }
 
 impl poem_openapi::types::Example for NoteInput {
     fn example() -> Self {
         Self {
             title: "Groceries".into(),
-            content: "oat milk, lemons".into(),
-            tags: vec!["home".into()],
+            content: Some("oat milk, lemons".into()),
+            tags: Some(vec!["home".into()]),
         }
     }
 }
@@ -94,14 +98,27 @@ impl poem_openapi::types::Example for NoteInput {
 #[oai(deny_unknown_fields)]
 pub struct NotePatch {
     /// 1 to 200 characters.
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(
+        deserialize_with = "title_patch_field",
+        validator(min_length = 1, max_length = 200)
+    )]
     pub title: Option<Text>,
     /// Up to 100 000 characters.
-    #[oai(validator(max_length = 100000))]
+    #[oai(deserialize_with = "content_field", validator(max_length = 100000))]
     pub content: Option<Text>,
     /// Replaces the whole tag set.
-    #[oai(validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$"))]
+    #[oai(
+        deserialize_with = "tags_field",
+        validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$")
+    )]
     pub tags: Option<Vec<Text>>,
+}
+
+crate::field_parsers! {
+    title_field: Text => "title";
+    title_patch_field: Option<Text> => "title";
+    content_field: Option<Text> => "content";
+    tags_field: Option<Vec<Text>> => "tags";
 }
 
 /// One page of notes, newest first.
@@ -236,7 +253,9 @@ fn parse_if_match(header: Option<&str>) -> Option<Vec<u64>> {
 
 /// Validates a whole note into its stored field values.
 fn parse_input(input: NoteInput) -> Result<(String, String, Vec<String>), Error> {
-    collect_fields(Some(input.title), Some(input.content), Some(input.tags)).map(|(t, c, g)| {
+    let content = input.content.unwrap_or_else(|| Text(String::new()));
+    let tags = input.tags.unwrap_or_default();
+    collect_fields(Some(input.title), Some(content), Some(tags)).map(|(t, c, g)| {
         // All three were given, so all three came back.
         (
             t.unwrap_or_default(),
@@ -460,10 +479,6 @@ impl NotesApi {
 
 fn default_limit() -> u32 {
     20
-}
-
-fn empty_text() -> Text {
-    Text(String::new())
 }
 
 #[cfg(test)]

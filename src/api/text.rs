@@ -58,6 +58,34 @@ impl From<&str> for Text {
     }
 }
 
+/// Parses one field of a request object and, on failure, says which field
+/// and why, in words of our own. poem-openapi's derived parser reports a bad
+/// field without its name (and with its value); our error mapping looks for
+/// ``field `name` `` in the message.
+pub fn parse_field<T: ParseFromJSON>(value: Option<Value>, field: &str) -> ParseResult<T> {
+    let missing = matches!(value, None | Some(Value::Null));
+    T::parse_from_json(value).map_err(|_| {
+        if missing {
+            ParseError::custom(format!("field `{field}` is required"))
+        } else {
+            ParseError::custom(format!("field `{field}` has the wrong type"))
+        }
+    })
+}
+
+/// Declares `fn $name(Option<Value>) -> ParseResult<$ty>` for use with
+/// `#[oai(deserialize_with = "...")]`, naming `$field` in errors.
+#[macro_export]
+macro_rules! field_parsers {
+    ($($name:ident: $ty:ty => $field:literal;)*) => {$(
+        fn $name(
+            value: Option<serde_json::Value>,
+        ) -> poem_openapi::types::ParseResult<$ty> {
+            $crate::api::text::parse_field(value, $field)
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub struct AuthUser {
 /// What login, signup and refresh hand out.
 pub struct TokenPair {
     pub access_token: String,
+    pub access_issued_at: OffsetDateTime,
     pub access_expires_at: OffsetDateTime,
     pub refresh_token: String,
     pub session_id: SessionId,
@@ -228,7 +229,7 @@ impl Auth {
         refresh_token: String,
         now: OffsetDateTime,
     ) -> Result<TokenPair, Error> {
-        let (access_token, access_expires_at) = self
+        let issued = self
             .tokens
             .issue(
                 user.user_id(),
@@ -239,8 +240,9 @@ impl Auth {
             )
             .map_err(|e| Error::internal(e.to_string()))?;
         Ok(TokenPair {
-            access_token,
-            access_expires_at,
+            access_token: issued.token,
+            access_issued_at: issued.issued_at,
+            access_expires_at: issued.expires_at,
             refresh_token,
             session_id: session.session_id(),
         })

@@ -36,6 +36,14 @@ pub struct AccessClaims {
     pub expires_at: OffsetDateTime,
 }
 
+/// A signed access token and its validity period.
+pub struct IssuedToken {
+    pub token: String,
+    /// `iat`, whole seconds.
+    pub issued_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("malformed token")]
@@ -121,7 +129,7 @@ impl Tokens {
         role: Role,
         now: OffsetDateTime,
         not_after: OffsetDateTime,
-    ) -> Result<(String, OffsetDateTime), TokenError> {
+    ) -> Result<IssuedToken, TokenError> {
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let exp = (now + self.ttl).min(not_after);
         let fmt = |t: OffsetDateTime| t.format(&Rfc3339).map_err(|e| TokenError::Signing(e.to_string()));
@@ -148,7 +156,11 @@ impl Tokens {
         let id = pasetors::paserk::Id::from(&key.public);
         footer.key_id(&id);
         let token = public::sign(&key.secret, &claims, Some(&footer), None).map_err(sign)?;
-        Ok((token, exp))
+        Ok(IssuedToken {
+            token,
+            issued_at: now,
+            expires_at: exp,
+        })
     }
 
     /// Checks a token: signature by a key of the ring (named by the footer's
@@ -224,9 +236,10 @@ mod tests {
         let t = tokens(dir.path(), "notesd");
         let now = OffsetDateTime::now_utc();
         let (user, sid) = (UserId::generate(), SessionId::generate());
-        let (token, exp) = t
+        let issued = t
             .issue(user, sid, Role::User, now, now + time::Duration::days(1))
             .unwrap();
+        let (token, exp) = (issued.token, issued.expires_at);
         assert!(token.starts_with("v4.public."));
         let claims = t.verify(&token, now).unwrap();
         assert_eq!(
@@ -244,10 +257,10 @@ mod tests {
         let t = tokens(dir.path(), "notesd");
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let cap = now + time::Duration::seconds(60);
-        let (_, exp) = t
+        let issued = t
             .issue(UserId::generate(), SessionId::generate(), Role::User, now, cap)
             .unwrap();
-        assert_eq!(exp, cap);
+        assert_eq!(issued.expires_at, cap);
     }
 
     #[test]
@@ -257,15 +270,17 @@ mod tests {
         let later = now + time::Duration::days(1);
         let ours = tokens(a.path(), "notesd");
         let theirs = tokens(b.path(), "notesd");
-        let (token, _) = theirs
+        let token = theirs
             .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
-            .unwrap();
+            .unwrap()
+            .token;
         assert!(matches!(ours.verify(&token, now), Err(TokenError::UnknownKey)));
 
         let other_issuer = tokens(a.path(), "someone-else");
-        let (token, _) = other_issuer
+        let token = other_issuer
             .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
-            .unwrap();
+            .unwrap()
+            .token;
         assert!(matches!(ours.verify(&token, now), Err(TokenError::WrongParty)));
     }
 
@@ -274,15 +289,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = tokens(dir.path(), "notesd");
         let now = OffsetDateTime::now_utc();
-        let (token, _) = t
-            .issue(
-                UserId::generate(),
-                SessionId::generate(),
-                Role::User,
-                now,
-                now + time::Duration::days(1),
-            )
-            .unwrap();
+        let later = now + time::Duration::days(1);
+        let token = t
+            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .unwrap()
+            .token;
         // Flip one character in the payload part.
         let mut bytes = token.into_bytes();
         let i = 20;

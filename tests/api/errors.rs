@@ -1,0 +1,97 @@
+//! Bad requests of every kind get a problem+json 4xx, never a 500.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for (body, why) in [
+        ("{\"title\":", "truncated"),
+        ("not json", "not JSON at all"),
+        ("", "empty body"),
+        ("[]", "an array, not an object"),
+        ("null", "null"),
+        ("{\"title\":\"a\",\"title\":\"b\"", "truncated after duplicate"),
+    ] {
+        let resp = app
+            .request(Method::POST, "/api/v1/notes", Some(&user.access))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, StatusCode::BAD_REQUEST, why).await;
+    }
+}
+
+#[tokio::test]
+async fn a_json_body_with_another_content_type_is_415() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/xml"),
+        None,
+    ] {
+        let mut req = app
+            .request(Method::POST, "/api/v1/notes", Some(&user.access))
+            .body(r#"{"title":"hello"}"#);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        assert_problem(
+            req.send().await.unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("{content_type:?}"),
+        )
+        .await;
+    }
+    let resp = app
+        .request(Method::POST, "/api/v1/auth/login", None)
+        .header("Content-Type", "text/plain")
+        .body(r#"{"email":"a@b.c","password":"whatever-it-is"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, "login with text/plain").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    let resp = app
+        .request(Method::GET, "/api/v1/nope", None)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::NOT_FOUND, "unknown route").await;
+    let resp = app
+        .request(Method::DELETE, "/healthz", None)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "wrong method").await;
+    let resp = app
+        .request(Method::GET, "/api/v1/auth/login", None)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, "GET on a POST route").await;
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_password_is_not_echoed() {
+    let app = spawn_app().await;
+    let resp = app
+        .request(Method::POST, "/api/v1/auth/signup", None)
+        .json(&serde_json::json!({"email": "x@example.com", "password": 987_654_321_123_u64}))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "number for a password").await;
+    assert!(!problem.to_string().contains("987654321123"), "{problem}");
+}

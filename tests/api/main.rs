@@ -1,0 +1,10 @@
+//! Black-box tests of the HTTP API against the real server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod errors;
+mod helpers;
+mod notes;
+mod ops;
+mod restart;
+mod tokens;
