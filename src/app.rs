@@ -9,13 +9,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use poem::endpoint::BoxEndpoint;
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{EndpointExt, Response, Route, Server};
 use poem_openapi::OperationId;
-use tracing::Instrument;
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
@@ -26,6 +24,7 @@ use crate::auth::tokens::Tokens;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::error::{Error, problem_response};
+use crate::middleware::{headers, limits, trace};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -132,7 +131,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
 
     let passwords = Passwords::new(
         settings.hash_cost(),
-        settings.hash_concurrency(),
+        settings.hash_pool(),
         settings.min_password_score,
     )
     .map_err(|e| StartupError::Settings(e.to_string()))?;
@@ -155,7 +154,11 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         },
         clock,
     };
-    Ok(AppState { auth, db })
+    Ok(AppState {
+        auth,
+        db,
+        search_scan_limit: settings.search_scan_limit,
+    })
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
@@ -196,6 +199,7 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
 
 fn routes(settings: &Settings, state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
     let service = api::service();
+    let max_body = settings.max_body_bytes;
     let mut route = Route::new();
     if settings.docs {
         route = route
@@ -218,39 +222,9 @@ fn routes(settings: &Settings, state: Arc<AppState>) -> BoxEndpoint<'static, Res
             }
             resp
         })
-        .around(log_request)
+        .around(move |ep, req| limits::limit_body(ep, req, max_body))
+        .around(headers::set_headers)
+        .around(trace::log_request)
         .data(state)
         .boxed()
-}
-
-/// One span and one log line per request: request id, method, the
-/// operation (a low-cardinality route name, never the raw path, which can
-/// hold ids or search text), status and latency.
-async fn log_request<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let mut id = [0u8; 8];
-    let _ = getrandom::fill(&mut id);
-    let request_id = format!("{:016x}", u64::from_be_bytes(id));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %req.method(),
-        route = tracing::field::Empty,
-    );
-    async move {
-        let started = Instant::now();
-        let mut resp = next.get_response(req).await.into_response();
-        let route = resp.data::<OperationId>().map_or("unmatched", |op| op.0);
-        tracing::Span::current().record("route", route);
-        tracing::info!(
-            status = resp.status().as_u16(),
-            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
-        if let Ok(value) = request_id.parse() {
-            resp.headers_mut().insert("x-request-id", value);
-        }
-        Ok(resp)
-    }
-    .instrument(span)
-    .await
 }

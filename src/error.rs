@@ -82,6 +82,10 @@ pub enum Error {
     /// The body has a media type this operation does not read.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// The server is saturated (e.g. the password-hashing queue is full);
+    /// try again after `retry_after` seconds.
+    #[error("service unavailable")]
+    Unavailable { retry_after: u32 },
     /// Any other client error reported by the HTTP layer, with its status.
     #[error("{status}: {detail}")]
     Http { status: StatusCode, detail: String },
@@ -95,6 +99,14 @@ impl Error {
         Self::Internal(source.into())
     }
 
+    /// Seconds for a `Retry-After` header, when the client should wait.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Error::Unavailable { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Validation(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -104,6 +116,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Http { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,6 +163,12 @@ impl Error {
                 "unsupported-media-type",
                 "Unsupported media type",
                 "Send the body as application/json.".to_owned(),
+                vec![],
+            ),
+            Error::Unavailable { .. } => (
+                "unavailable",
+                "Service unavailable",
+                "The server is busy; retry after the time in Retry-After.".to_owned(),
                 vec![],
             ),
             Error::Http { detail, .. } => (
@@ -287,10 +306,17 @@ macro_rules! problem_responses {
                 #[oai(status = $status, content_type = "application/problem+json")]
                 $variant(poem_openapi::payload::Json<$crate::error::Problem>),
             )*
-            /// Any other failure, such as 500 when the server cannot complete
-            /// the request (the details go to the server log).
+            /// Any other failure: 503 with `Retry-After` when the server is
+            /// saturated, 500 when it cannot complete the request (the
+            /// details go to the server log).
             #[oai(content_type = "application/problem+json")]
-            Other(poem::http::StatusCode, poem_openapi::payload::Json<$crate::error::Problem>),
+            Other(
+                poem::http::StatusCode,
+                poem_openapi::payload::Json<$crate::error::Problem>,
+                /// Seconds to wait before retrying (with 503).
+                #[oai(header = "Retry-After")]
+                Option<u32>,
+            ),
         }
 
         impl $name {
@@ -304,7 +330,7 @@ macro_rules! problem_responses {
                 let problem = err.to_problem();
                 match problem.status {
                     $($status => Self::$variant(poem_openapi::payload::Json(problem)),)*
-                    _ => Self::Other(err.status(), poem_openapi::payload::Json(problem)),
+                    _ => Self::Other(err.status(), poem_openapi::payload::Json(problem), err.retry_after()),
                 }
             }
         }

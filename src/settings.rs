@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::password::HashCost;
+use crate::auth::password::{HashCost, HashPoolSize};
 
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
@@ -43,9 +43,15 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_ARGON2_PARALLELISM", default_value_t = 1)]
     pub argon2_parallelism: u32,
 
-    /// Password hashes computed at once; default: the number of cores.
+    /// Password hashes computed at once; default: one fewer than the cores
+    /// (at least 1), so hashing never takes every core.
     #[arg(long, env = "NOTESD_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+
+    /// Password hashes allowed to wait for a thread; beyond this, signup and
+    /// login answer 503 with Retry-After at once.
+    #[arg(long, env = "NOTESD_HASH_QUEUE", default_value_t = 32)]
+    pub hash_queue: usize,
 
     /// Lowest zxcvbn score (0-4) a new password must reach.
     #[arg(long, env = "NOTESD_MIN_PASSWORD_SCORE", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=4))]
@@ -62,6 +68,15 @@ pub struct Settings {
     /// Verified access tokens remembered to skip repeated signature checks.
     #[arg(long, env = "NOTESD_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
     pub token_cache_capacity: usize,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Notes a `q` search reads per request before it returns what it has
+    /// (with a cursor to continue), so one search cannot monopolise a core.
+    #[arg(long, env = "NOTESD_SEARCH_SCAN_LIMIT", default_value_t = 2000)]
+    pub search_scan_limit: usize,
 
     /// Serve Swagger UI at /docs and the spec at /openapi.json.
     #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -95,13 +110,17 @@ impl Settings {
         }
     }
 
-    pub fn hash_concurrency(&self) -> usize {
-        self.hash_concurrency
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    pub fn hash_pool(&self) -> HashPoolSize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        HashPoolSize {
+            threads: self.hash_concurrency.unwrap_or(cores.saturating_sub(1)).max(1),
+            queue: self.hash_queue,
+        }
     }
 
     /// Rejects combinations that would weaken a guarantee.
     pub fn validate(&self) -> Result<(), String> {
+        const DAY: u64 = 86_400;
         if self.access_token_ttl < Duration::from_secs(1) {
             return Err("--access-token-ttl must be at least 1s".into());
         }
@@ -112,6 +131,19 @@ impl Settings {
         }
         if self.session_absolute_ttl < self.session_idle_ttl {
             return Err("--session-absolute-ttl must not be shorter than --session-idle-ttl".into());
+        }
+        // Bounds that keep every date computation far from overflow.
+        if self.access_token_ttl > Duration::from_secs(DAY) {
+            return Err("--access-token-ttl must be at most 1 day".into());
+        }
+        if self.session_absolute_ttl > Duration::from_secs(3650 * DAY) {
+            return Err("--session-absolute-ttl must be at most 10 years".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("--max-body-bytes must be at least 1024".into());
+        }
+        if self.search_scan_limit == 0 {
+            return Err("--search-scan-limit must be at least 1".into());
         }
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err("--token-issuer and --token-audience must not be empty".into());
@@ -145,5 +177,16 @@ mod tests {
         assert!(parse(&["--session-idle-ttl", "10m"]).validate().is_err());
         assert!(parse(&["--session-absolute-ttl", "1d"]).validate().is_err());
         assert!(parse(&["--access-token-ttl", "0s"]).validate().is_err());
+        assert!(parse(&["--access-token-ttl", "2d"]).validate().is_err());
+        assert!(
+            parse(&[
+                "--session-idle-ttl",
+                "10000000years",
+                "--session-absolute-ttl",
+                "10000000years"
+            ])
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -333,7 +333,9 @@ impl NotesApi {
     ///
     /// Newest first. Follow `next_cursor` for more. `tag` keeps notes with
     /// that tag; `q` keeps notes whose title or content contains it,
-    /// ignoring case.
+    /// ignoring case. A search reads a bounded number of notes per request,
+    /// so a page may hold fewer than `limit` notes and still have a
+    /// `next_cursor`: only its absence means the end.
     #[oai(path = "/", method = "get", operation_id = "listNotes")]
     async fn list(
         &self,
@@ -366,6 +368,7 @@ impl NotesApi {
             after,
             tag: tag.0,
             q: q.0.map(|q| q.to_lowercase()),
+            scan_limit: state.search_scan_limit,
         };
         let owner = auth.0.user_id;
         let (notes, next) = state.db.run(move |s| s.list_notes(owner, &query)).await?;

@@ -260,7 +260,7 @@ impl Auth {
                 // never outlive the absolute limit, and settings keep the
                 // idle limit longer than the token life.
                 s.purge_sessions(|session| match session.revoked_at {
-                    Some(at) => at + token_life < now,
+                    Some(at) => at + token_life + Duration::from_secs(60) < now,
                     None => limits.is_expired(session, now),
                 })
             })

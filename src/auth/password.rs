@@ -2,16 +2,25 @@
 //!
 //! Argon2id with configurable cost (OWASP's m = 19 456 KiB, t = 2, p = 1 by
 //! default), stored as a PHC string. Hashing is deliberately expensive, so it
-//! never runs on the async workers: each hash or verify takes a permit from a
-//! semaphore sized to the cores and runs on the blocking pool, which keeps a
-//! flood of logins from starving every other request.
+//! never runs on the async workers: a small pool of dedicated threads
+//! (by default one fewer than the cores, so one core always stays free for
+//! other requests) takes jobs from a bounded queue. When the queue is full a
+//! login is refused at once with 503 instead of piling up.
+//!
+//! Each hashing thread keeps its argon2 working memory between jobs.
+//! Allocating and faulting in 19 MiB per hash costs time, and freed blocks
+//! that size stay cached per thread by the allocator: spread over the
+//! general blocking pool they added up to more than a gigabyte of resident
+//! memory under a login flood.
 
-use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
-use tracing::Instrument;
+use argon2::password_hash::{PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use base64ct::{Base64Unpadded, Encoding};
+use subtle::ConstantTimeEq;
 
 use crate::domain::Password;
 use crate::error::{Error, FieldError};
@@ -42,12 +51,77 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+/// Size of the hashing pool and its queue.
+#[derive(Debug, Clone, Copy)]
+pub struct HashPoolSize {
+    pub threads: usize,
+    pub queue: usize,
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Dedicated hashing threads fed by a bounded queue.
+struct HashPool {
+    jobs: SyncSender<Job>,
+}
+
+impl HashPool {
+    fn new(size: HashPoolSize) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(size.queue);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..size.threads.max(1) {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("notesd-hash-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        // Hold the lock only while waiting for a job.
+                        let job = match queue.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut memory),
+                            Err(_) => return, // the pool was dropped
+                        }
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let job: Job = Box::new(move |memory| {
+            let _ = done.send(span.in_scope(|| work(memory)));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("password hashing queue full; refusing");
+                return Err(Error::Unavailable { retry_after: 1 });
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(Error::internal("hashing pool stopped")),
+        }
+        result.await.map_err(|_| Error::internal("hashing job dropped"))?
+    }
+}
+
 pub struct Passwords {
     params: Params,
-    permits: Arc<Semaphore>,
+    pool: HashPool,
     /// A real hash of a random password, verified against when the account
     /// does not exist, so that case costs the same time as a wrong password.
     dummy_hash: String,
+    /// How long verifying with the current parameters takes here; a verify
+    /// against an older, cheaper hash is padded to this, so a parameter
+    /// change does not make existing accounts answer faster.
+    baseline: Duration,
     min_score: u8,
 }
 
@@ -55,18 +129,25 @@ pub struct Passwords {
 /// grows faster than linearly with length; 100 characters of anything not
 /// trivially repetitive is far beyond guessable anyway.
 const STRENGTH_WINDOW: usize = 100;
+const SALT_LEN: usize = 16;
+const HASH_LEN: usize = 32;
 
 impl Passwords {
-    pub fn new(cost: HashCost, concurrency: usize, min_score: u8) -> Result<Self, Error> {
-        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+    pub fn new(cost: HashCost, pool: HashPoolSize, min_score: u8) -> Result<Self, Error> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(HASH_LEN))
             .map_err(|e| Error::internal(format!("invalid argon2 parameters: {e}")))?;
+        let mut memory = Vec::new();
         let mut dummy = [0u8; 32];
         getrandom::fill(&mut dummy).map_err(|e| Error::internal(e.to_string()))?;
-        let dummy_hash = hash_with(&params, &dummy)?;
+        let dummy_hash = hash_with(&params, &dummy, &mut memory)?;
+        let started = Instant::now();
+        verify_with(&dummy_hash, &dummy, &mut memory)?;
+        let baseline = started.elapsed();
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: HashPool::new(pool).map_err(|e| Error::internal(format!("hashing threads: {e}")))?,
             dummy_hash,
+            baseline,
             min_score,
         })
     }
@@ -76,11 +157,12 @@ impl Passwords {
     pub async fn hash_new(&self, password: Password, context: Vec<String>) -> Result<String, Error> {
         let params = self.params.clone();
         let min_score = self.min_score;
-        self.blocking(move || {
-            check_strength(&password, &context, min_score)?;
-            hash_with(&params, password.expose().as_bytes())
-        })
-        .await
+        self.pool
+            .run(move |memory| {
+                check_strength(&password, &context, min_score)?;
+                hash_with(&params, password.expose().as_bytes(), memory)
+            })
+            .await
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when
@@ -89,67 +171,96 @@ impl Passwords {
         let exists = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let params = self.params.clone();
-        let verified = self
-            .blocking(move || {
-                let hash =
-                    PasswordHash::new(&phc).map_err(|e| Error::internal(format!("stored hash: {e}")))?;
-                let ok = argon2_for(&params)
-                    .verify_password(password.expose().as_bytes(), &hash)
-                    .is_ok();
-                let current = hash.algorithm == Algorithm::Argon2id.ident()
-                    && Params::try_from(&hash).is_ok_and(|p| {
-                        p.m_cost() == params.m_cost()
-                            && p.t_cost() == params.t_cost()
-                            && p.p_cost() == params.p_cost()
-                    });
-                Ok(Verified {
-                    ok,
-                    needs_rehash: !current,
-                })
+        let started = Instant::now();
+        let (ok, current) = self
+            .pool
+            .run(move |memory| {
+                let ok = verify_with(&phc, password.expose().as_bytes(), memory)?;
+                Ok((ok, uses_params(&phc, &params)))
             })
             .await?;
+        if !current && let Some(short) = self.baseline.checked_sub(started.elapsed()) {
+            tokio::time::sleep(short).await;
+        }
         Ok(Verified {
-            ok: verified.ok && exists,
-            needs_rehash: verified.needs_rehash && exists,
+            ok: ok && exists,
+            needs_rehash: !current && exists,
         })
     }
 
     /// Hashes without the strength check (rehash of an accepted password).
     pub async fn rehash(&self, password: Password) -> Result<String, Error> {
         let params = self.params.clone();
-        self.blocking(move || hash_with(&params, password.expose().as_bytes()))
+        self.pool
+            .run(move |memory| hash_with(&params, password.expose().as_bytes(), memory))
             .await
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .instrument(tracing::Span::current())
-            .await
-            .map_err(|e| Error::internal(format!("hashing task failed: {e}")))?
     }
 }
 
-fn argon2_for(params: &Params) -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+/// Grows the reusable working memory to what `params` needs.
+fn memory_for<'m>(params: &Params, memory: &'m mut Vec<Block>) -> &'m mut [Block] {
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    &mut memory[..blocks]
 }
 
-fn hash_with(params: &Params, password: &[u8]) -> Result<String, Error> {
-    let mut salt = [0u8; 16];
+fn hash_with(params: &Params, password: &[u8], memory: &mut Vec<Block>) -> Result<String, Error> {
+    let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|e| Error::internal(e.to_string()))?;
+    let mut out = [0u8; HASH_LEN];
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, &salt, &mut out, memory_for(params, memory))
+        .map_err(|e| Error::internal(format!("argon2: {e}")))?;
+    // The PHC string format, as the `password-hash` crate reads it.
     let salt = SaltString::encode_b64(&salt).map_err(|e| Error::internal(e.to_string()))?;
-    argon2_for(params)
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| Error::internal(format!("argon2: {e}")))
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        salt.as_str(),
+        Base64Unpadded::encode_string(&out)
+    ))
+}
+
+/// Checks `password` against a PHC string, in constant time.
+fn verify_with(phc: &str, password: &[u8], memory: &mut Vec<Block>) -> Result<bool, Error> {
+    let hash = PasswordHash::new(phc).map_err(|e| Error::internal(format!("stored hash: {e}")))?;
+    let algorithm =
+        Algorithm::try_from(hash.algorithm).map_err(|e| Error::internal(format!("stored hash: {e}")))?;
+    let version = hash
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .map_err(|e| Error::internal(format!("stored hash: {e}")))?;
+    let expected = hash
+        .hash
+        .ok_or_else(|| Error::internal("stored hash has no output"))?;
+    let params = Params::try_from(&hash).map_err(|e| Error::internal(format!("stored hash: {e}")))?;
+    let mut salt = [0u8; 64];
+    let salt = hash
+        .salt
+        .ok_or_else(|| Error::internal("stored hash has no salt"))?
+        .decode_b64(&mut salt)
+        .map_err(|e| Error::internal(format!("stored hash salt: {e}")))?;
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params.clone())
+        .hash_password_into_with_memory(password, salt, &mut out, memory_for(&params, memory))
+        .map_err(|e| Error::internal(format!("argon2: {e}")))?;
+    Ok(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
+}
+
+/// Whether a PHC string is argon2id with exactly the configured cost.
+fn uses_params(phc: &str, params: &Params) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        hash.algorithm == Algorithm::Argon2id.ident()
+            && Params::try_from(&hash).is_ok_and(|p| {
+                p.m_cost() == params.m_cost()
+                    && p.t_cost() == params.t_cost()
+                    && p.p_cost() == params.p_cost()
+            })
+    })
 }
 
 /// Rejects passwords that zxcvbn scores below `min_score` (0–4), with its
@@ -195,7 +306,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        Passwords::new(cost, 2, 2).unwrap()
+        Passwords::new(cost, HashPoolSize { threads: 2, queue: 8 }, 2).unwrap()
     }
 
     fn pw(s: &str) -> Password {
@@ -239,12 +350,67 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let newer = Passwords::new(cost, 1, 2).unwrap();
+        let newer = Passwords::new(cost, HashPoolSize { threads: 1, queue: 8 }, 2).unwrap();
         let v = newer
             .verify(pw("plaid-otter-cathedral"), Some(old))
             .await
             .unwrap();
         assert!(v.ok && v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn our_hashes_are_standard_phc_strings() {
+        use argon2::password_hash::PasswordVerifier;
+        let hash = cheap()
+            .hash_new(pw("plaid-otter-cathedral"), vec![])
+            .await
+            .unwrap();
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"plaid-otter-cathedral", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"plaid-otter-cathedrax", &parsed)
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        let cost = HashCost {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let p = Passwords::new(cost, HashPoolSize { threads: 1, queue: 1 }, 0).unwrap();
+        // Occupy the only thread, and wait until it is really busy.
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        p.pool
+            .jobs
+            .send(Box::new(move |_| {
+                started_tx.send(()).unwrap();
+                let _ = gate.recv();
+            }))
+            .unwrap();
+        started.recv().unwrap();
+        // Fill the one queue slot.
+        assert!(p.pool.jobs.try_send(Box::new(|_| {})).is_ok());
+        let refused = p.verify(pw("whatever-it-is-123"), None).await;
+        assert!(matches!(refused, Err(Error::Unavailable { retry_after: 1 })));
+        release.send(()).unwrap();
+        // Wait until the thread has worked through the queue.
+        let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
+        p.pool
+            .jobs
+            .send(Box::new(move |_| drained_tx.send(()).unwrap()))
+            .unwrap();
+        drained.recv().unwrap();
+        let again = p.verify(pw("whatever-it-is-123"), None).await;
+        assert!(again.is_ok(), "served again once drained: {:?}", again.err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct AccessClaims {
     pub user_id: UserId,
     pub session_id: SessionId,
     pub role: Role,
+    pub issued_at: OffsetDateTime,
     pub not_before: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -174,7 +175,11 @@ impl Tokens {
             self.verified.insert(digest, claims.clone());
             claims
         };
-        if now < claims.not_before - LEEWAY || now >= claims.expires_at {
+        // Also bound the life by the *current* setting: after a restart with
+        // a shorter life, older tokens must not outlive it, because revoked
+        // sessions are only remembered for that long.
+        if now < claims.not_before - LEEWAY || now >= claims.expires_at || now >= claims.issued_at + self.ttl
+        {
             return Err(TokenError::OutsideValidity);
         }
         Ok(claims)
@@ -209,6 +214,7 @@ impl Tokens {
             user_id: UserId(parse_id(&raw.sub)?),
             session_id: SessionId(parse_id(&raw.sid)?),
             role: Role::parse(&raw.role).ok_or(TokenError::Malformed)?,
+            issued_at: raw.iat,
             not_before: raw.nbf.max(raw.iat),
             expires_at: raw.exp,
         })

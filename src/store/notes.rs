@@ -59,6 +59,9 @@ pub struct NoteQuery {
     pub tag: Option<String>,
     /// Lower-cased substring to look for in title and content.
     pub q: Option<String>,
+    /// With `q`: read at most this many notes, then return what matched so
+    /// far with a cursor to continue (a search's cost stays bounded).
+    pub scan_limit: usize,
 }
 
 type NotesTable<'t> = Table<'t, (u128, u128), &'static [u8]>;
@@ -89,6 +92,20 @@ impl Store {
             let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
             let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
             put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Inserts many notes in one transaction (bulk import, benchmarks).
+    pub fn insert_notes(&self, owner: UserId, batch: &[NoteRecord]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+            let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+            for note in batch {
+                put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -198,11 +215,7 @@ impl Store {
         let inclusive = query.after.is_none();
         let txn = self.db.begin_read()?;
         let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-        let matches = |note: &NoteRecord| match &query.q {
-            Some(q) => note.title.to_lowercase().contains(q) || note.content.to_lowercase().contains(q),
-            None => true,
-        };
-        let mut page = Vec::with_capacity(query.limit + 1);
+        let mut page = Page::new(query);
 
         if let Some(tag) = &query.tag {
             let index = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
@@ -215,12 +228,9 @@ impl Store {
                 let (key, _) = entry?;
                 let (_, _, note_id) = key.value();
                 if let Some(note) = get_record::<_, NoteRecord>(&notes, "notes", (owner, note_id))?
-                    && matches(&note)
+                    && page.offer(note)
                 {
-                    page.push(note);
-                    if page.len() > query.limit {
-                        break;
-                    }
+                    break;
                 }
             }
         } else {
@@ -231,23 +241,67 @@ impl Store {
             };
             for entry in range.rev() {
                 let (_, value) = entry?;
-                let note: NoteRecord = decode("notes", value.value())?;
-                if matches(&note) {
-                    page.push(note);
-                    if page.len() > query.limit {
-                        break;
-                    }
+                if page.offer(decode("notes", value.value())?) {
+                    break;
                 }
             }
         }
+        Ok(page.finish())
+    }
+}
 
-        let next = if page.len() > query.limit {
-            page.truncate(query.limit);
-            page.last().map(NoteRecord::note_id)
-        } else {
-            None
+/// Collects one page: `limit` matches plus one to know whether more exist,
+/// or fewer when a search's scan budget runs out first.
+struct Page<'q> {
+    query: &'q NoteQuery,
+    items: Vec<NoteRecord>,
+    scanned: usize,
+    last_scanned: Option<NoteId>,
+    budget_spent: bool,
+}
+
+impl<'q> Page<'q> {
+    fn new(query: &'q NoteQuery) -> Self {
+        Self {
+            query,
+            items: Vec::with_capacity(query.limit + 1),
+            scanned: 0,
+            last_scanned: None,
+            budget_spent: false,
+        }
+    }
+
+    /// Takes the next note in order; `true` when the page is complete.
+    fn offer(&mut self, note: NoteRecord) -> bool {
+        self.scanned += 1;
+        self.last_scanned = Some(note.note_id());
+        let matches = match &self.query.q {
+            Some(q) => note.title.to_lowercase().contains(q) || note.content.to_lowercase().contains(q),
+            None => true,
         };
-        Ok((page, next))
+        if matches {
+            self.items.push(note);
+            if self.items.len() > self.query.limit {
+                return true;
+            }
+        }
+        if self.query.q.is_some() && self.scanned >= self.query.scan_limit {
+            self.budget_spent = true;
+            return true;
+        }
+        false
+    }
+
+    fn finish(mut self) -> (Vec<NoteRecord>, Option<NoteId>) {
+        if self.items.len() > self.query.limit {
+            self.items.truncate(self.query.limit);
+            let next = self.items.last().map(NoteRecord::note_id);
+            (self.items, next)
+        } else if self.budget_spent {
+            (self.items, self.last_scanned)
+        } else {
+            (self.items, None)
+        }
     }
 }
 
@@ -274,6 +328,7 @@ mod tests {
             after: None,
             tag: None,
             q: None,
+            scan_limit: 1000,
         }
     }
 
@@ -340,5 +395,32 @@ mod tests {
             Conditional::Done(())
         );
         assert_eq!((by_tag("b"), by_tag("c")), (0, 0));
+    }
+
+    #[test]
+    fn a_search_stops_at_its_scan_budget_and_can_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let owner = UserId::generate();
+        let batch: Vec<NoteRecord> = (0..25).map(|i| note(&format!("n{i}"), &[])).collect();
+        store.insert_notes(owner, &batch).unwrap();
+        let mut q = NoteQuery {
+            q: Some("n".into()),
+            scan_limit: 10,
+            ..query(100)
+        };
+        let mut seen = 0;
+        let mut rounds = 0;
+        loop {
+            let (items, next) = store.list_notes(owner, &q).unwrap();
+            assert!(items.len() <= 10, "never reads past the budget");
+            seen += items.len();
+            rounds += 1;
+            match next {
+                Some(cursor) => q.after = Some(cursor),
+                None => break,
+            }
+        }
+        assert_eq!((seen, rounds), (25, 3));
     }
 }

@@ -82,13 +82,23 @@ impl Store {
                         let bytes = encode("sessions", &session)?;
                         sessions.insert(id.as_u128(), bytes.as_slice())?;
                     }
-                    Some(result)
+                    Some((result, write))
                 }
                 None => None,
             }
         };
-        txn.commit()?;
-        Ok(outcome)
+        // Commit (and fsync) only when something changed: a flood of bogus
+        // refresh tokens must not turn into a flood of disk flushes.
+        match outcome {
+            Some((result, true)) => {
+                txn.commit()?;
+                Ok(Some(result))
+            }
+            other => {
+                txn.abort()?;
+                Ok(other.map(|(result, _)| result))
+            }
+        }
     }
 
     /// Ids of sessions revoked at or after `since`: the ones whose access

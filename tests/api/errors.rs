@@ -95,3 +95,77 @@ async fn a_wrongly_typed_password_is_not_echoed() {
     let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "number for a password").await;
     assert!(!problem.to_string().contains("987654321123"), "{problem}");
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_413_before_it_is_read() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let big = format!(r#"{{"title":"big","content":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+
+    let declared = app
+        .request(Method::POST, "/api/v1/notes", Some(&user.access))
+        .header("Content-Type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        declared,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "2 MiB with Content-Length",
+    )
+    .await;
+
+    // Without a length (chunked), the limit applies while streaming.
+    let chunks = futures_chunks(big.into_bytes());
+    let streamed = app
+        .request(Method::POST, "/api/v1/notes", Some(&user.access))
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(streamed, StatusCode::PAYLOAD_TOO_LARGE, "2 MiB chunked").await;
+
+    let unauthenticated = app
+        .request(Method::POST, "/api/v1/auth/login", None)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        unauthenticated,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "no login needed to be refused",
+    )
+    .await;
+}
+
+fn futures_chunks(bytes: Vec<u8>) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    tokio_stream::iter(chunks)
+}
+
+#[tokio::test]
+async fn unauthorized_answers_name_the_scheme_and_api_answers_are_not_cached() {
+    let app = spawn_app().await;
+    let resp = app.request(Method::GET, "/api/v1/me", None).send().await.unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let user = app.new_user().await;
+    let resp = app.me(&user.access).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "no-store",
+        "user data is never cached"
+    );
+    let resp = app.refresh(&user.refresh).await;
+    assert_eq!(
+        resp.headers()["cache-control"],
+        "no-store",
+        "tokens are never cached"
+    );
+}

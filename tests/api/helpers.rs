@@ -94,9 +94,14 @@ impl TestApp {
     }
 
     /// Stops this server and starts a new one on the same data directory.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(&[]).await
+    }
+
+    /// As [`TestApp::restart`], with other flags.
+    pub async fn restart_with(mut self, flags: &[&str]) -> TestApp {
         self.stop().await;
-        let mut next = start(&self.data_dir, &[], self.clock.clone()).await;
+        let mut next = start(&self.data_dir, flags, self.clock.clone()).await;
         next.dir = self.dir.take();
         next
     }

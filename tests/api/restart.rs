@@ -1,6 +1,8 @@
 //! A restart on the same data directory keeps users, notes, keys and
 //! revocations.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -43,6 +45,24 @@ async fn restart_keeps_users_notes_keys_and_revocations() {
         app.me(&logged_out.access).await,
         StatusCode::UNAUTHORIZED,
         "revocation survives",
+    )
+    .await;
+}
+
+/// Regression: revoked sessions are remembered for one access-token life.
+/// A restart with a shorter life used to forget them while their older,
+/// longer-lived tokens still verified, so logged-out tokens worked again.
+#[tokio::test]
+async fn shortening_the_token_life_does_not_revive_logged_out_tokens() {
+    let app = crate::helpers::spawn_app_with(&["--access-token-ttl", "1h"]).await;
+    let user = app.new_user().await;
+    assert_eq!(app.logout(&user.access).await.status(), StatusCode::NO_CONTENT);
+    app.advance_clock(Duration::from_secs(120));
+    let app = app.restart_with(&["--access-token-ttl", "1s"]).await;
+    assert_problem(
+        app.me(&user.access).await,
+        StatusCode::UNAUTHORIZED,
+        "logged out before the restart",
     )
     .await;
 }

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make bench`: load figures for notesd against a bare poem route, on this
+# machine. The server is pinned to core 0 and wrk to core 1 (when there are
+# two cores), 32 connections, loopback only. Prints req/s, p50, p99 per
+# scenario and the server's peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v wrk >/dev/null || { echo "bench needs wrk (apt-get install wrk)" >&2; exit 1; }
+DURATION=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNECTIONS:-32}
+PORT=${BENCH_PORT:-18080}
+BARE_PORT=$((PORT + 10))
+BIN=target/release/notesd
+WORK=$(mktemp -d)
+SERVER_CPU=0; CLIENT_CPU=1
+[ "$(nproc)" -ge 2 ] || CLIENT_CPU=0
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cargo build --release --quiet --examples
+cargo build --release --quiet --bin notesd
+
+echo "# notesd bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "# wrk -c$CONNS -d$DURATION, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
+
+target/release/examples/bench_seed "$WORK/data" small@bench.test:1000 large@bench.test:100000 >/dev/null
+
+NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
+  --hash-concurrency 1 >"$WORK/server.log" 2>&1 &
+SERVER=$!; PIDS+=("$SERVER")
+taskset -c $SERVER_CPU target/release/examples/bare 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+login() {
+  curl -sf -H 'content-type: application/json' \
+    -d "{\"email\":\"$1\",\"password\":\"bench otter cathedral\"}" "http://127.0.0.1:$PORT/api/v1/auth/login" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+SMALL=$(login small@bench.test)
+LARGE=$(login large@bench.test)
+NOTE=$(curl -sf -H "authorization: Bearer $SMALL" "http://127.0.0.1:$PORT/api/v1/notes?limit=1" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+
+cat >"$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $SMALL"
+wrk.body = '{"title":"bench note","content":"written by wrk","tags":["bench"]}'
+LUA
+cat >"$WORK/login.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"email":"small@bench.test","password":"bench otter cathedral"}'
+LUA
+
+# run NAME URL [wrk args...]: one wrk run, one summary line.
+run() {
+  local name=$1 url=$2; shift 2
+  taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$WORK/wrk.out"
+  python3 - "$name" "$WORK/wrk.out" <<'PY'
+import re, sys
+name, text = sys.argv[1], open(sys.argv[2]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+def pct(p):
+    m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = f"  non-2xx={non2xx.group(1)}" if non2xx else ""
+print(f"{name:<34} {rps:>10.0f} req/s   p50 {pct(50):>7.2f} ms   p99 {pct(99):>7.2f} ms{errors}")
+PY
+}
+
+run "bare poem route (ceiling)"       "http://127.0.0.1:$BARE_PORT/hello"
+run "GET /notes/{id} (authenticated)" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
+run "GET /notes first page, 1k notes" "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $SMALL"
+run "GET /notes first page, 100k"     "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $LARGE"
+run "POST /notes (create, fsync)"     "http://127.0.0.1:$PORT/api/v1/notes" -s "$WORK/post.lua"
+run "POST /auth/login (argon2id)"     "http://127.0.0.1:$PORT/api/v1/auth/login" -s "$WORK/login.lua"
+
+echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"

@@ -1,0 +1,43 @@
+//! The request body limit. A body larger than the limit is refused with 413
+//! before it is read whole: at once when `Content-Length` says so, otherwise
+//! as soon as the streamed body passes the limit. A JSON body is read whole
+//! by the API anyway, so reading it here (bounded) costs nothing extra.
+
+use poem::http::{StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use crate::error::{Error, problem_response};
+
+fn too_large(limit: usize) -> Response {
+    problem_response(
+        &Error::Http {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            detail: format!("The request body is larger than {limit} bytes."),
+        }
+        .to_problem(),
+    )
+}
+
+pub async fn limit_body<E: Endpoint>(next: E, mut req: Request, limit: usize) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Ok(too_large(limit));
+    }
+    // No declared length: a chunked (or HTTP/2) body, or none at all. Read
+    // it with the limit in force; an empty body costs nothing.
+    if declared.is_none() {
+        match req.take_body().into_bytes_limit(limit).await {
+            Ok(bytes) => req.set_body(bytes),
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => return Ok(too_large(limit)),
+            Err(_) => {
+                let err = Error::BadRequest("The request body could not be read.".to_owned());
+                return Ok(problem_response(&err.to_problem()));
+            }
+        }
+    }
+    Ok(next.call(req).await?.into_response())
+}
