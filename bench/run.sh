@@ -59,6 +59,7 @@ LUA
 # run NAME URL [wrk args...]: one wrk run, one summary line.
 run() {
   local name=$1 url=$2; shift 2
+  if [ -n "${BENCH_ONLY:-}" ] && ! [[ "$name" =~ $BENCH_ONLY ]]; then return; fi
   taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$WORK/wrk.out"
   python3 - "$name" "$WORK/wrk.out" <<'PY'
 import re, sys

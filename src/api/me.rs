@@ -61,7 +61,7 @@ impl MeApi {
         auth: BearerAuth,
     ) -> Result<ProfileResponse, ProfileError> {
         let id = auth.0.user_id;
-        let user = state.db.run(move |s| s.user(id)).await?;
+        let user = state.db.read(|s| s.user(id))?;
         // A valid token for a deleted account: treat like a bad token.
         let user = user.ok_or(Error::Unauthorized)?;
         Ok(ProfileResponse::Ok(Json(UserProfile::from(&user))))

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod me;
 pub mod notes;
 pub mod ops;
+pub mod payload;
 pub mod security;
 pub mod text;
 

@@ -10,6 +10,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
+use super::payload::JsonBody;
 use super::security::BearerAuth;
 use super::{ApiTags, AppState, Text};
 use crate::domain::{Content, NoteId, Tags, Title};
@@ -20,7 +21,7 @@ use crate::store::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
 pub struct NotesApi;
 
 /// A note as stored.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(example)]
 pub struct Note {
     /// UUIDv7: sorts by creation time.
@@ -29,7 +30,9 @@ pub struct Note {
     pub content: String,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows with every change; also the `ETag`.
     pub version: u64,
@@ -122,7 +125,7 @@ crate::field_parsers! {
 }
 
 /// One page of notes, newest first.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 pub struct NotePage {
     pub items: Vec<Note>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -134,7 +137,7 @@ pub enum CreatedResponse {
     /// The note was stored.
     #[oai(status = 201)]
     Created(
-        Json<Note>,
+        JsonBody<Note>,
         /// The new note's URL.
         #[oai(header = "Location")]
         String,
@@ -149,7 +152,7 @@ pub enum NoteResponse {
     /// The note.
     #[oai(status = 200)]
     Ok(
-        Json<Note>,
+        JsonBody<Note>,
         /// The note's version, for `If-Match`.
         #[oai(header = "ETag")]
         String,
@@ -160,7 +163,7 @@ pub enum NoteResponse {
 pub enum PageResponse {
     /// A page of notes.
     #[oai(status = 200)]
-    Ok(Json<NotePage>),
+    Ok(JsonBody<NotePage>),
 }
 
 #[derive(ApiResponse)]
@@ -294,7 +297,7 @@ fn write_outcome(outcome: Conditional<NoteRecord>) -> Result<NoteResponse, Write
     match outcome {
         Conditional::Done(note) => {
             let tag = etag(note.version);
-            Ok(NoteResponse::Ok(Json(note.into()), tag))
+            Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
         }
         Conditional::NotFound => Err(Error::NotFound.into()),
         Conditional::VersionMismatch => Err(Error::PreconditionFailed.into()),
@@ -326,7 +329,7 @@ impl NotesApi {
         let stored = note.clone();
         state.db.run(move |s| s.insert_note(owner, &stored)).await?;
         let location = format!("/api/v1/notes/{}", note.note_id());
-        Ok(CreatedResponse::Created(Json(note.into()), location, etag(1)))
+        Ok(CreatedResponse::Created(JsonBody(note.into()), location, etag(1)))
     }
 
     /// List notes
@@ -371,8 +374,14 @@ impl NotesApi {
             scan_limit: state.search_scan_limit,
         };
         let owner = auth.0.user_id;
-        let (notes, next) = state.db.run(move |s| s.list_notes(owner, &query)).await?;
-        Ok(PageResponse::Ok(Json(NotePage {
+        // A page without search reads at most `limit + 1` notes: inline. A
+        // search may read up to the scan limit: on the blocking pool.
+        let (notes, next) = if query.q.is_some() {
+            state.db.run(move |s| s.list_notes(owner, &query)).await?
+        } else {
+            state.db.read(|s| s.list_notes(owner, &query))?
+        };
+        Ok(PageResponse::Ok(JsonBody(NotePage {
             items: notes.into_iter().map(Note::from).collect(),
             next_cursor: next.map(|id| id.to_string()),
         })))
@@ -389,13 +398,9 @@ impl NotesApi {
         id: Path<uuid::Uuid>,
     ) -> Result<NoteResponse, ReadError> {
         let (owner, id) = (auth.0.user_id, NoteId(id.0));
-        let note = state
-            .db
-            .run(move |s| s.note(owner, id))
-            .await?
-            .ok_or(Error::NotFound)?;
+        let note = state.db.read(|s| s.note(owner, id))?.ok_or(Error::NotFound)?;
         let tag = etag(note.version);
-        Ok(NoteResponse::Ok(Json(note.into()), tag))
+        Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
     }
 
     /// Replace a note
@@ -487,6 +492,19 @@ fn default_limit() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_and_openapi_serialise_a_note_alike() {
+        use poem_openapi::types::{Example, ToJSON};
+        let note = Note::example();
+        let ours = serde_json::to_value(&note).unwrap();
+        assert_eq!(Some(ours), note.to_json());
+        let page = NotePage {
+            items: vec![Note::example()],
+            next_cursor: None,
+        };
+        assert_eq!(Some(serde_json::to_value(&page).unwrap()), page.to_json());
+    }
 
     #[test]
     fn if_match_forms() {

@@ -3,7 +3,7 @@
 //! as soon as the streamed body passes the limit. A JSON body is read whole
 //! by the API anyway, so reading it here (bounded) costs nothing extra.
 
-use poem::http::{StatusCode, header};
+use poem::http::{Method, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::error::{Error, problem_response};
@@ -27,9 +27,11 @@ pub async fn limit_body<E: Endpoint>(next: E, mut req: Request, limit: usize) ->
     if declared.is_some_and(|len| len > limit as u64) {
         return Ok(too_large(limit));
     }
-    // No declared length: a chunked (or HTTP/2) body, or none at all. Read
-    // it with the limit in force; an empty body costs nothing.
-    if declared.is_none() {
+    // No declared length on a method that carries a body: a chunked (or
+    // HTTP/2) body. Read it with the limit in force. Other methods' bodies
+    // are never read by any route, so they are left alone.
+    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    if declared.is_none() && has_body {
         match req.take_body().into_bytes_limit(limit).await {
             Ok(bytes) => req.set_body(bytes),
             Err(poem::error::ReadBodyError::PayloadTooLarge) => return Ok(too_large(limit)),
