@@ -10,10 +10,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use poem::endpoint::BoxEndpoint;
 use poem::listener::TcpAcceptor;
-use poem::{EndpointExt, Response, Route, Server};
-use poem_openapi::OperationId;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server};
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
@@ -23,8 +21,7 @@ use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::clock::Clock;
 use crate::db::Db;
-use crate::error::{Error, problem_response};
-use crate::middleware::{headers, limits, trace};
+use crate::middleware::{FrontConfig, front};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -48,7 +45,6 @@ pub enum StartupError {
 pub struct Application {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
-    endpoint: BoxEndpoint<'static, Response>,
     settings: Settings,
     state: Arc<AppState>,
 }
@@ -86,11 +82,9 @@ impl Application {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
         }
-        let endpoint = routes(&settings, state.clone());
         Ok(Self {
             acceptor,
             addr,
-            endpoint,
             settings,
             state,
         })
@@ -105,12 +99,15 @@ impl Application {
     /// in flight finish (up to the configured grace) and closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "notesd listening");
+        let endpoint = routes(&self.settings, self.state);
         let result = Server::new_with_acceptor(self.acceptor)
             .name("notesd")
-            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(self.settings.shutdown_grace))
+            .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.shutdown_grace))
             .await;
-        // Dropping the last reference closes the database cleanly.
-        drop(self.state);
+        // The routes (and the state they hold) are dropped with the server;
+        // the database file is closed when the last connection task that
+        // still holds them ends. redb is crash-safe if the process exits
+        // first, so nothing acknowledged can be lost either way.
         tracing::info!("notesd stopped");
         result
     }
@@ -119,7 +116,10 @@ impl Application {
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.data_dir;
     prepare_data_dir(dir)?;
-    let store = Store::open(&prepare_db_file(dir)?)?;
+    let store = Store::open_with_cache(
+        &prepare_db_file(dir)?,
+        settings.db_cache_mib.saturating_mul(1024 * 1024),
+    )?;
     let keyring = Arc::new(RwLock::new(KeyRing::load_or_create(dir)?));
 
     let now = clock.now();
@@ -197,34 +197,42 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
     Ok(path)
 }
 
-fn routes(settings: &Settings, state: Arc<AppState>) -> BoxEndpoint<'static, Response> {
+fn routes(settings: &Settings, state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
     let service = api::service();
-    let max_body = settings.max_body_bytes;
-    let mut route = Route::new();
-    if settings.docs {
-        route = route
+    let config = FrontConfig {
+        max_body_bytes: settings.max_body_bytes,
+    };
+    let docs = settings.docs.then(|| {
+        Route::new()
             .at("/openapi.json", service.spec_endpoint())
-            .nest("/docs", service.swagger_ui());
+            .nest("/docs", service.swagger_ui())
+    });
+    Dispatch {
+        docs,
+        api: service.into_endpoint(),
     }
-    route
-        .nest("/", service)
-        .catch_all_error(|err: poem::Error| async move {
-            // An operation's own error response travels as a poem error
-            // built from that response: pass it through untouched.
-            let operation = err.data::<OperationId>().copied();
-            let mut resp = if err.is_from_response() {
-                err.into_response()
-            } else {
-                problem_response(&Error::from_poem(&err).to_problem())
-            };
-            if let Some(op) = operation {
-                resp.set_data(op);
-            }
-            resp
-        })
-        .around(move |ep, req| limits::limit_body(ep, req, max_body))
-        .around(headers::set_headers)
-        .around(trace::log_request)
-        .data(state)
-        .boxed()
+    .around(move |ep, req| front(ep, req, config))
+    .data(state)
+}
+
+/// Sends `/docs…` and `/openapi.json` to the documentation and everything
+/// else straight to the API service, whose own router answers 404 and 405.
+/// A general router nesting the API under `/` rewrote every request's path
+/// for nothing.
+struct Dispatch<D, A> {
+    docs: Option<D>,
+    api: A,
+}
+
+impl<D: Endpoint, A: Endpoint> Endpoint for Dispatch<D, A> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let path = req.uri().path();
+        let for_docs = path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
+        match &self.docs {
+            Some(docs) if for_docs => docs.call(req).await.map(IntoResponse::into_response),
+            _ => self.api.call(req).await.map(IntoResponse::into_response),
+        }
+    }
 }

@@ -336,3 +336,79 @@ macro_rules! problem_responses {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use poem::IntoResponse;
+
+    use super::*;
+
+    crate::problem_responses! {
+        enum TestError {
+            /// Not found.
+            NotFound = 404,
+        }
+    }
+
+    #[test]
+    fn declared_statuses_get_their_variant_and_others_keep_their_status() {
+        let resp = TestError::from(Error::NotFound).into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+        let resp = TestError::from(Error::Unavailable { retry_after: 3 }).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "3", "503 tells when to retry");
+
+        let resp = TestError::from(Error::internal("disk on fire")).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn internal_errors_show_nothing_of_their_source() {
+        let problem = Error::internal("open /secret/path: permission denied").to_problem();
+        assert!(!problem.detail.contains("/secret/path"));
+        assert_eq!(problem.title, "Internal server error");
+    }
+
+    #[test]
+    fn parse_messages_keep_the_field_and_drop_the_value() {
+        let cases = [
+            (
+                r#"parse request payload error: failed to parse "Text": field `password` has the wrong type (occurred while parsing "SignupRequest")"#,
+                "password",
+                "has the wrong type or format",
+            ),
+            (
+                r#"parse request payload error: failed to parse "NoteInput": field `title` verification failed. maxLength(200)"#,
+                "title",
+                "must satisfy maxLength(200)",
+            ),
+            (
+                "failed to parse path `param0`: invalid uuid",
+                "id",
+                "has the wrong type or format",
+            ),
+            (
+                "failed to parse parameter `limit`: verification failed. minimum(1, exclusive: false)",
+                "limit",
+                "must satisfy minimum(1, exclusive: false)",
+            ),
+            (
+                r#"parse request payload error: failed to parse "NoteInput": unknown field `owner`."#,
+                "owner",
+                "is not a field of this object",
+            ),
+        ];
+        for (message, field, reason) in cases {
+            let Error::Validation(errors) = Error::from_parse_message(message) else {
+                panic!("{message} should be a validation error");
+            };
+            assert_eq!(errors, vec![FieldError::new(field, reason)], "{message}");
+        }
+        assert!(matches!(
+            Error::from_parse_message(r#"parse request payload error: expected value at line 1 column 1 "secret""#),
+            Error::BadRequest(detail) if !detail.contains("secret")
+        ));
+    }
+}

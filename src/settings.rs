@@ -69,6 +69,10 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
     pub token_cache_capacity: usize,
 
+    /// Database page cache, in MiB; pages beyond it come from the OS cache.
+    #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
+    pub db_cache_mib: usize,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -3,23 +3,26 @@
 //!
 //! Verifying an Ed25519 signature costs tens of microseconds, more than the
 //! rest of a note read. So a token is verified in full once, and the claims
-//! it proved are kept in a bounded cache keyed by a BLAKE2b digest of the
-//! exact token bytes. A hit still checks `exp` and `nbf` against the clock on
-//! every request, and revocation is checked by the caller on every request,
-//! so the cache changes the cost and nothing else: the same bytes always
-//! carry the same signature, and any other bytes miss the cache.
+//! it proved are kept in a bounded cache keyed by the exact token bytes
+//! (compared in constant time). A hit still checks `exp` and `nbf` against
+//! the clock on every request, and revocation is checked by the caller on
+//! every request, so the cache changes the cost and nothing else: the same
+//! bytes always carry the same signature, and any other bytes miss.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use blake2::{Blake2b, Digest, digest::consts::U32};
+use std::hash::{Hash, Hasher};
+
 use pasetors::claims::Claims;
 use pasetors::footer::Footer;
 use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use pasetors::{Public, public};
+use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -69,7 +72,46 @@ pub struct Tokens {
     issuer: String,
     audience: String,
     ttl: Duration,
-    verified: Cache<[u8; 32], Arc<AccessClaims>>,
+    verified: Cache<TokenKey, Arc<AccessClaims>>,
+}
+
+/// A cache key holding a whole verified token. Equality is constant-time:
+/// a lookup must not reveal, through its timing, how much of a presented
+/// token matches a cached one.
+struct TokenKey(Box<str>);
+
+/// The borrowed form, to look up without copying the presented token.
+struct TokenRef<'a>(&'a str);
+
+fn same_bytes(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+impl Hash for TokenKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for TokenKey {
+    fn eq(&self, other: &Self) -> bool {
+        same_bytes(&self.0, &other.0)
+    }
+}
+
+impl Eq for TokenKey {}
+
+impl Hash for TokenRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Must hash exactly as `TokenKey` does.
+        self.0.hash(state);
+    }
+}
+
+impl Equivalent<TokenKey> for TokenRef<'_> {
+    fn equivalent(&self, key: &TokenKey) -> bool {
+        same_bytes(self.0, &key.0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,12 +209,11 @@ impl Tokens {
     /// Checks a token: signature by a key of the ring (named by the footer's
     /// `kid`), issuer, audience and validity period.
     pub fn verify(&self, token: &str, now: OffsetDateTime) -> Result<Arc<AccessClaims>, TokenError> {
-        let digest: [u8; 32] = Blake2b::<U32>::digest(token.as_bytes()).into();
-        let claims = if let Some(claims) = self.verified.get(&digest) {
+        let claims = if let Some(claims) = self.verified.get(&TokenRef(token)) {
             claims
         } else {
             let claims = Arc::new(self.verify_signature(token)?);
-            self.verified.insert(digest, claims.clone());
+            self.verified.insert(TokenKey(token.into()), claims.clone());
             claims
         };
         // Also bound the life by the *current* setting: after a restart with

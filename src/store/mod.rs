@@ -24,6 +24,9 @@ use tables::{
     USER_SESSION_TO_UNIT, USER_TO_RECORD,
 };
 
+/// Page cache size when none is configured.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 const SCHEMA_KEY: &str = "schema_version";
@@ -42,7 +45,7 @@ pub enum StoreError {
     #[error("corrupt record in table {table}: {source}")]
     Corrupt {
         table: &'static str,
-        source: serde_json::Error,
+        source: postcard::Error,
     },
     #[error("storage failure: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
@@ -86,7 +89,15 @@ impl Store {
     /// checks the schema version: a file from a newer notesd is refused
     /// rather than misread.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::builder().create(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`Store::open`], with the size of redb's page cache. redb's own
+    /// default is 1 GiB, which on a small server would let the cache grow to
+    /// most of the memory; pages it does not hold are read from the OS page
+    /// cache instead.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path)?;
         let store = Self { db };
         store.init_schema()?;
         Ok(store)
@@ -136,15 +147,17 @@ impl Store {
     }
 }
 
+// Records are postcard (a compact serde binary format): decoding a note
+// from JSON was a visible part of every read.
 fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { table, source })
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Corrupt { table, source })
 }
 
 fn encode<T: serde::Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|source| StoreError::Corrupt { table, source })
+    postcard::to_stdvec(value).map_err(|source| StoreError::Corrupt { table, source })
 }
 
-/// Reads one JSON record by key, if present.
+/// Reads one record by key, if present.
 fn get_record<K, T>(
     table: &impl ReadableTable<K, &'static [u8]>,
     name: &'static str,

@@ -18,9 +18,9 @@ pub struct NoteRecord {
     pub title: String,
     pub content: String,
     pub tags: Vec<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
     pub updated_at: OffsetDateTime,
     /// Starts at 1, grows by one on every change; the ETag.
     pub version: u64,

@@ -21,11 +21,11 @@ pub struct SessionRecord {
     pub refresh_hash: [u8; 32],
     /// Hashes of rotated refresh secrets, newest last, bounded.
     pub previous_hashes: Vec<[u8; 32]>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
     pub last_refreshed_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "time::serde::timestamp::nanoseconds::option")]
     pub revoked_at: Option<OffsetDateTime>,
 }
 
@@ -142,5 +142,48 @@ impl Store {
         }
         txn.commit()?;
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a revoked session (an `Option` timestamp) failed to
+    /// decode with postcard while the timestamps used the RFC 3339 helpers.
+    #[test]
+    fn a_revoked_session_round_trips_and_unchanged_updates_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let session = SessionRecord {
+            id: SessionId::generate().as_u128(),
+            user_id: UserId::generate().as_u128(),
+            refresh_hash: [7; 32],
+            previous_hashes: vec![[1; 32], [2; 32]],
+            created_at: now,
+            last_refreshed_at: now,
+            revoked_at: None,
+        };
+        store.create_session(&session).unwrap();
+        let sid = session.session_id();
+        let untouched = store.update_session(sid, |_| ((), false)).unwrap();
+        assert_eq!(untouched, Some(()));
+        store
+            .update_session(sid, |s| {
+                s.revoked_at = Some(now);
+                ((), true)
+            })
+            .unwrap();
+        let read = store.session(sid).unwrap().unwrap();
+        assert_eq!(read.revoked_at, Some(now));
+        assert_eq!(read.previous_hashes, session.previous_hashes);
+        assert_eq!(store.sessions_revoked_since(now).unwrap(), vec![sid]);
+        assert_eq!(
+            store
+                .update_session(SessionId::generate(), |_| ((), true))
+                .unwrap(),
+            None
+        );
     }
 }

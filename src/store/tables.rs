@@ -5,15 +5,15 @@ use redb::TableDefinition;
 
 /// Bookkeeping such as the schema version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// User id → user record (JSON).
+/// User id → user record.
 pub const USER_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("users");
 /// Normalised email → user id; enforces one account per email.
 pub const EMAIL_TO_USER: TableDefinition<&str, u128> = TableDefinition::new("email_to_user");
-/// Session id → session record (JSON).
+/// Session id → session record.
 pub const SESSION_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("sessions");
 /// (user id, session id) → (); lists a user's sessions.
 pub const USER_SESSION_TO_UNIT: TableDefinition<(u128, u128), ()> = TableDefinition::new("user_sessions");
-/// (owner id, note id) → note record (JSON).
+/// (owner id, note id) → note record.
 pub const OWNER_NOTE_TO_RECORD: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("notes");
 /// (owner id, tag, note id) → (); the tag filter's index.
 pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = TableDefinition::new("note_tags");

@@ -20,7 +20,7 @@ pub struct UserRecord {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
     pub created_at: OffsetDateTime,
 }
 
