@@ -25,7 +25,8 @@ cargo build --release --quiet --bin notesd
 echo "# notesd bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# wrk -c$CONNS -d$DURATION, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
 
-target/release/examples/bench_seed "$WORK/data" small@bench.test:1000 large@bench.test:100000 >/dev/null
+target/release/examples/bench_seed "$WORK/data" small@bench.test:1000 large@bench.test:100000 >"$WORK/seed.out"
+grep -m1 argon2id "$WORK/seed.out"
 
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
   --hash-concurrency 1 >"$WORK/server.log" 2>&1 &

@@ -293,8 +293,23 @@ fn collect_fields(
     ))
 }
 
-fn write_outcome(outcome: Conditional<NoteRecord>) -> Result<NoteResponse, WriteError> {
-    match outcome {
+/// Applies validated field changes under the `If-Match` condition.
+async fn update_note(
+    state: &Arc<AppState>,
+    auth: BearerAuth,
+    id: uuid::Uuid,
+    if_match: Option<&str>,
+    (title, content, tags): Fields,
+) -> Result<NoteResponse, WriteError> {
+    let update = NoteUpdate {
+        title,
+        content,
+        tags,
+        expected_version: parse_if_match(if_match),
+        now: state.auth.clock.now(),
+    };
+    let (owner, id) = (auth.0.user_id, NoteId(id));
+    match state.db.run(move |s| s.update_note(owner, id, update)).await? {
         Conditional::Done(note) => {
             let tag = etag(note.version);
             Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
@@ -420,15 +435,8 @@ impl NotesApi {
         body: Json<NoteInput>,
     ) -> Result<NoteResponse, WriteError> {
         let (title, content, tags) = parse_input(body.0)?;
-        let update = NoteUpdate {
-            title: Some(title),
-            content: Some(content),
-            tags: Some(tags),
-            expected_version: parse_if_match(if_match.0.as_deref()),
-            now: state.auth.clock.now(),
-        };
-        let (owner, id) = (auth.0.user_id, NoteId(id.0));
-        write_outcome(state.db.run(move |s| s.update_note(owner, id, update)).await?)
+        let fields = (Some(title), Some(content), Some(tags));
+        update_note(&state, auth, id.0, if_match.0.as_deref(), fields).await
     }
 
     /// Change some fields of a note
@@ -448,16 +456,8 @@ impl NotesApi {
         body: Json<NotePatch>,
     ) -> Result<NoteResponse, WriteError> {
         let NotePatch { title, content, tags } = body.0;
-        let (title, content, tags) = collect_fields(title, content, tags)?;
-        let update = NoteUpdate {
-            title,
-            content,
-            tags,
-            expected_version: parse_if_match(if_match.0.as_deref()),
-            now: state.auth.clock.now(),
-        };
-        let (owner, id) = (auth.0.user_id, NoteId(id.0));
-        write_outcome(state.db.run(move |s| s.update_note(owner, id, update)).await?)
+        let fields = collect_fields(title, content, tags)?;
+        update_note(&state, auth, id.0, if_match.0.as_deref(), fields).await
     }
 
     /// Delete a note

@@ -85,6 +85,21 @@ fn put_note(
     Ok(())
 }
 
+/// `If-Match` semantics: no condition, or the version is one of those listed.
+fn version_matches(expected: Option<&[u64]>, version: u64) -> bool {
+    expected.is_none_or(|versions| versions.contains(&version))
+}
+
+/// Commits a conditional write that happened; abandons one that did not.
+fn finish<T>(txn: redb::WriteTransaction, outcome: Conditional<T>) -> Result<Conditional<T>> {
+    if matches!(outcome, Conditional::Done(_)) {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(outcome)
+}
+
 impl Store {
     pub fn insert_note(&self, owner: UserId, note: &NoteRecord) -> Result<()> {
         let txn = self.db.begin_write()?;
@@ -133,12 +148,7 @@ impl Store {
             let current: Option<NoteRecord> = get_record(&notes, "notes", key)?;
             match current {
                 None => Conditional::NotFound,
-                Some(note)
-                    if update
-                        .expected_version
-                        .as_ref()
-                        .is_some_and(|vs| !vs.contains(&note.version)) =>
-                {
+                Some(note) if !version_matches(update.expected_version.as_deref(), note.version) => {
                     Conditional::VersionMismatch
                 }
                 Some(mut note) => {
@@ -159,12 +169,7 @@ impl Store {
                 }
             }
         };
-        if matches!(outcome, Conditional::Done(_)) {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
-        }
-        Ok(outcome)
+        finish(txn, outcome)
     }
 
     pub fn delete_note(
@@ -181,11 +186,7 @@ impl Store {
             let current: Option<NoteRecord> = get_record(&notes, "notes", key)?;
             match current {
                 None => Conditional::NotFound,
-                Some(note)
-                    if expected_version
-                        .as_ref()
-                        .is_some_and(|vs| !vs.contains(&note.version)) =>
-                {
+                Some(note) if !version_matches(expected_version.as_deref(), note.version) => {
                     Conditional::VersionMismatch
                 }
                 Some(note) => {
@@ -197,12 +198,7 @@ impl Store {
                 }
             }
         };
-        if matches!(outcome, Conditional::Done(())) {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
-        }
-        Ok(outcome)
+        finish(txn, outcome)
     }
 
     /// One page of the owner's notes, newest first, and the cursor for the
