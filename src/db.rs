@@ -1,34 +1,77 @@
 //! How async code reaches the store.
 //!
-//! Writes and long scans go through [`Db::run`], on the blocking pool: a
-//! commit waits for fsync, and a search may read thousands of notes.
-//! Short point reads go through [`Db::read`], on the calling worker: they
-//! take a few microseconds from redb's cache, less than the two thread
-//! switches a trip through the blocking pool costs (measured: moving the
-//! note read inline raised authenticated reads from about 20 k to the
-//! figure in the README). The price is that a read which misses the cache
-//! waits for the disk on an async worker; a note is small and its pages
-//! are few, so that wait is one short `pread`.
+//! - [`Db::read`]: short point reads, on the calling worker. They take a
+//!   few microseconds from redb's cache, less than the two thread switches
+//!   a trip through the blocking pool costs (moving the note read inline
+//!   took authenticated reads from about 20 k to about 33 k requests per
+//!   second in `make bench`). The price: a read that misses the cache waits
+//!   for one short `pread` on an async worker.
+//! - [`Db::write`]: writes, on the blocking pool, one at a time. redb runs
+//!   one write transaction at a time anyway (and each commit waits for
+//!   fsync); letting every waiting writer hold a blocking thread only cost
+//!   threads and memory under load.
+//! - [`Db::scan`]: long reads (searches), on the blocking pool, at most one
+//!   per core at once.
+//!
+//! The caller's tracing span is carried across.
 
 use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use crate::error::Error;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone)]
-pub struct Db(Arc<Store>);
+pub struct Db {
+    store: Arc<Store>,
+    writer: Arc<Semaphore>,
+    scanners: Arc<Semaphore>,
+}
 
 impl Db {
     pub fn new(store: Store) -> Self {
-        Self(Arc::new(store))
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            store: Arc::new(store),
+            writer: Arc::new(Semaphore::new(1)),
+            scanners: Arc::new(Semaphore::new(cores)),
+        }
     }
 
-    pub async fn run<T, F>(&self, work: F) -> Result<T, Error>
+    /// Runs a short read on the current thread.
+    pub fn read<T>(&self, work: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, Error> {
+        work(&self.store).map_err(Error::from)
+    }
+
+    /// Runs a write on the blocking pool, after the writes queued before it.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.0.clone();
+        self.blocking(&self.writer, work).await
+    }
+
+    /// Runs a long read on the blocking pool.
+    pub async fn scan<T, F>(&self, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.blocking(&self.scanners, work).await
+    }
+
+    async fn blocking<T, F>(&self, permits: &Semaphore, work: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = permits
+            .acquire()
+            .await
+            .map_err(|e| Error::internal(format!("store queue closed: {e}")))?;
+        let store = self.store.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
             .await
@@ -36,13 +79,8 @@ impl Db {
             .map_err(Error::from)
     }
 
-    /// Runs a short read on the current thread (see the module comment).
-    pub fn read<T>(&self, work: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, Error> {
-        work(&self.0).map_err(Error::from)
-    }
-
     /// Direct access for start-up and command-line work, off any runtime.
     pub fn store(&self) -> &Store {
-        &self.0
+        &self.store
     }
 }

@@ -309,7 +309,7 @@ async fn update_note(
         now: state.auth.clock.now(),
     };
     let (owner, id) = (auth.0.user_id, NoteId(id));
-    match state.db.run(move |s| s.update_note(owner, id, update)).await? {
+    match state.db.write(move |s| s.update_note(owner, id, update)).await? {
         Conditional::Done(note) => {
             let tag = etag(note.version);
             Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
@@ -342,7 +342,7 @@ impl NotesApi {
         };
         let owner = auth.0.user_id;
         let stored = note.clone();
-        state.db.run(move |s| s.insert_note(owner, &stored)).await?;
+        state.db.write(move |s| s.insert_note(owner, &stored)).await?;
         let location = format!("/api/v1/notes/{}", note.note_id());
         Ok(CreatedResponse::Created(JsonBody(note.into()), location, etag(1)))
     }
@@ -392,7 +392,7 @@ impl NotesApi {
         // A page without search reads at most `limit + 1` notes: inline. A
         // search may read up to the scan limit: on the blocking pool.
         let (notes, next) = if query.q.is_some() {
-            state.db.run(move |s| s.list_notes(owner, &query)).await?
+            state.db.scan(move |s| s.list_notes(owner, &query)).await?
         } else {
             state.db.read(|s| s.list_notes(owner, &query))?
         };
@@ -477,7 +477,11 @@ impl NotesApi {
     ) -> Result<DeletedResponse, DeleteError> {
         let (owner, id) = (auth.0.user_id, NoteId(id.0));
         let expected = parse_if_match(if_match.0.as_deref());
-        match state.db.run(move |s| s.delete_note(owner, id, expected)).await? {
+        match state
+            .db
+            .write(move |s| s.delete_note(owner, id, expected))
+            .await?
+        {
             Conditional::Done(()) => Ok(DeletedResponse::NoContent),
             Conditional::NotFound => Err(Error::NotFound.into()),
             Conditional::VersionMismatch => Err(Error::PreconditionFailed.into()),

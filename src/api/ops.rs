@@ -45,7 +45,7 @@ impl OpsApi {
     /// Readiness
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
-        match state.db.run(crate::store::Store::ping).await {
+        match state.db.read(crate::store::Store::ping) {
             Ok(()) => ReadyResponse::Ready(Json(Health { status: "ok".into() })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");

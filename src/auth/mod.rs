@@ -67,7 +67,7 @@ impl Auth {
         let created = {
             let (user, session) = (user.clone(), session.clone());
             self.db
-                .run(move |s| s.create_user_with_session(&user, Some(&session)))
+                .write(move |s| s.create_user_with_session(&user, Some(&session)))
                 .await?
         };
         if !created {
@@ -82,10 +82,7 @@ impl Auth {
     /// Checks credentials and opens a session. Every failure is the same
     /// `Unauthorized`, and an unknown email costs the same argon2 work.
     pub async fn login(&self, email: Email, password: Password) -> Result<TokenPair, Error> {
-        let user = {
-            let email = email.clone();
-            self.db.run(move |s| s.user_by_email(&email)).await?
-        };
+        let user = self.db.read(|s| s.user_by_email(&email))?;
         let verified = self
             .passwords
             .verify(password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
@@ -108,7 +105,7 @@ impl Auth {
         let (session, refresh) = Self::new_session(user.user_id(), now)?;
         {
             let session = session.clone();
-            self.db.run(move |s| s.create_session(&session)).await?;
+            self.db.write(move |s| s.create_session(&session)).await?;
         }
         info!(target: "audit", event = "login", user_id = %user.user_id(), session_id = %session.session_id());
         self.token_pair(&user, &session, refresh, now)
@@ -118,7 +115,7 @@ impl Auth {
     async fn upgrade_hash(&self, user: UserId, password: Password) {
         let result = async {
             let hash = self.passwords.rehash(password).await?;
-            self.db.run(move |s| s.set_password_hash(user, &hash)).await
+            self.db.write(move |s| s.set_password_hash(user, &hash)).await
         }
         .await;
         match result {
@@ -139,7 +136,7 @@ impl Auth {
         let limits = self.limits;
         let outcome = self
             .db
-            .run(move |s| {
+            .write(move |s| {
                 s.update_session(sid, |session| {
                     let (outcome, write) =
                         sessions::apply_refresh(session, &presented_hash, new_hash, limits, now);
@@ -160,7 +157,7 @@ impl Auth {
             RefreshOutcome::Refused => return Err(Error::Unauthorized),
         }
         let owner = session.owner();
-        let user = self.db.run(move |s| s.user(owner)).await?;
+        let user = self.db.read(|s| s.user(owner))?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
@@ -174,7 +171,7 @@ impl Auth {
         self.revoked.revoke(caller.session_id, now);
         let sid = caller.session_id;
         self.db
-            .run(move |s| {
+            .write(move |s| {
                 s.update_session(sid, |session| {
                     let write = session.revoked_at.is_none();
                     session.revoked_at.get_or_insert(now);
@@ -255,7 +252,7 @@ impl Auth {
         let limits = self.limits;
         let token_life: Duration = self.tokens.ttl();
         self.db
-            .run(move |s| {
+            .write(move |s| {
                 // An expired session's access tokens have expired too: they
                 // never outlive the absolute limit, and settings keep the
                 // idle limit longer than the token life.
