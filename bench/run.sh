@@ -31,7 +31,7 @@ target/release/examples/bench_seed "$WORK/data" small@bench.test:1000 large@benc
 grep argon2id "$WORK/seed.out" | tail -1
 
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
-  ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
+  --rate-limit 0 --auth-rate-limit 0 ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
 SERVER=$!; PIDS+=("$SERVER")
 taskset -c $SERVER_CPU target/release/examples/bare 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
 PIDS+=("$!")

@@ -21,6 +21,7 @@ use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
 use crate::middleware::{FrontConfig, front};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -99,11 +100,29 @@ impl Application {
     /// in flight finish (up to the configured grace) and closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, "notesd listening");
-        let endpoint = routes(&self.settings, self.state);
+        let limiters = Arc::new(Limiters::new(&RateLimitConfig {
+            per_minute: self.settings.rate_limit,
+            auth_per_minute: self.settings.auth_rate_limit,
+            trusted_proxies: self.settings.trusted_proxies.clone(),
+        }));
+        // Forget recovered addresses every minute so an attack from many
+        // addresses cannot grow the limiters' maps without bound.
+        let sweeper = {
+            let limiters = limiters.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    limiters.sweep();
+                }
+            })
+        };
+        let endpoint = routes(&self.settings, self.state, limiters);
         let result = Server::new_with_acceptor(self.acceptor)
             .name("notesd")
             .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.shutdown_grace))
             .await;
+        sweeper.abort();
         // The routes (and the state they hold) are dropped with the server;
         // the database file is closed when the last connection task that
         // still holds them ends. redb is crash-safe if the process exits
@@ -197,10 +216,15 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
     Ok(path)
 }
 
-fn routes(settings: &Settings, state: Arc<AppState>) -> impl Endpoint<Output = Response> + 'static {
+fn routes(
+    settings: &Settings,
+    state: Arc<AppState>,
+    limiters: Arc<Limiters>,
+) -> impl Endpoint<Output = Response> + 'static {
     let service = api::service();
     let config = FrontConfig {
         max_body_bytes: settings.max_body_bytes,
+        limiters,
     };
     let docs = settings.docs.then(|| {
         Route::new()
@@ -211,7 +235,7 @@ fn routes(settings: &Settings, state: Arc<AppState>) -> impl Endpoint<Output = R
         docs,
         api: service.into_endpoint(),
     }
-    .around(move |ep, req| front(ep, req, config))
+    .around(move |ep, req| front(ep, req, config.clone()))
     .data(state)
 }
 

@@ -82,6 +82,10 @@ pub enum Error {
     /// The body has a media type this operation does not read.
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    /// Over a rate limit, or an account backing off after failed logins;
+    /// try again after `retry_after` seconds.
+    #[error("too many requests")]
+    TooManyRequests { retry_after: u32 },
     /// The server is saturated (e.g. the password-hashing queue is full);
     /// try again after `retry_after` seconds.
     #[error("service unavailable")]
@@ -102,7 +106,7 @@ impl Error {
     /// Seconds for a `Retry-After` header, when the client should wait.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Error::Unavailable { retry_after } => Some(*retry_after),
+            Error::Unavailable { retry_after } | Error::TooManyRequests { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -117,6 +121,7 @@ impl Error {
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Http { status, .. } => *status,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -163,6 +168,12 @@ impl Error {
                 "unsupported-media-type",
                 "Unsupported media type",
                 "Send the body as application/json.".to_owned(),
+                vec![],
+            ),
+            Error::TooManyRequests { .. } => (
+                "too-many-requests",
+                "Too many requests",
+                "Slow down; retry after the time in Retry-After.".to_owned(),
                 vec![],
             ),
             Error::Unavailable { .. } => (
@@ -306,14 +317,15 @@ macro_rules! problem_responses {
                 #[oai(status = $status, content_type = "application/problem+json")]
                 $variant(poem_openapi::payload::Json<$crate::error::Problem>),
             )*
-            /// Any other failure: 503 with `Retry-After` when the server is
-            /// saturated, 500 when it cannot complete the request (the
-            /// details go to the server log).
+            /// Any other failure: 429 with `Retry-After` over a rate limit,
+            /// 503 with `Retry-After` when the server is saturated, 500 when
+            /// it cannot complete the request (details go to the server
+            /// log).
             #[oai(content_type = "application/problem+json")]
             Other(
                 poem::http::StatusCode,
                 poem_openapi::payload::Json<$crate::error::Problem>,
-                /// Seconds to wait before retrying (with 503).
+                /// Seconds to wait before retrying (with 429 and 503).
                 #[oai(header = "Retry-After")]
                 Option<u32>,
             ),

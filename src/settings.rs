@@ -69,6 +69,21 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
     pub token_cache_capacity: usize,
 
+    /// Requests per minute per client IP on `/api/` routes; 0 switches the
+    /// limit off.
+    #[arg(long, env = "NOTESD_RATE_LIMIT", default_value_t = 600)]
+    pub rate_limit: u32,
+
+    /// Requests per minute per client IP on signup, login and refresh; 0
+    /// switches the limit off.
+    #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
+    pub auth_rate_limit: u32,
+
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed;
+    /// none by default.
+    #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Database page cache, in MiB; pages beyond it come from the OS cache.
     #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
     pub db_cache_mib: usize,

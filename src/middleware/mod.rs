@@ -8,6 +8,7 @@
 
 pub mod headers;
 pub mod limits;
+pub mod rate_limit;
 pub mod trace;
 
 use std::sync::Arc;
@@ -20,12 +21,21 @@ use tracing::Instrument;
 use crate::error::{Error, problem_response};
 
 /// Per-request limits the front layer enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct FrontConfig {
     pub max_body_bytes: usize,
+    pub limiters: Arc<rate_limit::Limiters>,
 }
 
-pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
+/// The client address the rate limits used, for handlers that log it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+pub async fn front<E: Endpoint>(
+    next: Arc<E>,
+    mut req: Request,
+    config: FrontConfig,
+) -> poem::Result<Response> {
     let request_id = trace::next_request_id();
     let span = tracing::info_span!(
         "request",
@@ -36,9 +46,28 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
     async move {
         let started = Instant::now();
         let api = req.uri().path().starts_with("/api/");
-        let mut resp = match limits::check_body(req, config.max_body_bytes).await {
-            Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
-            Err(refused) => refused,
+        let client = config.limiters.client_ip(&req);
+        let rate = match client {
+            Some(ip) => {
+                req.set_data(ClientIp(ip));
+                config.limiters.check(ip, req.uri().path())
+            }
+            None => Ok(poem::http::HeaderMap::new()),
+        };
+        let mut resp = match rate {
+            Err(refusal) => {
+                let mut resp = too_many(refusal.retry_after_secs);
+                resp.headers_mut().extend(refusal.headers);
+                resp
+            }
+            Ok(rate_headers) => {
+                let mut resp = match limits::check_body(req, config.max_body_bytes).await {
+                    Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
+                    Err(refused) => refused,
+                };
+                resp.headers_mut().extend(rate_headers);
+                resp
+            }
         };
         headers::apply(&mut resp, api);
         trace::finish(&mut resp, &request_id, started);
@@ -46,6 +75,18 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
     }
     .instrument(span)
     .await
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let err = Error::TooManyRequests {
+        retry_after: u32::try_from(retry_after).unwrap_or(u32::MAX),
+    };
+    let mut resp = problem_response(&err.to_problem());
+    resp.headers_mut().insert(
+        poem::http::header::RETRY_AFTER,
+        poem::http::HeaderValue::from(retry_after),
+    );
+    resp
 }
 
 /// Any error raised below (unknown route, wrong method, parse failures of

@@ -57,6 +57,13 @@ async fn start(data_dir: &Path, flags: &[&str], clock: Clock) -> TestApp {
     });
     let dir = data_dir.to_str().expect("utf-8 path").to_owned();
     let mut args = vec!["--data-dir", dir.as_str(), "--listen", "127.0.0.1:0"];
+    // Every test talks from 127.0.0.1; the rate limits are off unless a
+    // test sets them (tests/api/limits.rs does).
+    for (flag, off) in [("--rate-limit", "0"), ("--auth-rate-limit", "0")] {
+        if !flags.contains(&flag) {
+            args.extend([flag, off]);
+        }
+    }
     args.extend_from_slice(flags);
     let settings = Settings::from_args(args).expect("settings");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

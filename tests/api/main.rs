@@ -4,6 +4,7 @@
 mod auth;
 mod errors;
 mod helpers;
+mod limits;
 mod notes;
 mod ops;
 mod restart;

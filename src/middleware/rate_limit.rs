@@ -1,0 +1,248 @@
+//! Rate limits per client IP, with governor (GCRA): a general quota for
+//! every `/api/` route and a stricter one for the routes that take
+//! credentials (signup, login, refresh).
+//!
+//! The client IP is the socket's peer address. `X-Forwarded-For` is read
+//! only when that peer is a configured trusted proxy, and then the
+//! right-most address that is not itself a trusted proxy is the client:
+//! everything to its left was written by the client and proves nothing.
+//!
+//! Answers over a limit are 429 problem+json with `Retry-After`; every
+//! limited answer carries `RateLimit-Limit`, `RateLimit-Remaining` and
+//! `RateLimit-Reset` (IETF draft names).
+//!
+//! Memory: one small state per address seen. [`Limiters::sweep`] (run every
+//! minute) drops the addresses whose state has fully recovered, so the
+//! maps hold only addresses active within the last refill period.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
+use poem::Request;
+use poem::http::{HeaderMap, HeaderValue};
+
+type KeyedLimiter = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+
+/// Rate-limit settings; a rate of 0 switches that limiter off.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Requests per minute per IP on `/api/` routes.
+    pub per_minute: u32,
+    /// Requests per minute per IP on signup, login and refresh.
+    pub auth_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+struct Limiter {
+    limiter: KeyedLimiter,
+    per_minute: u32,
+}
+
+pub struct Limiters {
+    general: Option<Limiter>,
+    auth: Option<Limiter>,
+    trusted: Vec<IpNet>,
+}
+
+/// A request refused by a limit.
+pub struct Refusal {
+    pub retry_after_secs: u64,
+    pub headers: HeaderMap,
+}
+
+fn limiter(per_minute: u32) -> Option<Limiter> {
+    NonZeroU32::new(per_minute).map(|n| Limiter {
+        limiter: RateLimiter::dashmap(Quota::per_minute(n)).with_middleware::<StateInformationMiddleware>(),
+        per_minute,
+    })
+}
+
+fn is_credential_route(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh"
+    )
+}
+
+impl Limiters {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            general: limiter(config.per_minute),
+            auth: limiter(config.auth_per_minute),
+            trusted: config.trusted_proxies.clone(),
+        }
+    }
+
+    /// The client's address as far as we can trust it.
+    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
+        let peer = req.remote_addr().as_socket_addr()?.ip();
+        Some(self.client_behind(peer, req.headers()))
+    }
+
+    fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        // Walk from the right: the nearest hop that is not ours is the client.
+        for hop in forwarded.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.is_trusted(ip) => {}
+                Ok(ip) => return ip,
+                // Garbage where an address should be: stop believing the
+                // header and key by the last address we can vouch for.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Counts one request from `ip` to `path`. `Ok` carries the headers to
+    /// add to the answer; `Err` is the refusal.
+    pub fn check(&self, ip: IpAddr, path: &str) -> Result<HeaderMap, Refusal> {
+        if !path.starts_with("/api/") {
+            return Ok(HeaderMap::new());
+        }
+        // The stricter limiter decides the headers when both apply.
+        let strict = if is_credential_route(path) {
+            self.auth.as_ref()
+        } else {
+            None
+        };
+        let mut headers = HeaderMap::new();
+        for limiter in [self.general.as_ref(), strict].into_iter().flatten() {
+            match limiter.limiter.check_key(&ip) {
+                Ok(snapshot) => headers = rate_headers(limiter.per_minute, &snapshot),
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    let mut headers = HeaderMap::new();
+                    insert(&mut headers, "ratelimit-limit", u64::from(limiter.per_minute));
+                    insert(&mut headers, "ratelimit-remaining", 0);
+                    insert(&mut headers, "ratelimit-reset", retry_after_secs);
+                    return Err(Refusal {
+                        retry_after_secs,
+                        headers,
+                    });
+                }
+            }
+        }
+        Ok(headers)
+    }
+
+    /// Forgets addresses whose quota has fully recovered.
+    pub fn sweep(&self) {
+        for limiter in [self.general.as_ref(), self.auth.as_ref()].into_iter().flatten() {
+            limiter.limiter.retain_recent();
+            limiter.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Addresses currently tracked (for tests and the closing numbers).
+    pub fn tracked(&self) -> usize {
+        [self.general.as_ref(), self.auth.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|l| l.limiter.len())
+            .sum()
+    }
+}
+
+fn rate_headers(per_minute: u32, snapshot: &StateSnapshot) -> HeaderMap {
+    let remaining = snapshot.remaining_burst_capacity();
+    // Seconds until the whole burst is available again.
+    let per_cell = snapshot.quota().replenish_interval();
+    let reset = per_cell
+        .saturating_mul(per_minute.saturating_sub(remaining))
+        .as_secs();
+    let mut headers = HeaderMap::new();
+    insert(&mut headers, "ratelimit-limit", u64::from(per_minute));
+    insert(&mut headers, "ratelimit-remaining", u64::from(remaining));
+    insert(&mut headers, "ratelimit-reset", reset);
+    headers
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: u64) {
+    headers.insert(name, HeaderValue::from(value));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiters(trusted: &[&str]) -> Limiters {
+        Limiters::new(&RateLimitConfig {
+            per_minute: 100,
+            auth_per_minute: 3,
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+        })
+    }
+
+    fn client(l: &Limiters, peer: &str, xff: Option<&str>) -> IpAddr {
+        let mut headers = HeaderMap::new();
+        if let Some(xff) = xff {
+            headers.insert("x-forwarded-for", HeaderValue::from_str(xff).unwrap());
+        }
+        l.client_behind(peer.parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn forwarded_for_is_ignored_from_an_untrusted_peer() {
+        let l = limiters(&["10.0.0.0/8"]);
+        let ip = client(&l, "203.0.113.9", Some("198.51.100.1"));
+        assert_eq!(ip, "203.0.113.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_right_most_untrusted_hop_is_the_client() {
+        let l = limiters(&["10.0.0.0/8"]);
+        let ip = client(&l, "10.0.0.2", Some("1.2.3.4, 198.51.100.7, 10.0.0.9"));
+        assert_eq!(
+            ip,
+            "198.51.100.7".parse::<IpAddr>().unwrap(),
+            "1.2.3.4 was written by the client"
+        );
+        let garbage = client(&l, "10.0.0.2", Some("1.2.3.4, not-an-ip"));
+        assert_eq!(garbage, "10.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn credential_routes_get_the_stricter_limit() {
+        let l = limiters(&[]);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(ip, "/api/v1/auth/login").is_ok());
+        }
+        let Err(refusal) = l.check(ip, "/api/v1/auth/login") else {
+            panic!("fourth login refused");
+        };
+        assert!(refusal.retry_after_secs >= 1);
+        assert!(
+            l.check(ip, "/api/v1/notes").is_ok(),
+            "the general quota is separate"
+        );
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(l.check(other, "/api/v1/auth/login").is_ok(), "per address");
+        assert!(l.check(ip, "/healthz").is_ok(), "probes are not limited");
+    }
+}

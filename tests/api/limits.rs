@@ -1,0 +1,105 @@
+//! Rate limits per client address, attacked.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{assert_problem, spawn_app_with};
+
+#[tokio::test]
+async fn a_login_flood_from_one_address_gets_429_with_retry_after() {
+    let app = spawn_app_with(&["--auth-rate-limit", "3"]).await;
+    for i in 0..3 {
+        let resp = app.login("victim@example.com", "guess number one").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {i} is only a bad login"
+        );
+        assert_eq!(resp.headers()["ratelimit-limit"], "3");
+        let remaining: u32 = resp.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(remaining, 2 - i, "remaining counts down");
+    }
+    let resp = app.login("victim@example.com", "guess number four").await;
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After in seconds: {retry}");
+    assert_eq!(resp.headers()["ratelimit-remaining"], "0");
+    assert_problem(resp, StatusCode::TOO_MANY_REQUESTS, "fourth login in a minute").await;
+    // Signup and refresh share the stricter budget; other routes do not.
+    assert_eq!(
+        app.signup("new@example.com", "plaid otter cathedral")
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let health = app.request(Method::GET, "/healthz", None).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let app = spawn_app_with(&["--auth-rate-limit", "3"]).await;
+    for i in 0..4 {
+        let resp = app
+            .request(Method::POST, "/api/v1/auth/login", None)
+            .header("X-Forwarded-For", format!("198.51.100.{i}"))
+            .json(&serde_json::json!({"email": "victim@example.com", "password": "guess guess guess"}))
+            .send()
+            .await
+            .unwrap();
+        let expected = if i < 3 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(
+            resp.status(),
+            expected,
+            "attempt {i}: a new X-Forwarded-For is not a new client"
+        );
+    }
+}
+
+#[tokio::test]
+async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let app = spawn_app_with(&["--auth-rate-limit", "3", "--trusted-proxies", "127.0.0.0/8"]).await;
+    let login = |client: &'static str| {
+        app.request(Method::POST, "/api/v1/auth/login", None)
+            .header("X-Forwarded-For", format!("{client}, 127.0.0.1"))
+            .json(&serde_json::json!({"email": "victim@example.com", "password": "guess guess guess"}))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            login("198.51.100.1").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("198.51.100.1").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "that client is limited"
+    );
+    assert_eq!(
+        login("198.51.100.2").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "another client is not"
+    );
+}
+
+#[tokio::test]
+async fn the_general_limit_covers_every_api_route() {
+    let app = spawn_app_with(&["--rate-limit", "5"]).await;
+    for _ in 0..5 {
+        let resp = app
+            .request(Method::GET, "/api/v1/auth/keys", None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = app.request(Method::GET, "/api/v1/me", None).send().await.unwrap();
+    assert_problem(resp, StatusCode::TOO_MANY_REQUESTS, "sixth API request").await;
+}
