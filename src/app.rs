@@ -15,6 +15,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response,
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::auth::backoff::BackoffPolicy;
 use crate::auth::keyring::{KeyRing, KeyringError};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
@@ -107,13 +108,23 @@ impl Application {
         }));
         // Forget recovered addresses every minute so an attack from many
         // addresses cannot grow the limiters' maps without bound.
+        // Hourly, drop sessions nobody can use and stale login counters.
         let sweeper = {
             let limiters = limiters.clone();
+            let state = self.state.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                loop {
+                for minute in 0u64.. {
                     tick.tick().await;
                     limiters.sweep();
+                    if minute % 60 == 59 {
+                        if let Err(e) = state.auth.purge_dead_sessions().await {
+                            tracing::warn!(error = %e, "could not purge dead sessions");
+                        }
+                        if let Err(e) = state.auth.purge_stale_backoff().await {
+                            tracing::warn!(error = %e, "could not purge login counters");
+                        }
+                    }
                 }
             })
         };
@@ -170,6 +181,10 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         limits: SessionLimits {
             idle: settings.session_idle_ttl,
             absolute: settings.session_absolute_ttl,
+        },
+        backoff: BackoffPolicy {
+            free_failures: settings.login_free_failures,
+            max: settings.login_backoff_max,
         },
         clock,
     };

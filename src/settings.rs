@@ -79,6 +79,14 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
     pub auth_rate_limit: u32,
 
+    /// Failed logins per account before it starts backing off.
+    #[arg(long, env = "NOTESD_LOGIN_FREE_FAILURES", default_value_t = 5)]
+    pub login_free_failures: u32,
+
+    /// Longest wait an account backing off imposes, e.g. `15m`.
+    #[arg(long, env = "NOTESD_LOGIN_BACKOFF_MAX", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub login_backoff_max: Duration,
+
     /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed;
     /// none by default.
     #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -157,6 +165,10 @@ impl Settings {
         }
         if self.session_absolute_ttl > Duration::from_secs(3650 * DAY) {
             return Err("--session-absolute-ttl must be at most 10 years".into());
+        }
+        // A cap, not a lockout: the owner can always try again the next day.
+        if self.login_backoff_max > Duration::from_secs(DAY) {
+            return Err("--login-backoff-max must be at most 1 day".into());
         }
         if self.max_body_bytes < 1024 {
             return Err("--max-body-bytes must be at least 1024".into());

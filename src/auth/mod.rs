@@ -1,6 +1,7 @@
 //! Authentication: accounts' passwords, sessions, and the tokens that prove
 //! them. [`Auth`] is the one entry point the API uses.
 
+pub mod backoff;
 pub mod keyring;
 pub mod password;
 pub mod sessions;
@@ -43,6 +44,7 @@ pub struct Auth {
     pub tokens: Tokens,
     pub revoked: RevokedSessions,
     pub limits: SessionLimits,
+    pub backoff: backoff::BackoffPolicy,
     pub clock: Clock,
 }
 
@@ -82,6 +84,15 @@ impl Auth {
     /// Checks credentials and opens a session. Every failure is the same
     /// `Unauthorized`, and an unknown email costs the same argon2 work.
     pub async fn login(&self, email: Email, password: Password) -> Result<TokenPair, Error> {
+        let now = self.clock.now();
+        let counter = self.db.read(|s| s.backoff(&email))?;
+        if let Some(wait) = counter
+            .as_ref()
+            .and_then(|c| backoff::BackoffPolicy::remaining(c, now))
+        {
+            warn!(target: "audit", event = "login_backoff", retry_after = wait);
+            return Err(Error::TooManyRequests { retry_after: wait });
+        }
         let user = self.db.read(|s| s.user_by_email(&email))?;
         let verified = self
             .passwords
@@ -89,15 +100,20 @@ impl Auth {
             .await?;
         let user = match user {
             Some(user) if verified.ok && !user.disabled => user,
-            Some(user) => {
-                warn!(target: "audit", event = "login_failed", user_id = %user.user_id(), disabled = user.disabled);
-                return Err(Error::Unauthorized);
-            }
-            None => {
-                warn!(target: "audit", event = "login_failed", reason = "unknown account");
+            other => {
+                if let Some(user) = &other {
+                    warn!(target: "audit", event = "login_failed", user_id = %user.user_id(), disabled = user.disabled);
+                } else {
+                    warn!(target: "audit", event = "login_failed", reason = "unknown account");
+                }
+                self.count_failure(&email).await;
                 return Err(Error::Unauthorized);
             }
         };
+        if counter.is_some() {
+            let email = email.clone();
+            self.db.write(move |s| s.clear_backoff(&email)).await?;
+        }
         if verified.needs_rehash {
             self.upgrade_hash(user.user_id(), password).await;
         }
@@ -109,6 +125,30 @@ impl Auth {
         }
         info!(target: "audit", event = "login", user_id = %user.user_id(), session_id = %session.session_id());
         self.token_pair(&user, &session, refresh, now)
+    }
+
+    /// Counts a failed login against the email; logs when it starts a wait.
+    async fn count_failure(&self, email: &Email) {
+        let policy = self.backoff;
+        let now = self.clock.now();
+        let email = email.clone();
+        let result = self
+            .db
+            .write(move |s| s.record_login_failure(&email, |previous| policy.after_failure(previous, now)))
+            .await;
+        match result {
+            Ok(record) if record.until > now => {
+                warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not count a failed login"),
+        }
+    }
+
+    /// Forgets failure counts nobody has added to for a day.
+    pub async fn purge_stale_backoff(&self) -> Result<usize, Error> {
+        let before = backoff::BackoffPolicy::stale_before(self.clock.now());
+        self.db.write(move |s| s.purge_backoff(before)).await
     }
 
     /// Rehash failures only cost the upgrade; the login itself stands.

@@ -6,6 +6,7 @@
 //! commit returns), so a 2xx built on a write means the data is on disk.
 //! All methods block: callers run them off the async workers.
 
+mod backoff;
 mod notes;
 mod sessions;
 pub mod tables;
@@ -15,12 +16,13 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use backoff::BackoffRecord;
 pub use notes::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
 pub use sessions::SessionRecord;
 pub use users::UserRecord;
 
 use tables::{
-    EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
+    EMAIL_TO_BACKOFF, EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
     USER_SESSION_TO_UNIT, USER_TO_RECORD,
 };
 
@@ -121,6 +123,7 @@ impl Store {
             txn.open_table(USER_SESSION_TO_UNIT)?;
             txn.open_table(OWNER_NOTE_TO_RECORD)?;
             txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+            txn.open_table(EMAIL_TO_BACKOFF)?;
         }
         txn.commit()?;
         Ok(())

@@ -15,5 +15,7 @@ pub const SESSION_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new
 pub const USER_SESSION_TO_UNIT: TableDefinition<(u128, u128), ()> = TableDefinition::new("user_sessions");
 /// (owner id, note id) → note record.
 pub const OWNER_NOTE_TO_RECORD: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("notes");
+/// Normalised email → failed-login counter; see `auth::backoff`.
+pub const EMAIL_TO_BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("login_backoff");
 /// (owner id, tag, note id) → (); the tag filter's index.
 pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = TableDefinition::new("note_tags");
