@@ -22,6 +22,8 @@ use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::middleware::cors::CorsPolicy;
+use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
 use crate::middleware::{FrontConfig, front};
 use crate::settings::Settings;
@@ -128,7 +130,18 @@ impl Application {
                 }
             })
         };
-        let endpoint = routes(&self.settings, self.state, limiters);
+        let docs_html = if self.settings.docs {
+            Some(swagger_page().await)
+        } else {
+            None
+        };
+        let config = FrontConfig {
+            max_body_bytes: self.settings.max_body_bytes,
+            limiters,
+            headers: Arc::new(SecurityHeaders::new(docs_html.as_deref(), None)),
+            cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
+        };
+        let endpoint = routes(&self.settings, self.state, config);
         let result = Server::new_with_acceptor(self.acceptor)
             .name("notesd")
             .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.shutdown_grace))
@@ -231,16 +244,19 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
     Ok(path)
 }
 
+/// The Swagger UI page as it will be served, to hash its inline scripts.
+async fn swagger_page() -> String {
+    let ui = api::service().swagger_ui();
+    let resp = ui.get_response(Request::builder().uri_str("/").finish()).await;
+    resp.into_body().into_string().await.unwrap_or_default()
+}
+
 fn routes(
     settings: &Settings,
     state: Arc<AppState>,
-    limiters: Arc<Limiters>,
+    config: FrontConfig,
 ) -> impl Endpoint<Output = Response> + 'static {
     let service = api::service();
-    let config = FrontConfig {
-        max_body_bytes: settings.max_body_bytes,
-        limiters,
-    };
     let docs = settings.docs.then(|| {
         Route::new()
             .at("/openapi.json", service.spec_endpoint())

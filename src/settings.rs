@@ -79,6 +79,11 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
     pub auth_rate_limit: u32,
 
+    /// Origins (e.g. `https://app.example.com`, comma-separated) allowed to
+    /// call the API from a browser; none by default.
+    #[arg(long, env = "NOTESD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Failed logins per account before it starts backing off.
     #[arg(long, env = "NOTESD_LOGIN_FREE_FAILURES", default_value_t = 5)]
     pub login_free_failures: u32,

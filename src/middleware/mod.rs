@@ -6,6 +6,7 @@
 //! purpose: each poem layer wraps (and moves) the whole request future, and
 //! on a note read those copies were a measurable part of the cost.
 
+pub mod cors;
 pub mod headers;
 pub mod limits;
 pub mod rate_limit;
@@ -25,6 +26,8 @@ use crate::error::{Error, problem_response};
 pub struct FrontConfig {
     pub max_body_bytes: usize,
     pub limiters: Arc<rate_limit::Limiters>,
+    pub headers: Arc<headers::SecurityHeaders>,
+    pub cors: Arc<cors::CorsPolicy>,
 }
 
 /// The client address the rate limits used, for handlers that log it.
@@ -45,7 +48,8 @@ pub async fn front<E: Endpoint>(
     );
     async move {
         let started = Instant::now();
-        let api = req.uri().path().starts_with("/api/");
+        let path = req.uri().path().to_owned();
+        let cors_headers = config.cors.response_headers(&req);
         let client = config.limiters.client_ip(&req);
         let rate = match client {
             Some(ip) => {
@@ -61,15 +65,21 @@ pub async fn front<E: Endpoint>(
                 resp
             }
             Ok(rate_headers) => {
-                let mut resp = match limits::check_body(req, config.max_body_bytes).await {
-                    Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
-                    Err(refused) => refused,
+                let mut resp = if let Some(preflight) = config.cors.preflight(&req) {
+                    preflight
+                } else {
+                    let mut resp = match limits::check_body(req, config.max_body_bytes).await {
+                        Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
+                        Err(refused) => refused,
+                    };
+                    resp.headers_mut().extend(cors_headers);
+                    resp
                 };
                 resp.headers_mut().extend(rate_headers);
                 resp
             }
         };
-        headers::apply(&mut resp, api);
+        config.headers.apply(&mut resp, &path);
         trace::finish(&mut resp, &request_id, started);
         Ok(resp)
     }

@@ -4,6 +4,7 @@
 mod auth;
 mod backoff;
 mod errors;
+mod headers;
 mod helpers;
 mod limits;
 mod notes;
