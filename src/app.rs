@@ -22,6 +22,7 @@ use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::clock::Clock;
 use crate::db::Db;
+use crate::listener::{ConnectionLimits, GuardedAcceptor};
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
@@ -137,13 +138,24 @@ impl Application {
         };
         let config = FrontConfig {
             max_body_bytes: self.settings.max_body_bytes,
+            request_timeout: self.settings.request_timeout,
+            max_header_bytes: self.settings.max_header_bytes,
             limiters,
             headers: Arc::new(SecurityHeaders::new(docs_html.as_deref(), None)),
             cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
         };
         let endpoint = routes(&self.settings, self.state, config);
-        let result = Server::new_with_acceptor(self.acceptor)
+        let acceptor = GuardedAcceptor::new(
+            self.acceptor,
+            ConnectionLimits {
+                max_connections: self.settings.max_connections,
+                header_timeout: self.settings.header_timeout,
+                max_head_bytes: self.settings.max_header_bytes.saturating_mul(4),
+            },
+        );
+        let result = Server::new_with_acceptor(acceptor)
             .name("notesd")
+            .idle_timeout(self.settings.idle_timeout)
             .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.shutdown_grace))
             .await;
         sweeper.abort();

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod listener;
 pub mod middleware;
 pub mod settings;
 pub mod store;

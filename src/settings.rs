@@ -101,6 +101,29 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
     pub db_cache_mib: usize,
 
+    /// Time a connection has to deliver a complete request head (slowloris
+    /// defence), e.g. `10s`.
+    #[arg(long, env = "NOTESD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a whole request (body upload and handling) may take.
+    #[arg(long, env = "NOTESD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// A connection with no traffic for this long is closed.
+    #[arg(long, env = "NOTESD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections at most; beyond, new ones wait in the kernel's
+    /// backlog.
+    #[arg(long, env = "NOTESD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Largest request head (all header lines) accepted, in bytes; larger
+    /// ones get 431, and one over four times this closes the connection.
+    #[arg(long, env = "NOTESD_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -25,6 +25,8 @@ use crate::error::{Error, problem_response};
 #[derive(Clone)]
 pub struct FrontConfig {
     pub max_body_bytes: usize,
+    pub request_timeout: std::time::Duration,
+    pub max_header_bytes: usize,
     pub limiters: Arc<rate_limit::Limiters>,
     pub headers: Arc<headers::SecurityHeaders>,
     pub cors: Arc<cors::CorsPolicy>,
@@ -58,8 +60,28 @@ pub async fn front<E: Endpoint>(
             }
             None => Ok(poem::http::HeaderMap::new()),
         };
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        let rate = if header_bytes > config.max_header_bytes {
+            Err(None)
+        } else {
+            rate.map_err(Some)
+        };
         let mut resp = match rate {
-            Err(refusal) => {
+            Err(None) => problem_response(
+                &Error::Http {
+                    status: poem::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    detail: format!(
+                        "The request headers are larger than {} bytes.",
+                        config.max_header_bytes
+                    ),
+                }
+                .to_problem(),
+            ),
+            Err(Some(refusal)) => {
                 let mut resp = too_many(refusal.retry_after_secs);
                 resp.headers_mut().extend(refusal.headers);
                 resp
@@ -68,9 +90,23 @@ pub async fn front<E: Endpoint>(
                 let mut resp = if let Some(preflight) = config.cors.preflight(&req) {
                     preflight
                 } else {
-                    let mut resp = match limits::check_body(req, config.max_body_bytes).await {
-                        Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
-                        Err(refused) => refused,
+                    let handled = async {
+                        match limits::check_body(req, config.max_body_bytes).await {
+                            Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
+                            Err(refused) => refused,
+                        }
+                    };
+                    // The whole request (body upload and handling) has a
+                    // deadline; a write already committed stays committed.
+                    let mut resp = match tokio::time::timeout(config.request_timeout, handled).await {
+                        Ok(resp) => resp,
+                        Err(_) => problem_response(
+                            &Error::Http {
+                                status: poem::http::StatusCode::REQUEST_TIMEOUT,
+                                detail: "The request took too long.".to_owned(),
+                            }
+                            .to_problem(),
+                        ),
                     };
                     resp.headers_mut().extend(cors_headers);
                     resp

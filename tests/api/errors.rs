@@ -169,3 +169,88 @@ async fn unauthorized_answers_name_the_scheme_and_api_answers_are_not_cached() {
         "tokens are never cached"
     );
 }
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_within_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app_with(&["--header-timeout", "1s"]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One header byte every 100 ms: finishing the head would take 20 s.
+    let mut closed = false;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if stream.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(std::time::Duration::from_millis(1), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => panic!("no response is due to an incomplete head, got {n} bytes"),
+            Err(_) => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "the server must close the connection");
+    assert!(
+        elapsed < std::time::Duration::from_secs(4),
+        "closed after {elapsed:?}, header timeout 1 s"
+    );
+
+    // A normal client on a kept-alive connection is not affected.
+    let user = app.new_user().await;
+    for _ in 0..3 {
+        assert_eq!(app.me(&user.access).await.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn oversized_headers_and_deep_json_are_4xx() {
+    let app = spawn_app().await;
+    let resp = app
+        .request(Method::GET, "/api/v1/auth/keys", None)
+        .header("X-Big", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(
+        resp,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "20 KiB of headers",
+    )
+    .await;
+    let resp = app
+        .request(Method::GET, "/healthz", None)
+        .header("X-Big", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    match resp {
+        Ok(resp) => assert!(
+            resp.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                || resp.status() == StatusCode::BAD_REQUEST,
+            "got {}",
+            resp.status()
+        ),
+        // hyper may answer 431 and close before the client finishes writing.
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    let user = app.new_user().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let resp = app
+        .request(Method::POST, "/api/v1/notes", Some(&user.access))
+        .header("Content-Type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "100 000 nested arrays").await;
+}
