@@ -326,3 +326,60 @@ fn kill_9_loses_no_acknowledged_write() {
         acknowledged.len()
     );
 }
+
+/// Swagger UI must work under its Content-Security-Policy: a real browser
+/// loads /docs, renders every operation, and logs no policy violation.
+/// Needs Debian's `chromium` (.ci/run installs it); on a developer machine
+/// without it the test says so loudly and passes, in CI it fails.
+#[test]
+fn docs_render_in_a_headless_browser_under_the_csp() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (see .ci/run)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED docs_render_in_a_headless_browser_under_the_csp: /usr/bin/chromium is missing (apt-get install chromium)\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let addr = server.address();
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{addr}/docs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let violations: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Content Security Policy"))
+        .collect();
+    assert!(violations.is_empty(), "CSP violations: {violations:#?}");
+    let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
+    assert_eq!(rendered, 14, "every operation is rendered");
+    assert!(dom.contains("/api/v1/notes/{id}"));
+}
