@@ -58,6 +58,11 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"email":"small@bench.test","password":"bench otter cathedral"}'
 LUA
+# The flood: 64 clients, each sending a login every FLOOD_DELAY ms (wrk is
+# closed-loop; without a delay it measures how fast we can say 503).
+FLOOD_DELAY=${BENCH_FLOOD_DELAY_MS:-20}
+cat "$WORK/login.lua" >"$WORK/flood.lua"
+echo "function delay() return $FLOOD_DELAY end" >>"$WORK/flood.lua"
 
 # run NAME URL [wrk args...]: one wrk run, one summary line (also kept in
 # $WORK/last.rps for the ceiling comparison).
@@ -104,5 +109,31 @@ run "GET /notes first page, 1k notes" "http://127.0.0.1:$PORT/api/v1/notes?limit
 run "GET /notes first page, 100k"     "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $LARGE"
 run "POST /notes (create, fsync)"     "http://127.0.0.1:$PORT/api/v1/notes" -s "$WORK/post.lua"
 run "POST /auth/login (argon2id)"     "http://127.0.0.1:$PORT/api/v1/auth/login" -s "$WORK/login.lua"
+
+# Admission control: a login flood (64 clients hammering argon2) must not
+# take the note reads down with it. Same GET load alone, then under the
+# flood; the p99 ratio is the figure that matters (target: within 3x).
+if [ -z "${BENCH_ONLY:-}" ] || [[ "flood" =~ $BENCH_ONLY ]]; then
+  BENCH_ONLY= CONNS=8 run "GET /notes/{id}, 8 clients, alone" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
+  alone=$(grep -oP '99%\s+\K[\d.]+\w+' "$WORK/wrk.out")
+  taskset -c $CLIENT_CPU wrk -t1 -c64 -d"$DURATION" -s "$WORK/flood.lua" "http://127.0.0.1:$PORT/api/v1/auth/login" >"$WORK/flood.out" &
+  FLOOD=$!
+  sleep 1
+  BENCH_ONLY= CONNS=8 run "GET /notes/{id}, 8 clients, login flood" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
+  flooded=$(grep -oP '99%\s+\K[\d.]+\w+' "$WORK/wrk.out")
+  wait "$FLOOD" || true
+  python3 - "$WORK/flood.out" "$alone" "$flooded" "$FLOOD_DELAY" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
+statuses = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"login flood alongside (64 clients, one login each per {sys.argv[4]} ms): {float(rps):.0f} req/s, "
+      f"{statuses.group(1) if statuses else 0} answered 503 (hash queue full)")
+print(f"GET p99 under the flood / alone: {ms(sys.argv[3]) / ms(sys.argv[2]):.2f}x ({sys.argv[3]} vs {sys.argv[2]})")
+PY
+fi
 
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"

@@ -7,6 +7,9 @@
 //! other requests) takes jobs from a bounded queue. When the queue is full a
 //! login is refused at once with 503 instead of piling up.
 //!
+//! Hashing threads run at the lowest CPU priority, so hashing yields to
+//! request handling whenever both want the same core.
+//!
 //! Each hashing thread keeps its argon2 working memory between jobs.
 //! Allocating and faulting in 19 MiB per hash costs time, and freed blocks
 //! that size stay cached per thread by the allocator: spread over the
@@ -74,6 +77,7 @@ impl HashPool {
             std::thread::Builder::new()
                 .name(format!("notesd-hash-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     let mut memory = Vec::new();
                     loop {
                         // Hold the lock only while waiting for a job.
@@ -194,6 +198,25 @@ impl Passwords {
         self.pool
             .run(move |memory| hash_with(&params, password.expose().as_bytes(), memory))
             .await
+    }
+}
+
+/// Puts the calling (hashing) thread in Linux's `SCHED_IDLE` class: it runs
+/// on CPU time nothing else wants, and a request handler that wakes up
+/// preempts it at once. When a login flood and note reads compete for a
+/// core, the reads win and hashing takes what is left. Measured on one
+/// core with 1.5 k logins/s offered: read p99 went from 7.7× (no change of
+/// priority) and 3.3× (nice 19) to the figure in the README.
+fn lower_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let result = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Min,
+        idle,
+    );
+    if let Err(e) = result {
+        tracing::warn!(error = ?e, "could not lower the hashing thread's priority");
     }
 }
 
