@@ -158,8 +158,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let fresh = buf.filled()[before..].to_vec();
-                this.scan(&fresh);
+                this.scan(&buf.filled()[before..]);
                 if this.head_too_long() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,

@@ -76,8 +76,12 @@ impl CorsPolicy {
         Some(resp)
     }
 
-    /// The headers an actual cross-origin answer needs, if its origin is allowed.
-    pub fn response_headers(&self, req: &Request) -> HeaderMap {
+    /// The headers an actual cross-origin answer needs; nothing when CORS
+    /// is off or the request names no origin.
+    pub fn response_headers(&self, req: &Request) -> Option<HeaderMap> {
+        if self.origins.is_empty() || !req.headers().contains_key(header::ORIGIN) {
+            return None;
+        }
         let mut headers = HeaderMap::new();
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
         if let Some(origin) = self.allowed(req) {
@@ -87,6 +91,6 @@ impl CorsPolicy {
                 HeaderValue::from_static(EXPOSED),
             );
         }
-        headers
+        Some(headers)
     }
 }

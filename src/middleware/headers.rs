@@ -6,8 +6,12 @@
 //! and requests to this origin only.
 
 use poem::Response;
-use poem::http::{HeaderValue, StatusCode, header};
+use poem::http::{HeaderName, HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
+
+static COOP: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
+static CORP: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
+static PERMISSIONS_POLICY: HeaderName = HeaderName::from_static("permissions-policy");
 
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 const PERMISSIONS: &str = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), \
@@ -41,10 +45,9 @@ impl SecurityHeaders {
         }
     }
 
-    pub fn apply(&self, resp: &mut Response, path: &str) {
+    /// `api`: an `/api/` path; `docs`: a `/docs` path.
+    pub fn apply(&self, resp: &mut Response, api: bool, docs: bool) {
         let status = resp.status();
-        let api = path.starts_with("/api/");
-        let docs = path == "/docs" || path.starts_with("/docs/");
         let h = resp.headers_mut();
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -52,15 +55,9 @@ impl SecurityHeaders {
         );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-        h.insert(
-            "cross-origin-opener-policy",
-            HeaderValue::from_static("same-origin"),
-        );
-        h.insert(
-            "cross-origin-resource-policy",
-            HeaderValue::from_static("same-origin"),
-        );
-        h.insert("permissions-policy", HeaderValue::from_static(PERMISSIONS));
+        h.insert(COOP.clone(), HeaderValue::from_static("same-origin"));
+        h.insert(CORP.clone(), HeaderValue::from_static("same-origin"));
+        h.insert(PERMISSIONS_POLICY.clone(), HeaderValue::from_static(PERMISSIONS));
         let csp = if docs {
             self.docs_csp.clone()
         } else {

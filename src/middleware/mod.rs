@@ -50,7 +50,9 @@ pub async fn front<E: Endpoint>(
     );
     async move {
         let started = Instant::now();
-        let path = req.uri().path().to_owned();
+        let path = req.uri().path();
+        let api = path.starts_with("/api/");
+        let docs = path == "/docs" || path.starts_with("/docs/");
         let cors_headers = config.cors.response_headers(&req);
         let client = config.limiters.client_ip(&req);
         let rate = match client {
@@ -108,14 +110,16 @@ pub async fn front<E: Endpoint>(
                             .to_problem(),
                         ),
                     };
-                    resp.headers_mut().extend(cors_headers);
+                    if let Some(cors) = cors_headers {
+                        resp.headers_mut().extend(cors);
+                    }
                     resp
                 };
                 resp.headers_mut().extend(rate_headers);
                 resp
             }
         };
-        config.headers.apply(&mut resp, &path);
+        config.headers.apply(&mut resp, api, docs);
         trace::finish(&mut resp, &request_id, started);
         Ok(resp)
     }

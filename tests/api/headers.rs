@@ -83,7 +83,14 @@ async fn the_docs_page_gets_a_narrow_policy_that_names_its_scripts() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    for (name, value) in EVERYWHERE {
+        assert_eq!(
+            resp.headers().get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "docs: {name}"
+        );
+    }
+    assert!(resp.headers().get("server").is_none(), "docs: no Server header");
     assert!(
         csp.starts_with("default-src 'none'; script-src 'sha256-"),
         "{csp}"
