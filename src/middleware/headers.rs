@@ -49,6 +49,7 @@ impl SecurityHeaders {
     pub fn apply(&self, resp: &mut Response, api: bool, docs: bool) {
         let status = resp.status();
         let h = resp.headers_mut();
+        h.reserve(10);
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -32,15 +32,7 @@ pub struct FrontConfig {
     pub cors: Arc<cors::CorsPolicy>,
 }
 
-/// The client address the rate limits used, for handlers that log it.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub std::net::IpAddr);
-
-pub async fn front<E: Endpoint>(
-    next: Arc<E>,
-    mut req: Request,
-    config: FrontConfig,
-) -> poem::Result<Response> {
+pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
     let request_id = trace::next_request_id();
     let span = tracing::info_span!(
         "request",
@@ -56,10 +48,7 @@ pub async fn front<E: Endpoint>(
         let cors_headers = config.cors.response_headers(&req);
         let client = config.limiters.client_ip(&req);
         let rate = match client {
-            Some(ip) => {
-                req.set_data(ClientIp(ip));
-                config.limiters.check(ip, req.uri().path())
-            }
+            Some(ip) => config.limiters.check(ip, req.uri().path()),
             None => Ok(poem::http::HeaderMap::new()),
         };
         let header_bytes: usize = req
