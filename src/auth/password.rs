@@ -205,8 +205,9 @@ impl Passwords {
 /// on CPU time nothing else wants, and a request handler that wakes up
 /// preempts it at once. When a login flood and note reads compete for a
 /// core, the reads win and hashing takes what is left. Measured on one
-/// core with 1.5 k logins/s offered: read p99 went from 7.7× (no change of
-/// priority) and 3.3× (nice 19) to the figure in the README.
+/// core with 1.5 k logins/s offered: read p99 under the flood was 3.3× the
+/// p99 without it at nice 19, 2.0× in `SCHED_IDLE` (at normal priority and
+/// an unthrottled flood it had been 7.7×).
 fn lower_priority() {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
     let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
