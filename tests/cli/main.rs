@@ -216,10 +216,11 @@ fn invalid_settings_are_refused_before_serving() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--session-idle-ttl"));
 }
 
-/// Signs up a user on a running server and returns its access token.
-async fn signup(client: &reqwest::Client, addr: &str) -> String {
+/// Signs up (`"signup"`) or logs in (`"login"`) the crash-test user on a
+/// running server and returns its access token.
+async fn access_token(client: &reqwest::Client, addr: &str, action: &str) -> String {
     let body: serde_json::Value = client
-        .post(format!("http://{addr}/api/v1/auth/signup"))
+        .post(format!("http://{addr}/api/v1/auth/{action}"))
         .json(&serde_json::json!({"email": "crash@example.com", "password": "plaid otter cathedral"}))
         .send()
         .await
@@ -227,7 +228,12 @@ async fn signup(client: &reqwest::Client, addr: &str) -> String {
         .json()
         .await
         .unwrap();
-    body["tokens"]["access_token"].as_str().unwrap().to_owned()
+    let token = if action == "signup" {
+        &body["tokens"]["access_token"]
+    } else {
+        &body["access_token"]
+    };
+    token.as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -240,7 +246,7 @@ fn kill_9_loses_no_acknowledged_write() {
         .build()
         .unwrap();
     let client = reqwest::Client::new();
-    let token = rt.block_on(signup(&client, &addr));
+    let token = rt.block_on(access_token(&client, &addr, "signup"));
 
     // Four writers create notes as fast as they can; the server is killed
     // while they are at it. Every note acknowledged with 201 must survive.
@@ -294,16 +300,7 @@ fn kill_9_loses_no_acknowledged_write() {
     let restarted = Server::start(dir.path(), &[]);
     let addr = restarted.address();
     let missing = rt.block_on(async {
-        let login: serde_json::Value = client
-            .post(format!("http://{addr}/api/v1/auth/login"))
-            .json(&serde_json::json!({"email": "crash@example.com", "password": "plaid otter cathedral"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap().to_owned();
+        let token = access_token(&client, &addr, "login").await;
         let mut missing = Vec::new();
         for id in &acknowledged {
             let status = client
