@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use poem::listener::TcpAcceptor;
+use poem::listener::{Acceptor, TcpAcceptor};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server};
 
 use crate::api::{self, AppState};
@@ -27,8 +27,12 @@ use crate::middleware::cors::CorsPolicy;
 use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
 use crate::middleware::{FrontConfig, front};
-use crate::settings::Settings;
+use crate::redirect::RedirectToHttps;
+use crate::settings::{Settings, TlsMode};
 use crate::store::{Store, StoreError};
+use crate::tls::acme::Acme;
+use crate::tls::files::CertFiles;
+use crate::tls::{Handshake, TlsAcceptor};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "notesd.redb";
@@ -43,8 +47,16 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Where certificates come from, once checked at start.
+enum TlsSource {
+    Files(Arc<CertFiles>),
+    Acme(Acme),
 }
 
 pub struct Application {
@@ -52,6 +64,8 @@ pub struct Application {
     addr: SocketAddr,
     settings: Settings,
     state: Arc<AppState>,
+    tls: Option<TlsSource>,
+    redirect: Option<(TcpAcceptor, SocketAddr)>,
 }
 
 impl Application {
@@ -87,11 +101,43 @@ impl Application {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
         }
+        let tls = match settings.tls {
+            TlsMode::Off => None,
+            TlsMode::Files => {
+                let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+                    return Err(StartupError::Settings(
+                        "--tls files needs --tls-cert and --tls-key".into(),
+                    ));
+                };
+                Some(TlsSource::Files(Arc::new(
+                    CertFiles::load(cert, key).map_err(StartupError::Tls)?,
+                )))
+            }
+            TlsMode::Acme => Some(TlsSource::Acme(
+                Acme::prepare(&settings).map_err(StartupError::Tls)?,
+            )),
+        };
+        let redirect = match settings.http_redirect_listen {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| StartupError::Other(format!("cannot listen on {at}: {e}")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| StartupError::Other(e.to_string()))?;
+                let acceptor =
+                    TcpAcceptor::from_tokio(listener).map_err(|e| StartupError::Other(e.to_string()))?;
+                Some((acceptor, bound))
+            }
+            None => None,
+        };
         Ok(Self {
             acceptor,
             addr,
             settings,
             state,
+            tls,
+            redirect,
         })
     }
 
@@ -100,10 +146,27 @@ impl Application {
         self.addr
     }
 
+    /// The plain-HTTP redirect listener's address, if there is one.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// With `--tls files`, the certificate files (to reload on SIGHUP).
+    pub fn cert_files(&self) -> Option<Arc<CertFiles>> {
+        match &self.tls {
+            Some(TlsSource::Files(files)) => Some(files.clone()),
+            _ => None,
+        }
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets requests
     /// in flight finish (up to the configured grace) and closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
-        tracing::info!(addr = %self.addr, "notesd listening");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let hsts = self.tls.is_some().then_some(self.settings.hsts_max_age);
+        // First what can fail, so a failure leaves nothing running.
+        let tls = start_tls(self.tls, &self.settings)?;
+        tracing::info!(addr = %self.addr, scheme, "notesd listening");
         let limiters = Arc::new(Limiters::new(&RateLimitConfig {
             per_minute: self.settings.rate_limit,
             auth_per_minute: self.settings.auth_rate_limit,
@@ -141,23 +204,48 @@ impl Application {
             request_timeout: self.settings.request_timeout,
             max_header_bytes: self.settings.max_header_bytes,
             limiters,
-            headers: Arc::new(SecurityHeaders::new(docs_html.as_deref(), None)),
+            // HSTS means something only over TLS (browsers ignore it on
+            // plain HTTP), and behind a TLS proxy the proxy should set it.
+            headers: Arc::new(SecurityHeaders::new(docs_html.as_deref(), hsts)),
             cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
         };
         let endpoint = routes(&self.settings, self.state, config);
-        let acceptor = GuardedAcceptor::new(
-            self.acceptor,
-            ConnectionLimits {
-                max_connections: self.settings.max_connections,
-                header_timeout: self.settings.header_timeout,
-                max_head_bytes: self.settings.max_header_bytes.saturating_mul(4),
-            },
-        );
-        let result = Server::new_with_acceptor(acceptor)
-            .name("notesd")
-            .idle_timeout(self.settings.idle_timeout)
-            .run_with_graceful_shutdown(endpoint, shutdown, Some(self.settings.shutdown_grace))
-            .await;
+        let limits = ConnectionLimits {
+            max_connections: self.settings.max_connections,
+            header_timeout: self.settings.header_timeout,
+            max_head_bytes: self.settings.max_header_bytes.saturating_mul(4),
+        };
+        // The redirect listener stops when the main server is told to.
+        let (stop_redirect, redirect_stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            drop(stop_redirect);
+        };
+        let redirect = self.redirect.map(|(acceptor, addr)| {
+            let stopped = async move {
+                let _ = redirect_stopped.await;
+            };
+            spawn_redirect(acceptor, addr, self.addr.port(), limits, &self.settings, stopped)
+        });
+        let (result, tls_task) = match tls {
+            None => {
+                let acceptor = GuardedAcceptor::new(self.acceptor, limits);
+                (serve(acceptor, endpoint, shutdown, &self.settings).await, None)
+            }
+            Some((handshake, task)) => {
+                let acceptor = GuardedAcceptor::new(TlsAcceptor::new(self.acceptor, handshake), limits);
+                (
+                    serve(acceptor, endpoint, shutdown, &self.settings).await,
+                    Some(task),
+                )
+            }
+        };
+        if let Some(task) = tls_task {
+            task.abort();
+        }
+        if let Some(task) = redirect {
+            let _ = task.await;
+        }
         sweeper.abort();
         // The routes (and the state they hold) are dropped with the server;
         // the database file is closed when the last connection task that
@@ -166,6 +254,59 @@ impl Application {
         tracing::info!("notesd stopped");
         result
     }
+}
+
+/// The handshake settings and the task that keeps certificates current.
+fn start_tls(
+    source: Option<TlsSource>,
+    settings: &Settings,
+) -> std::io::Result<Option<(Handshake, tokio::task::JoinHandle<()>)>> {
+    Ok(match source {
+        None => None,
+        Some(TlsSource::Files(files)) => {
+            let config = crate::tls::server_config(files.clone()).map_err(std::io::Error::other)?;
+            let handshake = Handshake {
+                config,
+                acme_challenge: None,
+            };
+            Some((handshake, files.watch(settings.tls_reload_interval)))
+        }
+        Some(TlsSource::Acme(acme)) => Some(acme.start().map_err(std::io::Error::other)?),
+    })
+}
+
+fn spawn_redirect(
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    https_port: u16,
+    limits: ConnectionLimits,
+    settings: &Settings,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tracing::info!(%addr, "redirecting plain HTTP to https");
+    let server = Server::new_with_acceptor(GuardedAcceptor::new(acceptor, limits))
+        .name("notesd-redirect")
+        .idle_timeout(settings.idle_timeout);
+    let grace = Some(settings.shutdown_grace);
+    tokio::spawn(async move {
+        let endpoint = RedirectToHttps::new(https_port);
+        if let Err(e) = server.run_with_graceful_shutdown(endpoint, stopped, grace).await {
+            tracing::error!(error = %e, "redirect listener failed");
+        }
+    })
+}
+
+async fn serve<A: Acceptor + 'static>(
+    acceptor: A,
+    endpoint: impl Endpoint + 'static,
+    shutdown: impl Future<Output = ()> + Send,
+    settings: &Settings,
+) -> std::io::Result<()> {
+    Server::new_with_acceptor(acceptor)
+        .name("notesd")
+        .idle_timeout(settings.idle_timeout)
+        .run_with_graceful_shutdown(endpoint, shutdown, Some(settings.shutdown_grace))
+        .await
 }
 
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {

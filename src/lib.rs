@@ -13,11 +13,14 @@ pub mod clock;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod fsutil;
 pub mod listener;
 pub mod middleware;
+pub mod redirect;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::Application;
 pub use clock::Clock;

@@ -31,15 +31,17 @@ pub struct ConnectionLimits {
     pub max_head_bytes: usize,
 }
 
-pub struct GuardedAcceptor {
-    inner: TcpAcceptor,
+pub struct GuardedAcceptor<A = TcpAcceptor> {
+    inner: A,
     permits: Arc<Semaphore>,
     header_timeout: Duration,
     max_head_bytes: usize,
 }
 
-impl GuardedAcceptor {
-    pub fn new(inner: TcpAcceptor, limits: ConnectionLimits) -> Self {
+impl<A> GuardedAcceptor<A> {
+    /// With TLS, `inner` is the TLS acceptor: the cap then counts
+    /// handshakes too, and the head deadline covers the handshake.
+    pub fn new(inner: A, limits: ConnectionLimits) -> Self {
         Self {
             inner,
             permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -49,8 +51,8 @@ impl GuardedAcceptor {
     }
 }
 
-impl Acceptor for GuardedAcceptor {
-    type Io = GuardedIo<<TcpAcceptor as Acceptor>::Io>;
+impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
+    type Io = GuardedIo<A::Io>;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
         self.inner.local_addr()

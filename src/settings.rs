@@ -12,7 +12,7 @@ use crate::auth::password::{HashCost, HashPoolSize};
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address and port to listen on.
-    #[arg(long, env = "NOTESD_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "NOTESD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Directory for the database and the token signing keys (made 0700).
@@ -140,6 +140,71 @@ pub struct Settings {
     /// How long shutdown waits for requests in flight.
     #[arg(long, env = "NOTESD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// HTTPS: `off` (plain HTTP, for local use or behind a proxy), `files`
+    /// (`--tls-cert` and `--tls-key`) or `acme` (certificates obtained and
+    /// renewed automatically for `--acme-domain`).
+    #[arg(long, env = "NOTESD_TLS", value_enum, default_value_t = TlsMode::Off)]
+    pub tls: TlsMode,
+
+    /// PEM certificate chain (leaf first) for `--tls files`; re-read when it
+    /// changes or on SIGHUP.
+    #[arg(long, env = "NOTESD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls files` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "NOTESD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often `--tls files` checks the files for a change.
+    #[arg(long, env = "NOTESD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Domain to obtain a certificate for with `--tls acme` (repeat the flag,
+    /// or separate with commas in the environment).
+    #[arg(long, env = "NOTESD_ACME_DOMAIN", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+
+    /// Contact address given to the certificate authority (expiry notices).
+    #[arg(long, env = "NOTESD_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory: `production` or `staging` (Let's Encrypt), or the
+    /// https URL of another directory.
+    #[arg(long, env = "NOTESD_ACME_DIRECTORY", default_value = "production")]
+    pub acme_directory: String,
+
+    /// PEM file of an extra root certificate trusted when talking to the
+    /// ACME directory (for a private certificate authority).
+    #[arg(long, env = "NOTESD_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// Also listen here for plain HTTP and answer every request with a 308
+    /// redirect to the https URL, e.g. `0.0.0.0:80` or `:80`.
+    #[arg(long, env = "NOTESD_HTTP_REDIRECT_LISTEN", value_parser = parse_listen)]
+    pub http_redirect_listen: Option<SocketAddr>,
+
+    /// `max-age` of the Strict-Transport-Security header sent on every
+    /// HTTPS answer (0 tells browsers to forget an earlier policy).
+    #[arg(long, env = "NOTESD_HSTS_MAX_AGE", default_value_t = 63_072_000)]
+    pub hsts_max_age: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    Off,
+    Files,
+    Acme,
+}
+
+/// A socket address; `:port` alone means every IPv4 address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| format!("`{s}` is not an address:port"))
 }
 
 /// Lets [`Settings::from_args`] parse settings on their own.
@@ -207,8 +272,102 @@ impl Settings {
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err("--token-issuer and --token-audience must not be empty".into());
         }
+        self.validate_tls()
+    }
+
+    fn validate_tls(&self) -> Result<(), String> {
+        let files_set = self.tls_cert.is_some() || self.tls_key.is_some();
+        let acme_set =
+            !self.acme_domain.is_empty() || self.acme_email.is_some() || self.acme_ca_root.is_some();
+        match self.tls {
+            TlsMode::Off => {
+                // A certificate or domain that is silently ignored would
+                // leave the operator believing traffic is encrypted.
+                if files_set || acme_set {
+                    return Err("TLS options are given but --tls is off".into());
+                }
+                if self.http_redirect_listen.is_some() {
+                    return Err("--http-redirect-listen needs --tls files or --tls acme".into());
+                }
+            }
+            TlsMode::Files => {
+                if self.tls_cert.is_none() || self.tls_key.is_none() {
+                    return Err("--tls files needs --tls-cert and --tls-key".into());
+                }
+                if acme_set {
+                    return Err("--acme-* options need --tls acme".into());
+                }
+                if self.tls_reload_interval < Duration::from_millis(100) {
+                    return Err("--tls-reload-interval must be at least 100ms".into());
+                }
+            }
+            TlsMode::Acme => {
+                if files_set {
+                    return Err("--tls-cert and --tls-key need --tls files".into());
+                }
+                if self.acme_domain.is_empty() {
+                    return Err("--tls acme needs at least one --acme-domain".into());
+                }
+                for domain in &self.acme_domain {
+                    if !is_dns_name(domain) {
+                        return Err(format!("--acme-domain `{domain}` is not a DNS name"));
+                    }
+                }
+                if self.acme_email.as_deref().is_some_and(|e| !is_contact_email(e)) {
+                    return Err("--acme-email is not an email address".into());
+                }
+                self.acme_directory_url()?;
+            }
+        }
+        if self.http_redirect_listen.is_some_and(|r| r == self.listen) {
+            return Err("--http-redirect-listen must differ from --listen".into());
+        }
         Ok(())
     }
+
+    /// The ACME directory URL `--acme-directory` names.
+    pub fn acme_directory_url(&self) -> Result<String, String> {
+        match self.acme_directory.as_str() {
+            "production" => Ok("https://acme-v02.api.letsencrypt.org/directory".into()),
+            "staging" => Ok("https://acme-staging-v02.api.letsencrypt.org/directory".into()),
+            url if url.starts_with("https://") && url.len() > "https://".len() => Ok(url.into()),
+            _ => Err("--acme-directory must be production, staging or an https:// URL".into()),
+        }
+    }
+}
+
+/// A host name a public CA can issue for: letters, digits and hyphens in
+/// dot-separated labels, no wildcard (TLS-ALPN-01 cannot prove one), no
+/// trailing dot, no IP address.
+fn is_dns_name(s: &str) -> bool {
+    let labels_ok = s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    });
+    let last_is_numeric = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    labels_ok && s.len() <= 253 && !last_is_numeric
+}
+
+/// Enough of an address to be a `mailto:` contact: one `@`, no spaces or
+/// URL syntax that would change the contact URI.
+fn is_contact_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && s.len() <= 254
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"?#/,;<>\\\"".contains(&b))
+        && !domain.contains('@')
 }
 
 #[cfg(test)]
@@ -246,6 +405,70 @@ mod tests {
             ])
             .validate()
             .is_err()
+        );
+    }
+
+    #[test]
+    fn tls_options_must_match_the_mode() {
+        let ok = |args: &[&str]| parse(args).validate();
+        assert!(ok(&["--tls", "files", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_ok());
+        assert!(ok(&["--tls", "files", "--tls-cert", "c.pem"]).is_err());
+        // A certificate given while TLS is off would be silently ignored.
+        assert!(ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).is_err());
+        assert!(ok(&["--http-redirect-listen", ":80"]).is_err());
+        assert!(ok(&["--tls", "acme"]).is_err());
+        assert!(ok(&["--tls", "acme", "--acme-domain", "notes.example.org"]).is_ok());
+        assert!(ok(&["--tls", "acme", "--acme-domain", "*.example.org"]).is_err());
+        assert!(ok(&["--tls", "acme", "--acme-domain", "127.0.0.1"]).is_err());
+        assert!(
+            ok(&[
+                "--tls",
+                "acme",
+                "--acme-domain",
+                "a.org",
+                "--acme-directory",
+                "http://x"
+            ])
+            .is_err()
+        );
+        assert!(
+            ok(&[
+                "--tls",
+                "acme",
+                "--acme-domain",
+                "a.org",
+                "--acme-email",
+                "me@x.org?cc=y"
+            ])
+            .is_err()
+        );
+        assert!(
+            ok(&[
+                "--tls",
+                "acme",
+                "--acme-domain",
+                "a.org",
+                "--acme-email",
+                "me@x.org"
+            ])
+            .is_ok()
+        );
+        let s = parse(&[
+            "--tls",
+            "acme",
+            "--acme-domain",
+            "a.org",
+            "--http-redirect-listen",
+            ":80",
+        ]);
+        assert_eq!(
+            s.http_redirect_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:80")
+        );
+        assert!(s.validate().is_ok());
+        assert_eq!(
+            s.acme_directory_url().unwrap(),
+            "https://acme-v02.api.letsencrypt.org/directory"
         );
     }
 }

@@ -8,8 +8,7 @@
 //! valid until they expire.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
@@ -125,7 +124,6 @@ impl KeyRing {
     /// Writes the ring atomically with mode 0600.
     pub fn save(&self, dir: &Path) -> Result<(), KeyringError> {
         let path = dir.join(KEYRING_FILE);
-        let tmp = dir.join(format!("{KEYRING_FILE}.tmp"));
         let io = |source| KeyringError::Io {
             path: path.display().to_string(),
             source,
@@ -142,18 +140,7 @@ impl KeyRing {
             });
         }
         let json = serde_json::to_vec_pretty(&StoredRing { keys }).map_err(|e| io(e.into()))?;
-        let _ = fs::remove_file(&tmp);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&json).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        crate::fsutil::write_private(dir, KEYRING_FILE, &json).map_err(io)
     }
 
     /// The key that signs new tokens.

@@ -1,5 +1,5 @@
 //! `notesd serve`: binds the configured address and serves until SIGINT or
-//! SIGTERM.
+//! SIGTERM; SIGHUP re-reads the `--tls files` certificate.
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -12,10 +12,23 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     // the default "die at once".
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+    // Unhandled, SIGHUP would kill the server.
+    let mut hangup = signal(SignalKind::hangup())?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let app = Application::build(settings, listener).await?;
+    let cert_files = app.cert_files();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let Some(files) = cert_files.clone() else {
+                tracing::info!("SIGHUP received; no certificate files to reload");
+                continue;
+            };
+            tracing::info!("SIGHUP received, reloading the TLS certificate");
+            let _ = tokio::task::spawn_blocking(move || files.reload()).await;
+        }
+    });
     app.run_until(async move {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),

@@ -10,4 +10,5 @@ mod limits;
 mod notes;
 mod ops;
 mod restart;
+mod tls;
 mod tokens;

@@ -1,0 +1,94 @@
+//! `--http-redirect-listen`: a plain-HTTP listener that answers every
+//! request with a 308 to the same path on https, and nothing else. No
+//! request reaches the API in clear text (a 308 keeps the method, so a
+//! misconfigured client that POSTs to http:// fails visibly instead of
+//! being turned into a GET).
+
+use poem::http::{StatusCode, header};
+use poem::{Endpoint, Request, Response};
+
+/// Sends every request to `https://<host>[:port]<path?query>`.
+pub struct RedirectToHttps {
+    /// Suffix naming the HTTPS port, empty for 443.
+    port_suffix: String,
+}
+
+impl RedirectToHttps {
+    pub fn new(https_port: u16) -> Self {
+        Self {
+            port_suffix: if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            },
+        }
+    }
+
+    fn location(&self, req: &Request) -> Option<String> {
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => req.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
+        };
+        let host = host_of(&authority)?;
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        Some(format!("https://{host}{}{path}", self.port_suffix))
+    }
+}
+
+impl Endpoint for RedirectToHttps {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        Ok(match self.location(&req) {
+            Some(location) => Response::builder()
+                .status(StatusCode::PERMANENT_REDIRECT)
+                .header(header::LOCATION, location)
+                .body(()),
+            None => Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .content_type("text/plain; charset=utf-8")
+                .body("A Host header naming this server is required.\n"),
+        })
+    }
+}
+
+/// The host part of an authority (`name`, `name:port`, `[v6]:port`),
+/// lower-cased, if it is a plain DNS name or IP literal. Anything else
+/// (user info, odd characters) gets no redirect.
+fn host_of(authority: &str) -> Option<String> {
+    let host = if let Some(rest) = authority.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.starts_with(':')) || inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return None;
+        }
+        return Some(format!("[{inside}]"));
+    } else {
+        authority.split_once(':').map_or(authority, |(h, _)| h)
+    };
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_taken_only_when_plain() {
+        assert_eq!(host_of("Notes.Example.org").as_deref(), Some("notes.example.org"));
+        assert_eq!(
+            host_of("notes.example.org:80").as_deref(),
+            Some("notes.example.org")
+        );
+        assert_eq!(host_of("127.0.0.1:8080").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host_of("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("user@evil.example"), None);
+        assert_eq!(host_of("evil.example/path"), None);
+        assert_eq!(host_of("[not-v6]"), None);
+        assert_eq!(host_of(""), None);
+    }
+}
