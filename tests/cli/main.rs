@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use openapiv3::{OpenAPI, ReferenceOr};
 
+mod acme;
+
 const BIN: &str = env!("CARGO_BIN_EXE_notesd");
 
 #[test]
@@ -85,8 +87,14 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Server {
+        Self::start_with(data_dir, &["--listen", "127.0.0.1:0"], extra_env)
+    }
+
+    fn start_with(data_dir: &std::path::Path, args: &[&str], extra_env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.arg("serve")
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("NOTESD_LOG_FORMAT", "json")
             .stdout(Stdio::null())

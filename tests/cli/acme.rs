@@ -1,0 +1,248 @@
+//! `notesd serve --tls acme` against Debian's `pebble` ACME test server on
+//! loopback, with real TLS-ALPN-01 validation: `pebble-challtestsrv`
+//! answers pebble's DNS queries for the test domain with 127.0.0.1, and
+//! pebble's validation connects to notesd's own TLS port.
+//!
+//! `.ci/run` installs pebble with apt-get. Without it, this test fails in
+//! CI and skips loudly elsewhere.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use reqwest::tls::TlsInfo;
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::Server;
+
+const DOMAIN: &str = "notes.test";
+
+/// A port free at the time of asking (pebble's configuration needs the
+/// TLS port before notesd starts).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child process when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Pebble and its DNS server, with a throwaway CA for pebble's own API.
+struct Pebble {
+    directory: String,
+    management: u16,
+    api_ca_pem: String,
+    _dns: Daemon,
+    _pebble: Daemon,
+}
+
+impl Pebble {
+    fn start(dir: &Path, tls_port: u16) -> Pebble {
+        // Pebble's API needs a certificate; the test makes one.
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("pebble-cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("pebble-key.pem"), leaf_key.serialize_pem()).unwrap();
+
+        let (api, management, dns, dns_management) = (free_port(), free_port(), free_port(), free_port());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{api}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": dir.join("pebble-cert.pem"),
+                "privateKey": dir.join("pebble-key.pem"),
+                "httpPort": 5002,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+
+        let dns_daemon = Daemon(
+            Command::new("pebble-challtestsrv")
+                .args(["-dns01", &format!("127.0.0.1:{dns}")])
+                .args(["-management", &format!("127.0.0.1:{dns_management}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pebble = Daemon(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(dir.join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+                // No random sleep before validating, no deliberate nonce
+                // rejections: the test measures notesd, not pebble's chaos.
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_port(api);
+        wait_for_port(management);
+        wait_for_port(dns_management);
+        Pebble {
+            directory: format!("https://127.0.0.1:{api}/dir"),
+            management,
+            api_ca_pem: ca.pem(),
+            _dns: dns_daemon,
+            _pebble: pebble,
+        }
+    }
+
+    /// The root pebble issues under (a new one at every pebble start).
+    async fn issuing_root(&self) -> reqwest::Certificate {
+        let api_ca = reqwest::Certificate::from_pem(self.api_ca_pem.as_bytes()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(api_ca)
+            .build()
+            .unwrap();
+        let pem = client
+            .get(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        reqwest::Certificate::from_pem(&pem).unwrap()
+    }
+}
+
+/// GET /healthz over HTTPS for the test domain, verified against pebble's
+/// root only; returns the leaf certificate served.
+async fn https_healthz(root: &reqwest::Certificate, addr: SocketAddr) -> Vec<u8> {
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root.clone())
+        .resolve(DOMAIN, addr)
+        .tls_info(true)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://{DOMAIN}:{}/healthz", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("strict-transport-security"));
+    resp.extensions()
+        .get::<TlsInfo>()
+        .and_then(TlsInfo::peer_certificate)
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_mode_gets_a_certificate_from_pebble_and_reuses_it_after_a_restart() {
+    if Command::new("pebble").arg("-h").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install pebble (see .ci/run)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED acme_mode_gets_a_certificate_from_pebble…: `pebble` is missing (apt-get install pebble)\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pebble = Pebble::start(dir.path(), port);
+    std::fs::write(dir.path().join("pebble-api-ca.pem"), &pebble.api_ca_pem).unwrap();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{port}");
+    let ca_root = dir.path().join("pebble-api-ca.pem");
+    let args = [
+        "--listen",
+        listen.as_str(),
+        "--tls",
+        "acme",
+        "--acme-domain",
+        DOMAIN,
+        "--acme-email",
+        "ops@notes.test",
+        "--acme-directory",
+        pebble.directory.as_str(),
+        "--acme-ca-root",
+        ca_root.to_str().unwrap(),
+    ];
+
+    let started = Instant::now();
+    let mut server = Server::start_with(&data, &args, &[]);
+    assert!(
+        server.wait_for("answered a TLS-ALPN-01 validation").is_some(),
+        "pebble validated through notesd's TLS port"
+    );
+    assert!(
+        server.wait_for("certificate issued").is_some(),
+        "no certificate from pebble within 30 s"
+    );
+    eprintln!("first certificate after {:.2} s", started.elapsed().as_secs_f64());
+    let root = pebble.issuing_root().await;
+    let addr: SocketAddr = listen.parse().unwrap();
+    let first = https_healthz(&root, addr).await;
+
+    // The account key and certificate are private.
+    let cache = data.join("acme");
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    // Stop only once the certificate is on disk.
+    assert!(server.wait_for("certificate saved").is_some());
+    assert!(server.terminate().success());
+
+    // A second start serves the cached certificate without a new order.
+    let server = Server::start_with(&data, &args, &[]);
+    let line = server
+        .wait_for(r#""target":"acme""#)
+        .expect("an ACME log line at the second start");
+    assert!(line.contains("serving the cached certificate"), "{line}");
+    assert_eq!(
+        https_healthz(&root, addr).await,
+        first,
+        "the same certificate, not a new one"
+    );
+}
