@@ -57,7 +57,7 @@ struct Pebble {
     management: u16,
     api_ca_pem: String,
     _dns: Daemon,
-    _pebble: Daemon,
+    _acme_server: Daemon,
 }
 
 impl Pebble {
@@ -121,7 +121,7 @@ impl Pebble {
             management,
             api_ca_pem: ca.pem(),
             _dns: dns_daemon,
-            _pebble: pebble,
+            _acme_server: pebble,
         }
     }
 
