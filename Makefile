@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test build release lint fmt bench openapi clean
+.PHONY: run test build release lint fmt bench tls-scan openapi clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
@@ -23,6 +23,10 @@ release:
 ## bench: load benchmarks against the release server (needs wrk)
 bench: release
 	./bench/run.sh
+
+## tls-scan: scan the release server's HTTPS with testssl.sh (apt-get install testssl.sh)
+tls-scan: release
+	./scripts/tls-scan.sh
 
 openapi:
 	@$(CARGO) run --quiet -- openapi

@@ -256,3 +256,77 @@ async fn a_broken_certificate_file_stops_the_start() {
     let err = Application::build(settings, listener).await.err().unwrap();
     assert!(err.to_string().contains("cert.pem"), "{err}");
 }
+
+/// A hand-made ClientHello, so the test can offer what no modern client
+/// library would: old protocol versions and weak cipher suites.
+fn client_hello(version: [u8; 2], suites: &[u16]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&version);
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // no session id
+    let suite_bytes: Vec<u8> = suites.iter().flat_map(|s| s.to_be_bytes()).collect();
+    body.extend_from_slice(&u16::try_from(suite_bytes.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&suite_bytes);
+    body.extend_from_slice(&[1, 0]); // compression: null only
+    // What an ECDHE-ECDSA handshake needs: x25519 and P-256, uncompressed
+    // points, ecdsa_secp256r1_sha256 signatures.
+    let extensions: &[u8] = &[
+        0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, // supported_groups
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats
+        0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03, // signature_algorithms
+    ];
+    body.extend_from_slice(&u16::try_from(extensions.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(extensions);
+    let mut handshake = vec![1]; // ClientHello
+    handshake.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+/// Sends `hello` and returns the first five bytes of the server's answer
+/// plus two more: (record type, version, length, first two body bytes).
+async fn first_answer(addr: &str, hello: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(hello).await.unwrap();
+    let mut answer = vec![0; 7];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer))
+        .await
+        .expect("the server answers")
+        .expect("seven bytes");
+    answer
+}
+
+#[tokio::test]
+async fn old_protocols_and_weak_ciphers_are_refused() {
+    const ALERT: u8 = 0x15;
+    const HANDSHAKE: u8 = 0x16;
+    const PROTOCOL_VERSION: u8 = 70;
+    const HANDSHAKE_FAILURE: u8 = 40;
+    const ECDHE_ECDSA_AES128_GCM_SHA256: u16 = 0xc02b;
+    // RC4, 3DES, CBC with SHA-1, CBC with SHA-256, NULL, export RC4.
+    let weak: &[u16] = &[0xc007, 0xc008, 0xc009, 0xc023, 0x0005, 0x000a, 0x002f, 0x003c, 0x0002, 0x0003];
+
+    let ca = TestCa::new();
+    let (cert, key, _) = ca.leaf();
+    let app = spawn_tls_app(&cert, &key).await;
+    let addr = app.https.trim_start_matches("https://");
+
+    // Control: a sound TLS 1.2 offer gets a ServerHello, so the probe works.
+    let answer = first_answer(addr, &client_hello([3, 3], &[ECDHE_ECDSA_AES128_GCM_SHA256])).await;
+    assert_eq!((answer[0], answer[5]), (HANDSHAKE, 2), "ServerHello: {answer:?}");
+
+    for (name, version) in [("TLS 1.0", [3, 1]), ("TLS 1.1", [3, 2]), ("SSL 3", [3, 0])] {
+        let answer = first_answer(addr, &client_hello(version, &[ECDHE_ECDSA_AES128_GCM_SHA256, 0xc009])).await;
+        assert_eq!(
+            (answer[0], answer[6]),
+            (ALERT, PROTOCOL_VERSION),
+            "{name} refused: {answer:?}"
+        );
+    }
+    let answer = first_answer(addr, &client_hello([3, 3], weak)).await;
+    assert_eq!((answer[0], answer[6]), (ALERT, HANDSHAKE_FAILURE), "weak suites refused: {answer:?}");
+}
