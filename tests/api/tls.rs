@@ -7,45 +7,26 @@ use std::time::{Duration, Instant};
 
 use notesd::tls::files::CertFiles;
 use notesd::{Application, Settings};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use reqwest::StatusCode;
 use reqwest::tls::TlsInfo;
 
 use crate::helpers::spawn_app;
 
-/// A throwaway CA that signs leaf certificates for 127.0.0.1.
-struct TestCa {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
+#[path = "../common/certs.rs"]
+mod certs;
+use certs::TestCa;
 
-impl TestCa {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A leaf for `localhost` and `127.0.0.1`: (certificate PEM, key PEM, DER).
-    fn leaf(&self) -> (String, String, Vec<u8>) {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
-    }
-
-    fn client(&self) -> reqwest::Client {
-        let root = reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).unwrap();
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root)
-            .tls_info(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-    }
+/// A client that trusts only `ca`, reports the certificate it was served
+/// and does not follow redirects.
+fn client_for(ca: &TestCa) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .tls_info(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Replaces a file the way deployment tools do: write aside, then rename.
@@ -65,14 +46,16 @@ struct TlsApp {
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn spawn_tls_app(cert_pem: &str, key_pem: &str) -> TlsApp {
+/// The real server in `--tls files` mode with `leaf`, a redirect listener
+/// and `flags`.
+async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
     let dir = tempfile::tempdir().unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert_pem).unwrap();
-    std::fs::write(&key_path, key_pem).unwrap();
+    std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
+    std::fs::write(&key_path, &leaf.key_pem).unwrap();
     let data = dir.path().join("data");
-    let settings = Settings::from_args([
+    let mut args = vec![
         "--data-dir",
         data.to_str().unwrap(),
         "--tls",
@@ -85,8 +68,9 @@ async fn spawn_tls_app(cert_pem: &str, key_pem: &str) -> TlsApp {
         "100ms",
         "--http-redirect-listen",
         "127.0.0.1:0",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(flags);
+    let settings = Settings::from_args(args).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = Application::build(settings, listener).await.unwrap();
     let https = format!("https://{}", app.local_addr());
@@ -116,14 +100,14 @@ fn served_cert(resp: &reqwest::Response) -> Vec<u8> {
 #[tokio::test]
 async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     let ca = TestCa::new();
-    let (cert1, key1, der1) = ca.leaf();
-    let app = spawn_tls_app(&cert1, &key1).await;
+    let first = ca.leaf();
+    let app = spawn_tls_app(&first, &[]).await;
 
     // A client with only our CA as root verifies the chain and the name.
-    let early = ca.client();
+    let early = client_for(&ca);
     let resp = early.get(format!("{}/healthz", app.https)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(served_cert(&resp), der1);
+    assert_eq!(served_cert(&resp), first.der);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
     assert_eq!(
         resp.headers()["strict-transport-security"],
@@ -131,18 +115,17 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     );
 
     // New files: the watcher picks them up without a restart.
-    let (cert2, key2, der2) = ca.leaf();
-    replace(&app.key_path, &key2);
-    replace(&app.cert_path, &cert2);
+    let second = ca.leaf();
+    replace(&app.key_path, &second.key_pem);
+    replace(&app.cert_path, &second.cert_pem);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let resp = ca
-            .client()
+        let resp = client_for(&ca)
             .get(format!("{}/healthz", app.https))
             .send()
             .await
             .unwrap();
-        if served_cert(&resp) == der2 {
+        if served_cert(&resp) == second.der {
             break;
         }
         assert!(
@@ -156,7 +139,7 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         served_cert(&resp),
-        der1,
+        first.der,
         "same connection, still the first certificate"
     );
 
@@ -164,27 +147,24 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     // the second certificate stays.
     replace(&app.cert_path, "-----BEGIN CERTIFICATE-----\nnot base64\n");
     assert!(!app.files.reload_if_changed());
-    let (_, other_key, _) = ca.leaf();
-    replace(&app.cert_path, &cert2);
-    replace(&app.key_path, &other_key);
+    replace(&app.cert_path, &second.cert_pem);
+    replace(&app.key_path, &ca.leaf().key_pem);
     assert!(!app.files.reload_if_changed());
-    let resp = ca
-        .client()
+    let resp = client_for(&ca)
         .get(format!("{}/healthz", app.https))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(served_cert(&resp), der2);
+    assert_eq!(served_cert(&resp), second.der);
 }
 
 #[tokio::test]
 async fn the_redirect_listener_answers_308_to_https_only() {
     let ca = TestCa::new();
-    let (cert, key, _) = ca.leaf();
-    let app = spawn_tls_app(&cert, &key).await;
+    let app = spawn_tls_app(&ca.leaf(), &[]).await;
     let https_port = app.https.rsplit(':').next().unwrap();
-    let client = ca.client();
+    let client = client_for(&ca);
 
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let resp = client
@@ -214,6 +194,25 @@ async fn the_redirect_listener_answers_308_to_https_only() {
 }
 
 #[tokio::test]
+async fn a_silent_connection_is_closed_within_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_tls_app(&TestCa::new().leaf(), &["--header-timeout", "1s"]).await;
+    // Connects and never sends a ClientHello: the handshake counts against
+    // the same deadline as a request head.
+    let mut stream = tokio::net::TcpStream::connect(app.https.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let mut buf = [0; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("closed well before 10 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without an answer: {read:?}"
+    );
+}
+
+#[tokio::test]
 async fn plain_http_answers_carry_no_hsts() {
     let app = spawn_app().await;
     let resp = app.client.get(app.url("/healthz")).send().await.unwrap();
@@ -224,8 +223,7 @@ async fn plain_http_answers_carry_no_hsts() {
 #[tokio::test]
 async fn a_plain_http_request_to_the_tls_port_gets_no_answer() {
     let ca = TestCa::new();
-    let (cert, key, _) = ca.leaf();
-    let app = spawn_tls_app(&cert, &key).await;
+    let app = spawn_tls_app(&ca.leaf(), &[]).await;
     let plain = app.https.replace("https://", "http://");
     let result = reqwest::Client::new()
         .get(format!("{plain}/healthz"))
@@ -308,11 +306,12 @@ async fn old_protocols_and_weak_ciphers_are_refused() {
     const HANDSHAKE_FAILURE: u8 = 40;
     const ECDHE_ECDSA_AES128_GCM_SHA256: u16 = 0xc02b;
     // RC4, 3DES, CBC with SHA-1, CBC with SHA-256, NULL, export RC4.
-    let weak: &[u16] = &[0xc007, 0xc008, 0xc009, 0xc023, 0x0005, 0x000a, 0x002f, 0x003c, 0x0002, 0x0003];
+    let weak: &[u16] = &[
+        0xc007, 0xc008, 0xc009, 0xc023, 0x0005, 0x000a, 0x002f, 0x003c, 0x0002, 0x0003,
+    ];
 
     let ca = TestCa::new();
-    let (cert, key, _) = ca.leaf();
-    let app = spawn_tls_app(&cert, &key).await;
+    let app = spawn_tls_app(&ca.leaf(), &[]).await;
     let addr = app.https.trim_start_matches("https://");
 
     // Control: a sound TLS 1.2 offer gets a ServerHello, so the probe works.
@@ -320,7 +319,11 @@ async fn old_protocols_and_weak_ciphers_are_refused() {
     assert_eq!((answer[0], answer[5]), (HANDSHAKE, 2), "ServerHello: {answer:?}");
 
     for (name, version) in [("TLS 1.0", [3, 1]), ("TLS 1.1", [3, 2]), ("SSL 3", [3, 0])] {
-        let answer = first_answer(addr, &client_hello(version, &[ECDHE_ECDSA_AES128_GCM_SHA256, 0xc009])).await;
+        let answer = first_answer(
+            addr,
+            &client_hello(version, &[ECDHE_ECDSA_AES128_GCM_SHA256, 0xc009]),
+        )
+        .await;
         assert_eq!(
             (answer[0], answer[6]),
             (ALERT, PROTOCOL_VERSION),
@@ -328,5 +331,9 @@ async fn old_protocols_and_weak_ciphers_are_refused() {
         );
     }
     let answer = first_answer(addr, &client_hello([3, 3], weak)).await;
-    assert_eq!((answer[0], answer[6]), (ALERT, HANDSHAKE_FAILURE), "weak suites refused: {answer:?}");
+    assert_eq!(
+        (answer[0], answer[6]),
+        (ALERT, HANDSHAKE_FAILURE),
+        "weak suites refused: {answer:?}"
+    );
 }

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use reqwest::tls::TlsInfo;
 
 use std::os::unix::fs::PermissionsExt;
 
 use super::Server;
+use super::certs::TestCa;
 
 const DOMAIN: &str = "notes.test";
 
@@ -63,17 +63,10 @@ struct Pebble {
 impl Pebble {
     fn start(dir: &Path, tls_port: u16) -> Pebble {
         // Pebble's API needs a certificate; the test makes one.
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join("pebble-cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("pebble-key.pem"), leaf_key.serialize_pem()).unwrap();
+        let ca = TestCa::new();
+        let leaf = ca.leaf();
+        std::fs::write(dir.join("pebble-cert.pem"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.join("pebble-key.pem"), &leaf.key_pem).unwrap();
 
         let (api, management, dns, dns_management) = (free_port(), free_port(), free_port(), free_port());
         let config = serde_json::json!({
@@ -100,6 +93,9 @@ impl Pebble {
                 .spawn()
                 .unwrap(),
         );
+        // Its log goes to a file: the port probes below look like failed
+        // handshakes to pebble.
+        let log = std::fs::File::create(dir.join("pebble.log")).unwrap();
         let pebble = Daemon(
             Command::new("pebble")
                 .arg("-config")
@@ -109,7 +105,8 @@ impl Pebble {
                 // rejections: the test measures notesd, not pebble's chaos.
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
-                .stdout(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
                 .spawn()
                 .unwrap(),
         );

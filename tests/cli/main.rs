@@ -10,6 +10,9 @@ use std::time::Duration;
 use openapiv3::{OpenAPI, ReferenceOr};
 
 mod acme;
+#[path = "../common/certs.rs"]
+mod certs;
+mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notesd");
 
