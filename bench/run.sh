@@ -137,3 +137,22 @@ PY
 fi
 
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
+
+# HTTPS: the same data directory served again with --tls files (a
+# self-signed ECDSA P-256 certificate, what --tls acme obtains): note reads
+# over kept-alive TLS connections, then a new connection (full handshake)
+# for every request.
+if [ -z "${BENCH_ONLY:-}" ] || [[ "tls" =~ $BENCH_ONLY ]]; then
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 -subj /CN=localhost \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+  NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
+    --rate-limit 0 --auth-rate-limit 0 --tls files --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" \
+    ${BENCH_SERVER_ARGS:-} >"$WORK/server-tls.log" 2>&1 &
+  SERVER=$!; PIDS+=("$SERVER")
+  for _ in $(seq 100); do curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  BENCH_ONLY= run "HTTPS GET /notes/{id} (keep-alive)" "https://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
+  BENCH_ONLY= run "HTTPS GET /healthz, handshake each" "https://127.0.0.1:$PORT/healthz" -H "Connection: close"
+  echo "TLS server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
+fi
