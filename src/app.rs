@@ -3,11 +3,13 @@
 //! `notesd serve` and the integration tests both go through
 //! [`Application::build`], so tests exercise exactly what ships.
 
+use std::convert::Infallible;
 use std::fs;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use poem::listener::{Acceptor, TcpAcceptor};
@@ -163,7 +165,10 @@ impl Application {
     /// in flight finish (up to the configured grace) and closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let hsts = self.tls.is_some().then_some(self.settings.hsts_max_age);
+        let hsts = self
+            .tls
+            .is_some()
+            .then_some((self.settings.hsts_max_age, self.settings.hsts_include_subdomains));
         // First what can fail, so a failure leaves nothing running.
         let tls = start_tls(self.tls, &self.settings)?;
         tracing::info!(addr = %self.addr, scheme, "notesd listening");
@@ -217,31 +222,46 @@ impl Application {
         };
         // The redirect listener stops when the main server is told to.
         let (stop_redirect, redirect_stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async move {
-            shutdown.await;
-            drop(stop_redirect);
-        };
         let redirect = self.redirect.map(|(acceptor, addr)| {
             let stopped = async move {
                 let _ = redirect_stopped.await;
             };
             spawn_redirect(acceptor, addr, self.addr.port(), limits, &self.settings, stopped)
         });
-        let (result, tls_task) = match tls {
+        let (handshake, mut cert_task) = tls.unzip();
+        // Should the task that keeps certificates current ever end, renewals
+        // would stop without a sound: stop instead, with an error, so the
+        // service manager restarts notesd (which serves the cached
+        // certificate and carries on).
+        let cert_task_ended = AtomicBool::new(false);
+        let shutdown = async {
+            match cert_task.as_mut() {
+                Some(task) => tokio::select! {
+                    () = shutdown => {}
+                    outcome = task => {
+                        tracing::error!(outcome = ?outcome.err(), "the certificate task stopped; shutting down");
+                        cert_task_ended.store(true, Ordering::Relaxed);
+                    }
+                },
+                None => shutdown.await,
+            }
+            drop(stop_redirect);
+        };
+        let mut result = match handshake {
             None => {
                 let acceptor = GuardedAcceptor::new(self.acceptor, limits);
-                (serve(acceptor, endpoint, shutdown, &self.settings).await, None)
+                serve(acceptor, endpoint, shutdown, &self.settings).await
             }
-            Some((handshake, task)) => {
+            Some(handshake) => {
                 let acceptor = GuardedAcceptor::new(TlsAcceptor::new(self.acceptor, handshake), limits);
-                (
-                    serve(acceptor, endpoint, shutdown, &self.settings).await,
-                    Some(task),
-                )
+                serve(acceptor, endpoint, shutdown, &self.settings).await
             }
         };
-        if let Some(task) = tls_task {
+        if let Some(task) = cert_task {
             task.abort();
+        }
+        if cert_task_ended.load(Ordering::Relaxed) {
+            result = result.and(Err(std::io::Error::other("the certificate task stopped")));
         }
         if let Some(task) = redirect {
             let _ = task.await;
@@ -284,16 +304,31 @@ fn spawn_redirect(
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tracing::info!(%addr, "redirecting plain HTTP to https");
-    let server = Server::new_with_acceptor(GuardedAcceptor::new(acceptor, limits))
-        .name("notesd-redirect")
-        .idle_timeout(settings.idle_timeout);
+    let server = configured(
+        Server::new_with_acceptor(GuardedAcceptor::new(acceptor, limits)),
+        settings,
+    )
+    .name("notesd-redirect");
     let grace = Some(settings.shutdown_grace);
+    let hosts = (settings.tls == TlsMode::Acme).then(|| settings.acme_domains());
     tokio::spawn(async move {
-        let endpoint = RedirectToHttps::new(https_port);
+        let endpoint = RedirectToHttps::new(https_port, hosts);
         if let Err(e) = server.run_with_graceful_shutdown(endpoint, stopped, grace).await {
             tracing::error!(error = %e, "redirect listener failed");
         }
     })
+}
+
+/// The connection settings both listeners share.
+fn configured<A: Acceptor + 'static>(
+    server: Server<Infallible, A>,
+    settings: &Settings,
+) -> Server<Infallible, A> {
+    server
+        .idle_timeout(settings.idle_timeout)
+        // poem's default is no limit at all; hyper's own would be 200.
+        .http2_max_concurrent_streams(settings.http2_max_streams)
+        .http2_max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
 }
 
 async fn serve<A: Acceptor + 'static>(
@@ -302,9 +337,8 @@ async fn serve<A: Acceptor + 'static>(
     shutdown: impl Future<Output = ()> + Send,
     settings: &Settings,
 ) -> std::io::Result<()> {
-    Server::new_with_acceptor(acceptor)
+    configured(Server::new_with_acceptor(acceptor), settings)
         .name("notesd")
-        .idle_timeout(settings.idle_timeout)
         .run_with_graceful_shutdown(endpoint, shutdown, Some(settings.shutdown_grace))
         .await
 }

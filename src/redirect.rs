@@ -11,16 +11,20 @@ use poem::{Endpoint, Request, Response};
 pub struct RedirectToHttps {
     /// Suffix naming the HTTPS port, empty for 443.
     port_suffix: String,
+    /// With ACME, the names this server has certificates for: a request for
+    /// any other host gets a 400, not a redirect somewhere else.
+    hosts: Option<Vec<String>>,
 }
 
 impl RedirectToHttps {
-    pub fn new(https_port: u16) -> Self {
+    pub fn new(https_port: u16, hosts: Option<Vec<String>>) -> Self {
         Self {
             port_suffix: if https_port == 443 {
                 String::new()
             } else {
                 format!(":{https_port}")
             },
+            hosts,
         }
     }
 
@@ -30,7 +34,18 @@ impl RedirectToHttps {
             None => req.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
         };
         let host = host_of(&authority)?;
-        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if self.hosts.as_ref().is_some_and(|hosts| !hosts.contains(&host)) {
+            return None;
+        }
+        // `OPTIONS *` names no resource: send it to the root.
+        let path = match req
+            .uri()
+            .path_and_query()
+            .map(poem::http::uri::PathAndQuery::as_str)
+        {
+            Some(pq) if pq.starts_with('/') => pq,
+            _ => "/",
+        };
         Some(format!("https://{host}{}{path}", self.port_suffix))
     }
 }
@@ -90,5 +105,50 @@ mod tests {
         assert_eq!(host_of("evil.example/path"), None);
         assert_eq!(host_of("[not-v6]"), None);
         assert_eq!(host_of(""), None);
+    }
+
+    fn location(redirect: &RedirectToHttps, uri: &str, host: &str) -> Option<String> {
+        let req = Request::builder()
+            .uri_str(uri)
+            .header(header::HOST, host)
+            .finish();
+        redirect.location(&req)
+    }
+
+    #[test]
+    fn locations_keep_path_and_query_and_name_the_port() {
+        let open = RedirectToHttps::new(8443, None);
+        assert_eq!(
+            location(&open, "/a/b?c=d", "notes.example.org").as_deref(),
+            Some("https://notes.example.org:8443/a/b?c=d")
+        );
+        assert_eq!(
+            location(&open, "*", "notes.example.org").as_deref(),
+            Some("https://notes.example.org:8443/")
+        );
+        let standard = RedirectToHttps::new(443, None);
+        assert_eq!(
+            location(&standard, "/", "x.org:80").as_deref(),
+            Some("https://x.org/")
+        );
+    }
+
+    #[test]
+    fn with_acme_only_its_domains_are_redirected_to() {
+        let acme = RedirectToHttps::new(443, Some(vec!["notes.example.org".to_owned()]));
+        assert_eq!(
+            location(&acme, "/", "Notes.Example.org").as_deref(),
+            Some("https://notes.example.org/")
+        );
+        assert_eq!(location(&acme, "/", "evil.example"), None);
+        // An absolute request target names the host itself.
+        assert_eq!(
+            location(&acme, "http://evil.example/x", "notes.example.org"),
+            None
+        );
+        assert_eq!(
+            location(&acme, "http://notes.example.org/x", "ignored").as_deref(),
+            Some("https://notes.example.org/x")
+        );
     }
 }

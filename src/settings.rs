@@ -124,6 +124,11 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
 
+    /// Requests one HTTP/2 connection may have in flight at once (the
+    /// connection cap does not see streams).
+    #[arg(long, env = "NOTESD_HTTP2_MAX_STREAMS", default_value_t = 100)]
+    pub http2_max_streams: u32,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -188,6 +193,10 @@ pub struct Settings {
     /// HTTPS answer (0 tells browsers to forget an earlier policy).
     #[arg(long, env = "NOTESD_HSTS_MAX_AGE", default_value_t = 63_072_000)]
     pub hsts_max_age: u64,
+
+    /// Whether the HSTS policy also covers every subdomain.
+    #[arg(long, env = "NOTESD_HSTS_INCLUDE_SUBDOMAINS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -269,6 +278,9 @@ impl Settings {
         if self.search_scan_limit == 0 {
             return Err("--search-scan-limit must be at least 1".into());
         }
+        if self.http2_max_streams == 0 {
+            return Err("--http2-max-streams must be at least 1".into());
+        }
         if self.token_issuer.is_empty() || self.token_audience.is_empty() {
             return Err("--token-issuer and --token-audience must not be empty".into());
         }
@@ -309,7 +321,7 @@ impl Settings {
                     return Err("--tls acme needs at least one --acme-domain".into());
                 }
                 for domain in &self.acme_domain {
-                    if !is_dns_name(domain) {
+                    if !is_dns_name(&domain.to_ascii_lowercase()) {
                         return Err(format!("--acme-domain `{domain}` is not a DNS name"));
                     }
                 }
@@ -330,9 +342,30 @@ impl Settings {
         match self.acme_directory.as_str() {
             "production" => Ok("https://acme-v02.api.letsencrypt.org/directory".into()),
             "staging" => Ok("https://acme-staging-v02.api.letsencrypt.org/directory".into()),
-            url if url.starts_with("https://") && url.len() > "https://".len() => Ok(url.into()),
-            _ => Err("--acme-directory must be production, staging or an https:// URL".into()),
+            url => {
+                // Parsed now, so a typo is an error at start rather than an
+                // order failing forever in the background.
+                let parsed: poem::http::Uri = url
+                    .parse()
+                    .map_err(|_| format!("--acme-directory `{url}` is not a URL"))?;
+                if parsed.scheme_str() != Some("https") || parsed.host().is_none_or(str::is_empty) {
+                    return Err("--acme-directory must be production, staging or an https:// URL".into());
+                }
+                Ok(url.into())
+            }
         }
+    }
+
+    /// The ACME domains, lower-cased, each once, in the order given.
+    pub fn acme_domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = Vec::with_capacity(self.acme_domain.len());
+        for domain in &self.acme_domain {
+            let domain = domain.to_ascii_lowercase();
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        domains
     }
 }
 
@@ -364,6 +397,7 @@ fn is_contact_email(s: &str) -> bool {
     };
     !local.is_empty()
         && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
         && s.len() <= 254
         && s.bytes()
             .all(|b| b.is_ascii_graphic() && !b"?#/,;<>\\\"".contains(&b))

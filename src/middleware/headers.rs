@@ -25,9 +25,9 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// `docs_html` is the Swagger UI page as served; `hsts_max_age` is set
-    /// when the server speaks TLS.
-    pub fn new(docs_html: Option<&str>, hsts_max_age: Option<u64>) -> Self {
+    /// `docs_html` is the Swagger UI page as served; `hsts` (max-age,
+    /// includeSubDomains) is set when the server speaks TLS.
+    pub fn new(docs_html: Option<&str>, hsts: Option<(u64, bool)>) -> Self {
         let hashes = docs_html.map(inline_script_hashes).unwrap_or_default();
         let docs_csp = format!(
             "default-src 'none'; script-src {}; style-src 'unsafe-inline'; img-src 'self' data:; \
@@ -40,8 +40,10 @@ impl SecurityHeaders {
         );
         Self {
             docs_csp: HeaderValue::from_str(&docs_csp).unwrap_or(HeaderValue::from_static(API_CSP)),
-            hsts: hsts_max_age
-                .and_then(|age| HeaderValue::from_str(&format!("max-age={age}; includeSubDomains")).ok()),
+            hsts: hsts.and_then(|(age, subdomains)| {
+                let suffix = if subdomains { "; includeSubDomains" } else { "" };
+                HeaderValue::from_str(&format!("max-age={age}{suffix}")).ok()
+            }),
         }
     }
 

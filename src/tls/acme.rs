@@ -38,7 +38,7 @@ impl Acme {
         prepare_cache_dir(&dir)?;
         let directory = settings.acme_directory_url()?;
         let client = client_config(settings.acme_ca_root.as_deref())?;
-        let mut config = AcmeConfig::new_with_client_config(&settings.acme_domain, client)
+        let mut config = AcmeConfig::new_with_client_config(settings.acme_domains(), client)
             .directory(directory)
             .cache(PrivateDirCache { dir });
         if let Some(email) = &settings.acme_email {

@@ -1,7 +1,8 @@
 //! `--tls files`: a certificate chain and key read from PEM files, re-read
-//! when either file changes (checked every `--tls-reload-interval`) or on
+//! when their contents change (checked every `--tls-reload-interval`) or on
 //! SIGHUP. A replacement that does not load (unreadable, not PEM, key not
-//! matching the certificate) is logged and the current certificate stays.
+//! matching the certificate, expired or not yet valid) is logged and the
+//! current certificate stays.
 
 use std::fmt;
 use std::fs;
@@ -13,25 +14,14 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    use std::os::unix::fs::MetadataExt;
-    // `metadata` follows symbolic links, so a link switched to a new
-    // target (as certbot and Kubernetes do) counts as a change.
-    let meta = fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
+/// The contents last tried and how that went.
+struct Tried {
+    /// SHA-256 of both files' contents; `None` if one could not be read.
+    digest: Option<[u8; 32]>,
+    /// Whether this content is settled: loaded, or its failure reported.
+    settled: bool,
 }
 
 /// The certificate being served and where it comes from.
@@ -39,9 +29,7 @@ pub struct CertFiles {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
-    /// Stamps of the files last tried, loaded or not, so a broken file is
-    /// reported once rather than at every check.
-    tried: Mutex<Option<(FileStamp, FileStamp)>>,
+    tried: Mutex<Tried>,
 }
 
 impl fmt::Debug for CertFiles {
@@ -53,47 +41,109 @@ impl fmt::Debug for CertFiles {
     }
 }
 
+/// Both files' contents.
+struct Pair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Pair {
+    fn read(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+        let cert = fs::read(cert_path).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+        let key = fs::read(key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+        Ok(Self { cert, key })
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update((self.cert.len() as u64).to_be_bytes());
+        hash.update(&self.cert);
+        hash.update(&self.key);
+        hash.finalize().into()
+    }
+}
+
 impl CertFiles {
     /// Loads the files; at start-up a certificate that does not load is an
     /// error, not something to serve around.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
-        let stamps = stamp(cert_path).zip(stamp(key_path));
-        let key = load_pair(cert_path, key_path)?;
+        let pair = Pair::read(cert_path, key_path)?;
+        let (key, validity) = parse(&pair, cert_path, key_path)?;
+        if let Some(validity) = &validity {
+            if let Err(e) = validity.check() {
+                tracing::error!(error = %e, "serving a TLS certificate clients will refuse");
+            }
+            validity.log();
+        }
         Ok(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(Arc::new(key)),
-            tried: Mutex::new(stamps),
+            tried: Mutex::new(Tried {
+                digest: Some(pair.digest()),
+                settled: true,
+            }),
         })
     }
 
-    /// Reloads if either file changed since the last attempt. Returns
-    /// whether a new certificate is now served.
+    /// Reloads if the files' contents changed. A replacement that does not
+    /// load is tried once more at the next check before it is reported:
+    /// tools write the certificate and the key one after the other.
+    /// Returns whether a new certificate is now served.
     pub fn reload_if_changed(&self) -> bool {
-        let stamps = stamp(&self.cert_path).zip(stamp(&self.key_path));
-        {
-            let mut tried = self.tried.lock().unwrap_or_else(PoisonError::into_inner);
-            if *tried == stamps {
-                return false;
-            }
-            tried.clone_from(&stamps);
+        let pair = Pair::read(&self.cert_path, &self.key_path);
+        let digest = pair.as_ref().ok().map(Pair::digest);
+        let mut tried = self.tried.lock().unwrap_or_else(PoisonError::into_inner);
+        if tried.digest == digest && tried.settled {
+            return false;
         }
-        self.reload()
+        let second_try = tried.digest == digest;
+        let outcome = pair.and_then(|pair| self.install(&pair));
+        *tried = Tried {
+            digest,
+            settled: outcome.is_ok() || second_try,
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) if second_try => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; still serving the previous one");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "TLS certificate files changed but do not load yet; trying again");
+                false
+            }
+        }
     }
 
-    /// Reads both files again (SIGHUP). Returns whether a new certificate
-    /// is now served.
+    /// Reads both files now (SIGHUP) and reports a failure at once.
+    /// Returns whether a new certificate is now served.
     pub fn reload(&self) -> bool {
-        match load_pair(&self.cert_path, &self.key_path) {
-            Ok(key) => {
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
-                true
-            }
+        let pair = Pair::read(&self.cert_path, &self.key_path);
+        let digest = pair.as_ref().ok().map(Pair::digest);
+        let outcome = pair.and_then(|pair| self.install(&pair));
+        *self.tried.lock().unwrap_or_else(PoisonError::into_inner) = Tried {
+            digest,
+            settled: true,
+        };
+        match outcome {
+            Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, "TLS certificate not reloaded; still serving the previous one");
                 false
             }
         }
+    }
+
+    /// Parses `pair` and, if it is usable, serves it from now on.
+    fn install(&self, pair: &Pair) -> Result<(), String> {
+        let (key, validity) = parse(pair, &self.cert_path, &self.key_path)?;
+        if let Some(validity) = &validity {
+            validity.check()?;
+            validity.log();
+        }
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+        Ok(())
     }
 
     /// Checks the files every `interval` until the returned task is aborted.
@@ -112,7 +162,7 @@ impl CertFiles {
         })
     }
 
-    /// The chain currently served (for tests and diagnostics).
+    /// The chain currently served.
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current
             .read()
@@ -127,48 +177,71 @@ impl ResolvesServerCert for CertFiles {
     }
 }
 
-fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
-    let certs = CertificateDer::pem_file_iter(cert_path)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+fn parse(pair: &Pair, cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, Option<Validity>), String> {
+    let certs = CertificateDer::pem_slice_iter(&pair.cert)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", cert_path.display()))?;
-    if certs.is_empty() {
+    let Some(leaf) = certs.first() else {
         return Err(format!("{}: no certificate in the file", cert_path.display()));
-    }
+    };
+    let validity = Validity::of(leaf);
     // The error names the file only: rustls-pki-types' messages never
     // include key material, but there is no reason to risk it.
-    let key = PrivateKeyDer::from_pem_file(key_path)
+    let key = PrivateKeyDer::from_pem_slice(&pair.key)
         .map_err(|_| format!("{}: no readable PEM private key", key_path.display()))?;
-    let summary = describe(&certs[0]);
     let key = CertifiedKey::from_der(certs, key, &super::provider())
         .map_err(|e| format!("{} and {}: {e}", cert_path.display(), key_path.display()))?;
-    if let Some((names, not_after)) = summary {
-        if not_after < SystemTime::now() {
-            tracing::warn!(names, "the TLS certificate loaded has expired");
-        }
-        let expires = humantime::format_rfc3339_seconds(not_after).to_string();
-        tracing::info!(names, expires, "TLS certificate loaded");
-    } else {
-        tracing::warn!("TLS certificate loaded, but its names and dates could not be read");
-    }
-    Ok(key)
+    Ok((key, validity))
 }
 
-/// Subject alternative names and end of validity of a certificate.
-fn describe(cert: &CertificateDer<'_>) -> Option<(String, SystemTime)> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let not_after = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
-    let names = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+/// Names and validity period of a leaf certificate.
+struct Validity {
+    names: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl Validity {
+    fn of(cert: &CertificateDer<'_>) -> Option<Self> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        let time = |t: x509_parser::time::ASN1Time| {
+            u64::try_from(t.timestamp())
+                .ok()
+                .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        };
+        let names = parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        Some(Self {
+            names,
+            not_before: time(parsed.validity().not_before)?,
+            not_after: time(parsed.validity().not_after)?,
         })
-        .unwrap_or_default();
-    Some((names, SystemTime::UNIX_EPOCH + Duration::from_secs(not_after)))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let now = SystemTime::now();
+        if self.not_after < now {
+            return Err(format!("the certificate for {} has expired", self.names));
+        }
+        if self.not_before > now {
+            return Err(format!("the certificate for {} is not valid yet", self.names));
+        }
+        Ok(())
+    }
+
+    fn log(&self) {
+        let expires = humantime::format_rfc3339_seconds(self.not_after).to_string();
+        tracing::info!(names = %self.names, expires, "TLS certificate loaded");
+    }
 }

@@ -103,3 +103,30 @@ async fn the_general_limit_covers_every_api_route() {
     let resp = app.request(Method::GET, "/api/v1/me", None).send().await.unwrap();
     assert_problem(resp, StatusCode::TOO_MANY_REQUESTS, "sixth API request").await;
 }
+
+#[tokio::test]
+async fn http2_connections_announce_the_stream_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&["--http2-max-streams", "7"]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // HTTP/2 with prior knowledge: the preface, then an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    // The server's first frame is its SETTINGS.
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 4, "a SETTINGS frame: {head:?}");
+    let len = usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload
+        .chunks_exact(6)
+        .find(|entry| entry[..2] == [0, 3])
+        .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
+    assert_eq!(max_streams, Some(7), "SETTINGS_MAX_CONCURRENT_STREAMS");
+}

@@ -150,6 +150,16 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     replace(&app.cert_path, &second.cert_pem);
     replace(&app.key_path, &ca.leaf().key_pem);
     assert!(!app.files.reload_if_changed());
+    assert!(!app.files.reload_if_changed(), "refused on the second look too");
+    // An expired certificate is refused like a broken one.
+    let expired = ca.leaf_with(|p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 2, 1);
+    });
+    replace(&app.key_path, &expired.key_pem);
+    replace(&app.cert_path, &expired.cert_pem);
+    assert!(!app.files.reload_if_changed());
+    assert!(!app.files.reload_if_changed());
     let resp = client_for(&ca)
         .get(format!("{}/healthz", app.https))
         .send()
@@ -210,6 +220,23 @@ async fn a_silent_connection_is_closed_within_the_header_timeout() {
         matches!(read, Ok(0) | Err(_)),
         "closed without an answer: {read:?}"
     );
+}
+
+#[tokio::test]
+async fn hsts_follows_its_settings() {
+    let ca = TestCa::new();
+    let app = spawn_tls_app(
+        &ca.leaf(),
+        &["--hsts-max-age", "300", "--hsts-include-subdomains", "false"],
+    )
+    .await;
+    let resp = client_for(&ca)
+        .get(format!("{}/nope", app.https))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=300");
 }
 
 #[tokio::test]

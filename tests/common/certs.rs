@@ -31,7 +31,15 @@ impl TestCa {
 
     /// A leaf for `localhost` and `127.0.0.1`.
     pub fn leaf(&self) -> Leaf {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        self.leaf_with(|_| {})
+    }
+
+    /// As [`TestCa::leaf`], with `adjust` applied to its parameters.
+    #[allow(dead_code)] // not every test crate uses it
+    pub fn leaf_with(&self, adjust: impl FnOnce(&mut CertificateParams)) -> Leaf {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        adjust(&mut params);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         Leaf {
