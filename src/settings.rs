@@ -161,7 +161,7 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
-    /// How often `--tls files` checks the files for a change.
+    /// How often `--tls files` reads the files to see whether they changed.
     #[arg(long, env = "NOTESD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tls_reload_interval: Duration,
 
@@ -185,7 +185,7 @@ pub struct Settings {
     pub acme_ca_root: Option<PathBuf>,
 
     /// Also listen here for plain HTTP and answer every request with a 308
-    /// redirect to the https URL, e.g. `0.0.0.0:80` or `:80`.
+    /// redirect to the https URL, e.g. `:80` (every address, as `[::]:80`).
     #[arg(long, env = "NOTESD_HTTP_REDIRECT_LISTEN", value_parser = parse_listen)]
     pub http_redirect_listen: Option<SocketAddr>,
 
