@@ -8,22 +8,16 @@ use std::time::{Duration, Instant};
 use notesd::tls::files::CertFiles;
 use notesd::{Application, Settings};
 use reqwest::StatusCode;
-use reqwest::tls::TlsInfo;
 
 use crate::helpers::spawn_app;
 
 #[path = "../common/certs.rs"]
 mod certs;
-use certs::TestCa;
+use certs::{TestCa, client_trusting, peer_cert};
 
-/// A client that trusts only `ca`, reports the certificate it was served
-/// and does not follow redirects.
+/// A client that trusts only `ca` and does not follow redirects.
 fn client_for(ca: &TestCa) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .tls_info(true)
+    client_trusting(&ca.pem())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
@@ -46,6 +40,25 @@ struct TlsApp {
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// `--tls files` settings for `cert.pem` and `key.pem` in `dir` (data in
+/// `dir/data`), plus `flags`.
+fn files_settings(dir: &Path, flags: &[&str]) -> Settings {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (data, cert, key) = (path("data"), path("cert.pem"), path("key.pem"));
+    let mut args = vec![
+        "--data-dir",
+        &data,
+        "--tls",
+        "files",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    args.extend_from_slice(flags);
+    Settings::from_args(args).unwrap()
+}
+
 /// The real server in `--tls files` mode with `leaf`, a redirect listener
 /// and `flags`.
 async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
@@ -54,23 +67,14 @@ async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, &leaf.cert_pem).unwrap();
     std::fs::write(&key_path, &leaf.key_pem).unwrap();
-    let data = dir.path().join("data");
     let mut args = vec![
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--tls",
-        "files",
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
         "--tls-reload-interval",
         "100ms",
         "--http-redirect-listen",
         "127.0.0.1:0",
     ];
     args.extend_from_slice(flags);
-    let settings = Settings::from_args(args).unwrap();
+    let settings = files_settings(dir.path(), &args);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = Application::build(settings, listener).await.unwrap();
     let https = format!("https://{}", app.local_addr());
@@ -88,15 +92,6 @@ async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
     }
 }
 
-/// The leaf certificate a response came over.
-fn served_cert(resp: &reqwest::Response) -> Vec<u8> {
-    resp.extensions()
-        .get::<TlsInfo>()
-        .and_then(TlsInfo::peer_certificate)
-        .unwrap()
-        .to_vec()
-}
-
 #[tokio::test]
 async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     let ca = TestCa::new();
@@ -107,7 +102,7 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     let early = client_for(&ca);
     let resp = early.get(format!("{}/healthz", app.https)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(served_cert(&resp), first.der);
+    assert_eq!(peer_cert(&resp), first.der);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN offers h2");
     assert_eq!(
         resp.headers()["strict-transport-security"],
@@ -125,7 +120,7 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
             .send()
             .await
             .unwrap();
-        if served_cert(&resp) == second.der {
+        if peer_cert(&resp) == second.der {
             break;
         }
         assert!(
@@ -138,7 +133,7 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
     let resp = early.get(format!("{}/healthz", app.https)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
-        served_cert(&resp),
+        peer_cert(&resp),
         first.der,
         "same connection, still the first certificate"
     );
@@ -166,7 +161,7 @@ async fn files_mode_serves_https_and_reloads_a_replaced_certificate() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(served_cert(&resp), second.der);
+    assert_eq!(peer_cert(&resp), second.der);
 }
 
 #[tokio::test]
@@ -266,17 +261,7 @@ async fn a_broken_certificate_file_stops_the_start() {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, "not a certificate").unwrap();
     std::fs::write(&key_path, "not a key").unwrap();
-    let settings = Settings::from_args([
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-        "--tls",
-        "files",
-        "--tls-cert",
-        cert_path.to_str().unwrap(),
-        "--tls-key",
-        key_path.to_str().unwrap(),
-    ])
-    .unwrap();
+    let settings = files_settings(dir.path(), &[]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = Application::build(settings, listener).await.err().unwrap();
     assert!(err.to_string().contains("cert.pem"), "{err}");

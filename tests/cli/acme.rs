@@ -7,16 +7,13 @@
 //! CI and skips loudly elsewhere.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::tls::TlsInfo;
-
-use std::os::unix::fs::PermissionsExt;
-
 use super::Server;
-use super::certs::TestCa;
+use super::certs::{TestCa, client_trusting, peer_cert};
 
 const DOMAIN: &str = "notes.test";
 
@@ -122,38 +119,27 @@ impl Pebble {
         }
     }
 
-    /// The root pebble issues under (a new one at every pebble start).
-    async fn issuing_root(&self) -> reqwest::Certificate {
-        let api_ca = reqwest::Certificate::from_pem(self.api_ca_pem.as_bytes()).unwrap();
-        let client = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(api_ca)
+    /// The root pebble issues under (a new one at every pebble start), PEM.
+    async fn issuing_root(&self) -> String {
+        client_trusting(&self.api_ca_pem)
             .build()
-            .unwrap();
-        let pem = client
+            .unwrap()
             .get(format!("https://127.0.0.1:{}/roots/0", self.management))
             .send()
             .await
             .unwrap()
             .error_for_status()
             .unwrap()
-            .bytes()
+            .text()
             .await
-            .unwrap();
-        reqwest::Certificate::from_pem(&pem).unwrap()
+            .unwrap()
     }
 }
 
 /// GET /healthz over HTTPS for the test domain, verified against pebble's
 /// root only; returns the leaf certificate served.
-async fn https_healthz(root: &reqwest::Certificate, addr: SocketAddr) -> Vec<u8> {
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root.clone())
-        .resolve(DOMAIN, addr)
-        .tls_info(true)
-        .build()
-        .unwrap();
+async fn https_healthz(root_pem: &str, addr: SocketAddr) -> Vec<u8> {
+    let client = client_trusting(root_pem).resolve(DOMAIN, addr).build().unwrap();
     let resp = client
         .get(format!("https://{DOMAIN}:{}/healthz", addr.port()))
         .send()
@@ -161,11 +147,7 @@ async fn https_healthz(root: &reqwest::Certificate, addr: SocketAddr) -> Vec<u8>
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("strict-transport-security"));
-    resp.extensions()
-        .get::<TlsInfo>()
-        .and_then(TlsInfo::peer_certificate)
-        .unwrap()
-        .to_vec()
+    peer_cert(&resp)
 }
 
 #[tokio::test(flavor = "multi_thread")]

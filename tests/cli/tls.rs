@@ -2,30 +2,18 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::tls::TlsInfo;
-
 use super::Server;
-use super::certs::TestCa;
+use super::certs::{TestCa, client_trusting, peer_cert};
 
 async fn served_cert(ca: &TestCa, addr: &str) -> Vec<u8> {
-    let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .tls_info(true)
-        .build()
-        .unwrap();
+    let client = client_trusting(&ca.pem()).build().unwrap();
     let resp = client
         .get(format!("https://{addr}/healthz"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    resp.extensions()
-        .get::<TlsInfo>()
-        .and_then(TlsInfo::peer_certificate)
-        .unwrap()
-        .to_vec()
+    peer_cert(&resp)
 }
 
 #[tokio::test]

@@ -1,7 +1,26 @@
-//! Throwaway certificates for HTTPS tests (shared by the `api` and `cli`
-//! test crates through `#[path]`).
+//! Throwaway certificates for HTTPS tests, and clients that trust only
+//! them (shared by the `api` and `cli` test crates through `#[path]`).
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use reqwest::tls::TlsInfo;
+
+/// A client builder that trusts `root_pem` alone and reports the
+/// certificate each response came over (see [`peer_cert`]).
+pub fn client_trusting(root_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .tls_info(true)
+}
+
+/// The leaf certificate (DER) a response came over.
+pub fn peer_cert(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<TlsInfo>()
+        .and_then(TlsInfo::peer_certificate)
+        .unwrap()
+        .to_vec()
+}
 
 /// A certificate authority that lives as long as one test.
 pub struct TestCa {
