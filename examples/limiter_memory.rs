@@ -26,12 +26,13 @@ fn main() {
         per_minute: 600,
         auth_per_minute: 10,
         trusted_proxies: vec![],
+        keys: notesd::client::ClientKeys::default(),
     });
     let before = rss_kib();
     for i in 0..n {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
         // One login attempt each: both the general and the strict limiter.
-        let _ = limiters.check(ip, "/api/v1/auth/login");
+        let _ = limiters.check(limiters.key(ip), "/api/v1/auth/login");
     }
     let after = rss_kib();
     println!(

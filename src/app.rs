@@ -3,7 +3,6 @@
 //! `notesd serve` and the integration tests both go through
 //! [`Application::build`], so tests exercise exactly what ships.
 
-use std::convert::Infallible;
 use std::fs;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,8 +11,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use poem::listener::{Acceptor, TcpAcceptor};
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server};
+use bytes::Bytes;
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
@@ -22,14 +22,16 @@ use crate::auth::keyring::{KeyRing, KeyringError};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
+use crate::client::ClientKeys;
 use crate::clock::Clock;
 use crate::db::Db;
-use crate::listener::{ConnectionLimits, GuardedAcceptor};
+use crate::listener::{ConnectionLimits, GuardedAcceptor, ParserAnswers};
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
 use crate::middleware::{FrontConfig, front};
-use crate::redirect::RedirectToHttps;
+use crate::redirect::{RedirectHosts, RedirectToHttps};
+use crate::server::ServeOptions;
 use crate::settings::{Settings, TlsMode};
 use crate::store::{Store, StoreError};
 use crate::tls::acme::Acme;
@@ -169,64 +171,51 @@ impl Application {
             .tls
             .is_some()
             .then_some((self.settings.hsts_max_age, self.settings.hsts_include_subdomains));
+        let redirect_hosts = match &self.tls {
+            Some(TlsSource::Files(files)) => RedirectHosts::Certificate(files.clone()),
+            _ => RedirectHosts::Listed(self.settings.acme_domains()),
+        };
         // First what can fail, so a failure leaves nothing running.
         let tls = start_tls(self.tls, &self.settings)?;
         tracing::info!(addr = %self.addr, scheme, "notesd listening");
+        let keys = ClientKeys::new(self.settings.ipv6_prefix);
         let limiters = Arc::new(Limiters::new(&RateLimitConfig {
             per_minute: self.settings.rate_limit,
             auth_per_minute: self.settings.auth_rate_limit,
             trusted_proxies: self.settings.trusted_proxies.clone(),
+            keys,
         }));
-        // Forget recovered addresses every minute so an attack from many
-        // addresses cannot grow the limiters' maps without bound.
-        // Hourly, drop sessions nobody can use and stale login counters.
-        let sweeper = {
-            let limiters = limiters.clone();
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                for minute in 0u64.. {
-                    tick.tick().await;
-                    limiters.sweep();
-                    if minute % 60 == 59 {
-                        if let Err(e) = state.auth.purge_dead_sessions().await {
-                            tracing::warn!(error = %e, "could not purge dead sessions");
-                        }
-                        if let Err(e) = state.auth.purge_stale_backoff().await {
-                            tracing::warn!(error = %e, "could not purge login counters");
-                        }
-                    }
-                }
-            })
-        };
-        let docs_html = if self.settings.docs {
-            Some(swagger_page().await)
+        let sweeper = spawn_sweeper(limiters.clone(), self.state.clone());
+        let docs = if self.settings.docs {
+            Some(Docs::build().await)
         } else {
             None
         };
+        // HSTS means something only over TLS (browsers ignore it on plain
+        // HTTP), and behind a TLS proxy the proxy should set it.
+        let headers = Arc::new(SecurityHeaders::new(docs.as_ref().map(Docs::html_text), hsts));
+        let answers: ParserAnswers = Arc::new(crate::middleware::parser_answers(&headers));
         let config = FrontConfig {
             max_body_bytes: self.settings.max_body_bytes,
             request_timeout: self.settings.request_timeout,
             max_header_bytes: self.settings.max_header_bytes,
             limiters,
-            // HSTS means something only over TLS (browsers ignore it on
-            // plain HTTP), and behind a TLS proxy the proxy should set it.
-            headers: Arc::new(SecurityHeaders::new(docs_html.as_deref(), hsts)),
+            headers,
             cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
+            buffers: Arc::new(crate::middleware::buffers::Buffers::new(&self.settings)),
         };
-        let endpoint = routes(&self.settings, self.state, config);
-        let limits = ConnectionLimits {
-            max_connections: self.settings.max_connections,
-            header_timeout: self.settings.header_timeout,
-            max_head_bytes: self.settings.max_header_bytes.saturating_mul(4),
-        };
+        let endpoint = routes(self.state, config, docs);
+        let limits = connection_limits(&self.settings, keys);
+        let options = serve_options(&self.settings);
         // The redirect listener stops when the main server is told to.
         let (stop_redirect, redirect_stopped) = tokio::sync::oneshot::channel::<()>();
         let redirect = self.redirect.map(|(acceptor, addr)| {
             let stopped = async move {
                 let _ = redirect_stopped.await;
             };
-            spawn_redirect(acceptor, addr, self.addr.port(), limits, &self.settings, stopped)
+            let endpoint = RedirectToHttps::new(self.addr.port(), redirect_hosts);
+            let acceptor = GuardedAcceptor::new(acceptor, limits.clone(), answers.clone());
+            spawn_redirect(acceptor, addr, endpoint, stopped, options)
         });
         let (handshake, mut cert_task) = tls.unzip();
         // Should the task that keeps certificates current ever end, renewals
@@ -249,12 +238,13 @@ impl Application {
         };
         let mut result = match handshake {
             None => {
-                let acceptor = GuardedAcceptor::new(self.acceptor, limits);
-                serve(acceptor, endpoint, shutdown, &self.settings).await
+                let acceptor = GuardedAcceptor::new(self.acceptor, limits, answers);
+                crate::server::serve(acceptor, endpoint, shutdown, options).await
             }
             Some(handshake) => {
-                let acceptor = GuardedAcceptor::new(TlsAcceptor::new(self.acceptor, handshake), limits);
-                serve(acceptor, endpoint, shutdown, &self.settings).await
+                let acceptor =
+                    GuardedAcceptor::new(TlsAcceptor::new(self.acceptor, handshake), limits, answers);
+                crate::server::serve(acceptor, endpoint, shutdown, options).await
             }
         };
         if let Some(task) = cert_task {
@@ -296,51 +286,68 @@ fn start_tls(
 }
 
 fn spawn_redirect(
-    acceptor: TcpAcceptor,
+    acceptor: GuardedAcceptor,
     addr: SocketAddr,
-    https_port: u16,
-    limits: ConnectionLimits,
-    settings: &Settings,
+    endpoint: RedirectToHttps,
     stopped: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
 ) -> tokio::task::JoinHandle<()> {
     tracing::info!(%addr, "redirecting plain HTTP to https");
-    let server = configured(
-        Server::new_with_acceptor(GuardedAcceptor::new(acceptor, limits)),
-        settings,
-    )
-    .name("notesd-redirect");
-    let grace = Some(settings.shutdown_grace);
-    let hosts = (settings.tls == TlsMode::Acme).then(|| settings.acme_domains());
     tokio::spawn(async move {
-        let endpoint = RedirectToHttps::new(https_port, hosts);
-        if let Err(e) = server.run_with_graceful_shutdown(endpoint, stopped, grace).await {
+        if let Err(e) = crate::server::serve(acceptor, endpoint, stopped, options).await {
             tracing::error!(error = %e, "redirect listener failed");
         }
     })
 }
 
-/// The connection settings both listeners share.
-fn configured<A: Acceptor + 'static>(
-    server: Server<Infallible, A>,
-    settings: &Settings,
-) -> Server<Infallible, A> {
-    server
-        .idle_timeout(settings.idle_timeout)
-        // poem's default is no limit at all; hyper's own would be 200.
-        .http2_max_concurrent_streams(settings.http2_max_streams)
-        .http2_max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+/// Every minute, forgets recovered addresses so an attack from many
+/// addresses cannot grow the limiters' maps without bound; hourly, drops
+/// sessions nobody can use and stale login counters.
+fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        for minute in 0u64.. {
+            tick.tick().await;
+            limiters.sweep();
+            if minute % 60 == 59 {
+                if let Err(e) = state.auth.purge_dead_sessions().await {
+                    tracing::warn!(error = %e, "could not purge dead sessions");
+                }
+                if let Err(e) = state.auth.purge_stale_backoff().await {
+                    tracing::warn!(error = %e, "could not purge login counters");
+                }
+            }
+        }
+    })
 }
 
-async fn serve<A: Acceptor + 'static>(
-    acceptor: A,
-    endpoint: impl Endpoint + 'static,
-    shutdown: impl Future<Output = ()> + Send,
-    settings: &Settings,
-) -> std::io::Result<()> {
-    configured(Server::new_with_acceptor(acceptor), settings)
-        .name("notesd")
-        .run_with_graceful_shutdown(endpoint, shutdown, Some(settings.shutdown_grace))
-        .await
+/// The connection caps both listeners share.
+fn connection_limits(settings: &Settings, keys: ClientKeys) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: settings.max_connections,
+        max_per_client: settings.max_connections_per_client,
+        header_timeout: settings.header_timeout,
+        max_head_bytes: settings.max_header_bytes.saturating_mul(4),
+        connection_buffer_bytes: settings.connection_buffer_bytes,
+        keys,
+        trusted_proxies: settings.trusted_proxies.clone(),
+    }
+}
+
+/// The connection settings both listeners share.
+fn serve_options(settings: &Settings) -> ServeOptions {
+    ServeOptions {
+        idle_timeout: settings.idle_timeout,
+        write_timeout: settings.write_timeout,
+        header_timeout: settings.header_timeout,
+        shutdown_grace: settings.shutdown_grace,
+        // poem's default is no limit at all; hyper's own would be 200.
+        http2_max_streams: settings.http2_max_streams,
+        http2_max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
+        http2_keepalive_interval: settings.http2_keepalive_interval,
+        http2_keepalive_timeout: settings.http2_keepalive_timeout,
+        connection_buffer_bytes: settings.connection_buffer_bytes,
+    }
 }
 
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
@@ -372,7 +379,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         settings.access_token_ttl,
         settings.token_cache_capacity,
     );
-    let db = Db::new(store);
+    let db = Db::new(store).map_err(|e| StartupError::Other(e.to_string()))?;
     let auth = Auth {
         db: db.clone(),
         passwords,
@@ -391,7 +398,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
     Ok(AppState {
         auth,
         db,
-        search_scan_limit: settings.search_scan_limit,
+        notes: crate::api::notes::NotesConfig::new(settings),
     })
 }
 
@@ -431,27 +438,58 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
     Ok(path)
 }
 
-/// The Swagger UI page as it will be served, to hash its inline scripts.
-async fn swagger_page() -> String {
-    let ui = api::service().swagger_ui();
-    let resp = ui.get_response(Request::builder().uri_str("/").finish()).await;
-    resp.into_body().into_string().await.unwrap_or_default()
+/// The documentation, rendered once and served from shared bytes: poem's
+/// endpoints copy the 1.5 MB Swagger UI page (and the spec) into every
+/// answer, memory a client that never reads could pile up.
+struct Docs {
+    html: Bytes,
+    spec: Bytes,
+    /// The rest of Swagger UI's routes (the OAuth receiver page).
+    ui: Box<dyn poem::endpoint::DynEndpoint<Output = Response>>,
+}
+
+impl Docs {
+    async fn build() -> Self {
+        let service = api::service();
+        let ui = service.swagger_ui();
+        let resp = ui.get_response(Request::builder().uri_str("/").finish()).await;
+        let html = resp.into_body().into_bytes().await.unwrap_or_default();
+        Self {
+            html,
+            spec: Bytes::from(service.spec()),
+            ui: Box::new(poem::endpoint::ToDynEndpoint(ui.map_to_response())),
+        }
+    }
+
+    fn html_text(&self) -> &str {
+        std::str::from_utf8(&self.html).unwrap_or_default()
+    }
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let (bytes, content_type) = match req.uri().path() {
+            "/openapi.json" => (&self.spec, "application/json"),
+            "/docs" | "/docs/" => (&self.html, "text/html; charset=utf-8"),
+            _ => {
+                let mut req = req;
+                let rest = req.uri().path().trim_start_matches("/docs").to_owned();
+                if let Ok(uri) = rest.parse() {
+                    *req.uri_mut() = uri;
+                }
+                return self.ui.call(req).await;
+            }
+        };
+        Ok(Response::builder().content_type(content_type).body(bytes.clone()))
+    }
 }
 
 fn routes(
-    settings: &Settings,
     state: Arc<AppState>,
     config: FrontConfig,
+    docs: Option<Docs>,
 ) -> impl Endpoint<Output = Response> + 'static {
-    let service = api::service();
-    let docs = settings.docs.then(|| {
-        Route::new()
-            .at("/openapi.json", service.spec_endpoint())
-            .nest("/docs", service.swagger_ui())
-    });
     Dispatch {
         docs,
-        api: service.into_endpoint(),
+        api: api::service().into_endpoint(),
     }
     .around(move |ep, req| front(ep, req, config.clone()))
     .data(state)
@@ -461,19 +499,19 @@ fn routes(
 /// else straight to the API service, whose own router answers 404 and 405.
 /// A general router nesting the API under `/` rewrote every request's path
 /// for nothing.
-struct Dispatch<D, A> {
-    docs: Option<D>,
+struct Dispatch<A> {
+    docs: Option<Docs>,
     api: A,
 }
 
-impl<D: Endpoint, A: Endpoint> Endpoint for Dispatch<D, A> {
+impl<A: Endpoint> Endpoint for Dispatch<A> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
         let for_docs = path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/");
         match &self.docs {
-            Some(docs) if for_docs => docs.call(req).await.map(IntoResponse::into_response),
+            Some(docs) if for_docs => docs.call(req).await,
             _ => self.api.call(req).await.map(IntoResponse::into_response),
         }
     }

@@ -10,8 +10,10 @@
 //!   one write transaction at a time anyway (and each commit waits for
 //!   fsync); letting every waiting writer hold a blocking thread only cost
 //!   threads and memory under load.
-//! - [`Db::scan`]: long reads (searches), on the blocking pool, at most one
-//!   per core at once.
+//! - [`Db::scan`]: long reads (searches), on their own idle-priority
+//!   threads (one fewer than the cores, at least one; see [`crate::pool`]),
+//!   so a flood of searches takes only the CPU time reads leave. A full
+//!   queue answers 503 at once.
 //!
 //! The caller's tracing span is carried across.
 
@@ -20,23 +22,27 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
+use crate::pool::{IdlePool, PoolError};
 use crate::store::{Store, StoreError};
+
+/// Searches allowed to wait for a scanning thread.
+const SCAN_QUEUE: usize = 64;
 
 #[derive(Clone)]
 pub struct Db {
     store: Arc<Store>,
     writer: Arc<Semaphore>,
-    scanners: Arc<Semaphore>,
+    scanners: Arc<IdlePool<()>>,
 }
 
 impl Db {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store) -> std::io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
+        Ok(Self {
             store: Arc::new(store),
             writer: Arc::new(Semaphore::new(1)),
-            scanners: Arc::new(Semaphore::new(cores)),
-        }
+            scanners: Arc::new(IdlePool::new("scan", cores.saturating_sub(1).max(1), SCAN_QUEUE)?),
+        })
     }
 
     /// Runs a short read on the current thread.
@@ -53,13 +59,18 @@ impl Db {
         self.blocking(&self.writer, work).await
     }
 
-    /// Runs a long read on the blocking pool.
+    /// Runs a long read on a scanning thread.
     pub async fn scan<T, F>(&self, work: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        self.blocking(&self.scanners, work).await
+        let store = self.store.clone();
+        match self.scanners.run(move |()| work(&store)).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(PoolError::Full) => Err(Error::Unavailable { retry_after: 1 }),
+            Err(PoolError::Stopped) => Err(Error::internal("scanning pool stopped")),
+        }
     }
 
     async fn blocking<T, F>(&self, permits: &Semaphore, work: F) -> Result<T, Error>

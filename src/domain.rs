@@ -22,17 +22,32 @@ pub const CONTENT_MAX: usize = 100_000;
 pub const TAGS_MAX: usize = 20;
 pub const TAG_MAX: usize = 32;
 
-/// A normalised email address: trimmed and lower-cased, so that one mailbox
-/// has one account whatever the case it is typed in.
+/// A normalised email address, so that one mailbox has one account however
+/// it is typed: trimmed, NFKC-normalised (fullwidth `ａ` is `a`, ligatures
+/// are split), case-folded (`ALICE` and `alice`, `ß` and `ss`) and
+/// normalised again, as Unicode's NFKC_Casefold does. Invisible formatting
+/// characters (zero-width spaces and joiners, direction marks, soft
+/// hyphens) are refused rather than kept: they make look-alikes too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let email = raw.trim().to_lowercase();
+        use unicode_normalization::UnicodeNormalization;
+        let too_long = || FieldError::new("email", "must be at most 254 characters");
+        let raw = raw.trim();
+        // Normalising can lengthen text; bound the work before doing it.
+        if raw.len() > 4 * EMAIL_MAX {
+            return Err(too_long());
+        }
+        let compatible: String = raw.nfkc().collect();
+        let email: String = caseless::default_case_fold_str(&compatible).nfkc().collect();
         let invalid = || FieldError::new("email", "must be an email address");
         if email.chars().count() > EMAIL_MAX {
-            return Err(FieldError::new("email", "must be at most 254 characters"));
+            return Err(too_long());
+        }
+        if email.chars().any(is_invisible) {
+            return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
         let well_formed = !local.is_empty()
@@ -56,6 +71,15 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Default-ignorable and formatting characters that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// A password that meets the length policy. Its `Debug` never shows it.
@@ -246,6 +270,42 @@ mod tests {
     fn email_is_trimmed_and_lower_cased() {
         let email = Email::parse("  Alice@Example.COM ").unwrap();
         assert_eq!(email.as_str(), "alice@example.com");
+    }
+
+    /// Regression: `ａlice@example.com` (fullwidth a) and `alice@example.com`
+    /// were two accounts.
+    #[test]
+    fn look_alike_emails_are_one_address() {
+        let alice = Email::parse("alice@example.com").unwrap();
+        for (raw, why) in [
+            ("ａlice@example.com", "fullwidth a"),
+            ("ＡＬＩＣＥ@ＥＸＡＭＰＬＥ.ＣＯＭ", "fullwidth capitals"),
+            ("ALICE@example.com", "case"),
+            ("alice@example\u{FF0E}com", "fullwidth full stop"),
+        ] {
+            assert_eq!(Email::parse(raw).unwrap(), alice, "{why}");
+        }
+        assert_eq!(
+            Email::parse("STRASSE@x.org").unwrap(),
+            Email::parse("straße@x.org").unwrap(),
+            "full case folding"
+        );
+        assert_eq!(
+            Email::parse("ﬁle@x.org").unwrap().as_str(),
+            "file@x.org",
+            "ligature"
+        );
+        for invisible in [
+            "al\u{200B}ice@example.com",
+            "alice\u{00AD}@example.com",
+            "\u{202E}alice@example.com",
+        ] {
+            assert!(Email::parse(invisible).is_err(), "{invisible:?}");
+        }
+        assert!(
+            Email::parse(&"ﷺ".repeat(300)).is_err(),
+            "bounded before normalising"
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub enum Error {
     /// The caller is authenticated but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// The write would take the account past a quota (notes or bytes).
+    #[error("quota exceeded")]
+    QuotaExceeded,
     /// Nothing here for this caller; also the answer for another user's note.
     #[error("not found")]
     NotFound,
@@ -115,7 +118,7 @@ impl Error {
         match self {
             Error::Validation(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::QuotaExceeded => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -149,6 +152,13 @@ impl Error {
                 "forbidden",
                 "Forbidden",
                 "You are not allowed to do this.".to_owned(),
+                vec![],
+            ),
+            Error::QuotaExceeded => (
+                "quota-exceeded",
+                "Quota exceeded",
+                "This would take the account past its quota of notes or bytes; delete or shorten notes first."
+                    .to_owned(),
                 vec![],
             ),
             Error::NotFound => (
@@ -243,9 +253,24 @@ impl Error {
                 Error::BadRequest("The request could not be read.".to_owned())
             };
         };
-        let reason = if message.contains("unknown field") {
-            "is not a field of this object".to_owned()
-        } else if let Some(rule) = message.split("verification failed. ").nth(1) {
+        // A member the object does not define is named by its key, which
+        // the client wrote: report the body instead, never the key.
+        if message.contains("unknown field") {
+            return Error::Validation(vec![FieldError::new(
+                "body",
+                "has a member this object does not define",
+            )]);
+        }
+        // Names come from our schema; anything else is not repeated.
+        let is_ours = name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+        if !is_ours {
+            return Error::BadRequest("The request could not be read.".to_owned());
+        }
+        let reason = if message.contains("verification failed. ") {
+            let rule = message.split("verification failed. ").nth(1).unwrap_or_default();
             // A schema rule such as `maxLength(200)`: ours, safe to echo.
             format!("must satisfy {}", rule.trim())
         } else if message.contains("is required") {
@@ -279,11 +304,16 @@ impl From<FieldError> for Error {
 /// from errors raised outside the OpenAPI operations (unknown route, wrong
 /// method, ...).
 pub fn problem_response(problem: &Problem) -> poem::Response {
-    let body = serde_json::to_vec(&ProblemJson(problem)).unwrap_or_default();
+    let body = problem_body(problem);
     poem::Response::builder()
         .status(StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .content_type("application/problem+json")
         .body(body)
+}
+
+/// The problem document as JSON bytes.
+pub fn problem_body(problem: &Problem) -> Vec<u8> {
+    serde_json::to_vec(&ProblemJson(problem)).unwrap_or_default()
 }
 
 struct ProblemJson<'a>(&'a Problem);
@@ -408,8 +438,15 @@ mod tests {
             ),
             (
                 r#"parse request payload error: failed to parse "NoteInput": unknown field `owner`."#,
-                "owner",
-                "is not a field of this object",
+                "body",
+                "has a member this object does not define",
+            ),
+            // Regression: the key of an unknown member came back in
+            // `errors[].field`, so a response could carry a script.
+            (
+                r#"parse request payload error: failed to parse "NoteInput": unknown field `<script>alert(1)</script>`."#,
+                "body",
+                "has a member this object does not define",
             ),
         ];
         for (message, field, reason) in cases {

@@ -1,20 +1,42 @@
-//! The connection layer under HTTP: a cap on open connections and a
-//! deadline for each request head.
+//! The connection layer under HTTP: caps on open connections (in all and
+//! per client), a deadline for each request head, and our own answer in
+//! place of the HTTP parser's bare refusals.
 //!
 //! Slowloris clients open connections and send a request head one byte at
 //! a time; an idle timeout never fires because bytes keep coming. So each
-//! connection must deliver a complete head (up to the blank line) within
-//! `header_timeout` of its first byte, or it is closed. The cap makes the
-//! acceptor wait (the kernel's backlog holds newcomers) instead of letting
-//! connections exhaust file descriptors and memory.
+//! connection must deliver a complete head within `header_timeout`, or it is
+//! closed:
+//! - HTTP/1.1: from accept (or from the first byte of a later request on a
+//!   kept-alive connection) to the blank line that ends the head. Blank
+//!   lines *before* a request line do not end anything: the parser skips
+//!   them, so they must not stop the clock either.
+//! - HTTP/2: from accept to the first complete header block, and then for
+//!   every frame once it has started and every header block once it has
+//!   opened. The scanner reads frame headers only and skips payloads.
+//!
+//! The cap makes the acceptor wait (the kernel's backlog holds newcomers)
+//! instead of letting connections exhaust file descriptors and memory; the
+//! per-client cap (an IPv4 address or an IPv6 prefix, trusted proxies
+//! exempt) keeps one client from taking every slot, so a newcomer from
+//! elsewhere is served at once.
+//!
+//! hyper answers a head it cannot parse (URL too long, too many headers,
+//! obs-fold, a bad `Transfer-Encoding`) by itself, with an empty body and
+//! none of our headers. The stream recognises such an answer on its way
+//! out (an error status without a `Content-Type`, written before any
+//! response of ours) and sends our problem+json answer with the same status
+//! instead.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use poem::http::uri::Scheme;
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::web::{LocalAddr, RemoteAddr};
@@ -22,32 +44,93 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-#[derive(Debug, Clone, Copy)]
+use crate::client::{ClientKey, ClientKeys, canonical};
+use crate::server::Connection;
+
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
+    /// Open connections per client; 0 for no cap.
+    pub max_per_client: usize,
     pub header_timeout: Duration,
     /// A head longer than this closes the connection before HTTP parsing
     /// buffers it (the front layer answers 431 well below it).
     pub max_head_bytes: usize,
+    /// Body bytes one connection may hold (see [`Connection::buffer`]).
+    pub connection_buffer_bytes: usize,
+    pub keys: ClientKeys,
+    /// Peers exempt from the per-client cap: proxies carry many clients.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Our answers to the refusals of the HTTP/1 parser, by status.
+pub type ParserAnswers = Arc<HashMap<u16, Bytes>>;
+
+/// Counts open connections per client.
+#[derive(Default)]
+struct ClientCounts(Mutex<HashMap<ClientKey, usize>>);
+
+impl ClientCounts {
+    fn try_add(self: &Arc<Self>, key: ClientKey, max: usize) -> Option<ClientSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection's place in its client's count, given back on drop.
+struct ClientSlot {
+    counts: Arc<ClientCounts>,
+    key: ClientKey,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 pub struct GuardedAcceptor<A = TcpAcceptor> {
     inner: A,
     permits: Arc<Semaphore>,
-    header_timeout: Duration,
-    max_head_bytes: usize,
+    limits: ConnectionLimits,
+    clients: Arc<ClientCounts>,
+    answers: ParserAnswers,
 }
 
 impl<A> GuardedAcceptor<A> {
     /// With TLS, `inner` is the TLS acceptor: the cap then counts
     /// handshakes too, and the head deadline covers the handshake.
-    pub fn new(inner: A, limits: ConnectionLimits) -> Self {
+    pub fn new(inner: A, limits: ConnectionLimits, answers: ParserAnswers) -> Self {
         Self {
             inner,
             permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-            header_timeout: limits.header_timeout,
-            max_head_bytes: limits.max_head_bytes,
+            limits,
+            clients: Arc::default(),
+            answers,
         }
+    }
+
+    fn exempt(&self, peer: IpAddr) -> bool {
+        let peer = canonical(peer);
+        self.limits.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 }
 
@@ -59,98 +142,301 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
     }
 
     async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| io::Error::other("connection limiter closed"))?;
-        let (io, local, remote, scheme) = self.inner.accept().await?;
-        let io = GuardedIo::new(io, permit, self.header_timeout, self.max_head_bytes);
-        Ok((io, local, remote, scheme))
+        loop {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| io::Error::other("connection limiter closed"))?;
+            let (io, local, remote, scheme) = self.inner.accept().await?;
+            let peer = remote
+                .as_socket_addr()
+                .map_or(IpAddr::from([0u8; 4]), |a| canonical(a.ip()));
+            let slot = if self.limits.max_per_client == 0 || self.exempt(peer) {
+                None
+            } else {
+                let key = self.limits.keys.key(peer);
+                let Some(slot) = self.clients.try_add(key, self.limits.max_per_client) else {
+                    // Closed at once: holding it open would spend the very
+                    // slot the cap protects.
+                    tracing::debug!(client = %key, "connection refused: the client holds its share");
+                    drop(io);
+                    continue;
+                };
+                Some(slot)
+            };
+            let connection = Arc::new(Connection::new(peer, self.limits.connection_buffer_bytes));
+            let io = GuardedIo::new(io, permit, slot, connection, &self.limits, self.answers.clone());
+            return Ok((io, local, remote, scheme));
+        }
     }
 }
 
-/// Where the stream stands in reading a request head.
+/// Where an HTTP/1 stream stands in reading a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Head {
     /// Between requests: no deadline until the next byte.
     Idle,
-    /// Reading a head; `matched` counts the bytes of `\r\n\r\n` seen so far.
-    Reading { matched: u8 },
+    /// Reading a head; `matched` counts the bytes of `\r\n\r\n` seen so far,
+    /// `started` whether anything but CR/LF has come yet.
+    Reading { matched: u8, started: bool },
     /// The head is complete; the body and the response follow.
     Done,
-    /// HTTP/2 (prior knowledge): frames, not heads; hyper polices those.
-    Http2,
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Enough of the preface to tell HTTP/2 from HTTP/1 (no HTTP/1 method is `PRI`).
+const H2_SIGNATURE: usize = 14;
+const FRAME_HEADER: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_HEADERS: u8 = 0x4;
+
+/// Where an HTTP/2 stream stands, frame by frame.
+#[derive(Debug, Default)]
+struct H2Scan {
+    preface_left: usize,
+    header: [u8; FRAME_HEADER],
+    header_have: usize,
+    payload_left: usize,
+    /// A HEADERS frame without END_HEADERS awaits its CONTINUATION.
+    in_header_block: bool,
+    /// The first header block has been completed.
+    first_request: bool,
+}
+
+impl H2Scan {
+    fn scan(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let skip = if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                n
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                n
+            } else {
+                let n = (FRAME_HEADER - self.header_have).min(bytes.len());
+                self.header[self.header_have..self.header_have + n].copy_from_slice(&bytes[..n]);
+                self.header_have += n;
+                if self.header_have == FRAME_HEADER {
+                    self.header_have = 0;
+                    self.frame_started();
+                }
+                n
+            };
+            bytes = &bytes[skip..];
+        }
+    }
+
+    fn frame_started(&mut self) {
+        let [l0, l1, l2, kind, flags, ..] = self.header;
+        self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+        let ends = flags & END_HEADERS != 0;
+        match kind {
+            HEADERS => {
+                self.in_header_block = !ends;
+                self.first_request |= ends;
+            }
+            CONTINUATION if ends => {
+                self.in_header_block = false;
+                self.first_request = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Something is under way that must finish within the deadline.
+    fn pending(&self) -> bool {
+        !self.first_request
+            || self.preface_left > 0
+            || self.header_have > 0
+            || self.payload_left > 0
+            || self.in_header_block
+    }
+}
+
+enum Protocol {
+    /// The first bytes have not yet told which.
+    Unknown {
+        preface: usize,
+    },
+    Http1(Head),
+    Http2(H2Scan),
+}
+
+/// Our answer being written in place of the parser's.
+struct Replacement {
+    answer: Bytes,
+    /// Length of the parser's write we stand in for.
+    claimed: usize,
+}
 
 pub struct GuardedIo<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    _slot: Option<ClientSlot>,
+    connection: Arc<Connection>,
     timeout: Duration,
-    head: Head,
+    protocol: Protocol,
     deadline: Pin<Box<Sleep>>,
-    /// How many leading bytes matched the HTTP/2 preface so far.
-    preface: usize,
+    /// The deadline is running (something must complete before it).
+    armed: bool,
     head_bytes: usize,
     max_head_bytes: usize,
+    answers: ParserAnswers,
+    /// No response of ours has been written on this connection yet.
+    nothing_written: bool,
+    replacement: Option<Replacement>,
+    /// Our answer went out: swallow whatever the parser still writes.
+    replaced: bool,
 }
 
 impl<T> GuardedIo<T> {
-    fn new(inner: T, permit: OwnedSemaphorePermit, timeout: Duration, max_head_bytes: usize) -> Self {
+    fn new(
+        inner: T,
+        permit: OwnedSemaphorePermit,
+        slot: Option<ClientSlot>,
+        connection: Arc<Connection>,
+        limits: &ConnectionLimits,
+        answers: ParserAnswers,
+    ) -> Self {
         Self {
             inner,
             _permit: permit,
-            timeout,
+            _slot: slot,
+            connection,
+            timeout: limits.header_timeout,
             // A fresh connection is expected to start its request at once.
-            head: Head::Reading { matched: 0 },
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-            preface: 0,
+            protocol: Protocol::Unknown { preface: 0 },
+            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            armed: true,
             head_bytes: 0,
-            max_head_bytes,
+            max_head_bytes: limits.max_head_bytes,
+            answers,
+            nothing_written: true,
+            replacement: None,
+            replaced: false,
         }
     }
 
-    fn scan(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.preface < H2_PREFACE.len() {
-                self.preface = if H2_PREFACE[self.preface] == b {
-                    self.preface + 1
-                } else {
-                    usize::MAX
-                };
-                if self.preface == H2_PREFACE.len() {
-                    self.head = Head::Http2;
-                }
+    /// The connection's shared record.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) {
+        if let Protocol::Unknown { preface: earlier } = self.protocol {
+            let mut matched = earlier;
+            let mut used = 0;
+            while matched < H2_SIGNATURE && used < bytes.len() && bytes[used] == H2_PREFACE[matched] {
+                matched += 1;
+                used += 1;
             }
-            let matched = match self.head {
-                Head::Idle => {
-                    self.deadline.as_mut().reset(Instant::now() + self.timeout);
-                    self.head_bytes = 0;
-                    0
-                }
-                Head::Reading { matched } => matched,
-                Head::Done | Head::Http2 => return,
-            };
-            let expected = b"\r\n\r\n"[usize::from(matched)];
-            // On a mismatch, a `\r` may still start the terminator.
-            let matched = if b == expected {
-                matched + 1
+            if matched == H2_SIGNATURE {
+                self.protocol = Protocol::Http2(H2Scan {
+                    preface_left: H2_PREFACE.len() - H2_SIGNATURE,
+                    ..H2Scan::default()
+                });
+                bytes = &bytes[used..];
+            } else if used == bytes.len() {
+                // Still a prefix of the preface: wait for more.
+                self.protocol = Protocol::Unknown { preface: matched };
+                return;
             } else {
-                u8::from(b == b'\r')
+                // HTTP/1: what matched the preface in earlier reads belongs
+                // to its head, then all of this read.
+                self.protocol = Protocol::Http1(Head::Reading {
+                    matched: 0,
+                    started: false,
+                });
+                self.scan_http1(&H2_PREFACE[..earlier]);
+            }
+        }
+        match &mut self.protocol {
+            Protocol::Http2(h2) => {
+                h2.scan(bytes);
+                let pending = h2.pending();
+                self.arm(pending);
+            }
+            Protocol::Http1(_) => self.scan_http1(bytes),
+            Protocol::Unknown { .. } => {}
+        }
+    }
+
+    fn scan_http1(&mut self, bytes: &[u8]) {
+        let Protocol::Http1(mut state) = self.protocol else {
+            return;
+        };
+        for &b in bytes {
+            let (matched, started) = match state {
+                Head::Idle => {
+                    self.head_bytes = 0;
+                    (0, false)
+                }
+                Head::Reading { matched, started } => (matched, started),
+                Head::Done => break,
             };
             self.head_bytes += 1;
-            self.head = if matched == 4 {
+            // CR and LF before the request line are skipped by the parser:
+            // they start nothing and end nothing.
+            let (matched, started) = if !started && (b == b'\r' || b == b'\n') {
+                (0, false)
+            } else {
+                let expected = b"\r\n\r\n"[usize::from(matched)];
+                // On a mismatch, a `\r` may still start the terminator.
+                let matched = if b == expected {
+                    matched + 1
+                } else {
+                    u8::from(b == b'\r')
+                };
+                (matched, true)
+            };
+            state = if matched == 4 {
                 Head::Done
             } else {
-                Head::Reading { matched }
+                Head::Reading { matched, started }
             };
         }
+        self.protocol = Protocol::Http1(state);
+        self.arm(matches!(state, Head::Reading { .. }));
+    }
+
+    /// Starts the deadline when something begins that must complete, and
+    /// stops it when nothing is pending.
+    fn arm(&mut self, pending: bool) {
+        if pending && !self.armed {
+            self.deadline.as_mut().reset(Instant::now() + self.timeout);
+        }
+        self.armed = pending;
     }
 
     fn head_too_long(&self) -> bool {
-        matches!(self.head, Head::Reading { .. }) && self.head_bytes > self.max_head_bytes
+        matches!(self.protocol, Protocol::Http1(Head::Reading { .. }))
+            && self.head_bytes > self.max_head_bytes
+    }
+
+    /// Whether `data`, about to be written, is the HTTP/1 parser's own
+    /// refusal: an error status with no `Content-Type`, before any answer of
+    /// ours. Every answer of ours carries a `Content-Type` on these statuses.
+    fn parser_refusal(&self, data: &[u8]) -> Option<Bytes> {
+        if !self.nothing_written || !matches!(self.protocol, Protocol::Http1(_) | Protocol::Unknown { .. }) {
+            return None;
+        }
+        let status = data.strip_prefix(b"HTTP/1.")?.get(2..5)?;
+        let status: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
+        let answer = self.answers.get(&status)?;
+        let head_end = data
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(data.len());
+        let head = &data[..head_end];
+        let has_type = head
+            .split(|&b| b == b'\n')
+            .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
+        (!has_type).then(|| answer.clone())
     }
 }
 
@@ -160,7 +446,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.scan(&buf.filled()[before..]);
+                let new = &buf.filled()[before..];
+                if !new.is_empty() {
+                    this.connection.read_some();
+                    this.scan(new);
+                }
                 if this.head_too_long() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -171,7 +461,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if matches!(this.head, Head::Reading { .. }) {
+                if this.armed {
                     ready!(this.deadline.as_mut().poll(cx));
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -187,11 +477,46 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // A response is going out: the next bytes read start a new head.
-        if matches!(this.head, Head::Done) {
-            this.head = Head::Idle;
+        if this.replaced {
+            return Poll::Ready(Ok(data.len()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, data)
+        if this.replacement.is_none()
+            && let Some(answer) = this.parser_refusal(data)
+        {
+            this.replacement = Some(Replacement {
+                answer,
+                claimed: data.len(),
+            });
+        }
+        if let Some(replacement) = &mut this.replacement {
+            while !replacement.answer.is_empty() {
+                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &replacement.answer))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                let _ = replacement.answer.split_to(n);
+            }
+            let claimed = replacement.claimed;
+            this.replacement = None;
+            this.replaced = true;
+            return Poll::Ready(Ok(claimed));
+        }
+        this.nothing_written = false;
+        // A response is going out: the next bytes read start a new head.
+        if let Protocol::Http1(head @ Head::Done) = &mut this.protocol {
+            *head = Head::Idle;
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                this.connection.write_outcome(true);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.connection.write_outcome(false);
+                Poll::Pending
+            }
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -200,5 +525,39 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, len: u32) -> Vec<u8> {
+        let [_, l0, l1, l2] = len.to_be_bytes();
+        let mut f = vec![l0, l1, l2, kind, flags, 0, 0, 0, 1];
+        f.resize(FRAME_HEADER + len as usize, 0);
+        f
+    }
+
+    #[test]
+    fn the_h2_scanner_waits_for_a_whole_header_block() {
+        let mut h2 = H2Scan {
+            preface_left: H2_PREFACE.len() - H2_SIGNATURE,
+            ..H2Scan::default()
+        };
+        h2.scan(&H2_PREFACE[H2_SIGNATURE..]);
+        h2.scan(&frame(0x4, 0, 6)); // SETTINGS
+        assert!(h2.pending(), "no request yet");
+        h2.scan(&frame(HEADERS, 0, 10));
+        assert!(h2.pending(), "header block still open");
+        let continuation = frame(CONTINUATION, END_HEADERS, 4);
+        for byte in &continuation[..5] {
+            h2.scan(std::slice::from_ref(byte));
+        }
+        assert!(h2.pending(), "a frame header trickling in");
+        h2.scan(&continuation[5..]);
+        assert!(!h2.pending(), "first request complete, nothing under way");
+        h2.scan(&frame(0x6, 0, 8)[..12]); // a PING cut short
+        assert!(h2.pending(), "a started frame must finish");
     }
 }

@@ -4,20 +4,45 @@
 //! misconfigured client that POSTs to http:// fails visibly instead of
 //! being turned into a GET).
 
+use std::sync::Arc;
+
 use poem::http::{StatusCode, header};
 use poem::{Endpoint, Request, Response};
+
+use crate::tls::files::CertFiles;
+
+/// The names this server has certificates for: a request for any other
+/// host gets a 400, never a redirect somewhere else (an open redirect).
+pub enum RedirectHosts {
+    /// `--tls acme`: the `--acme-domain` names.
+    Listed(Vec<String>),
+    /// `--tls files`: whatever the certificate served now covers.
+    Certificate(Arc<CertFiles>),
+    /// Any plain host (unit tests of the location only).
+    #[cfg(test)]
+    Any,
+}
+
+impl RedirectHosts {
+    fn allow(&self, host: &str) -> bool {
+        match self {
+            RedirectHosts::Listed(names) => names.iter().any(|n| n == host),
+            RedirectHosts::Certificate(files) => files.covers(host),
+            #[cfg(test)]
+            RedirectHosts::Any => true,
+        }
+    }
+}
 
 /// Sends every request to `https://<host>[:port]<path?query>`.
 pub struct RedirectToHttps {
     /// Suffix naming the HTTPS port, empty for 443.
     port_suffix: String,
-    /// With ACME, the names this server has certificates for: a request for
-    /// any other host gets a 400, not a redirect somewhere else.
-    hosts: Option<Vec<String>>,
+    hosts: RedirectHosts,
 }
 
 impl RedirectToHttps {
-    pub fn new(https_port: u16, hosts: Option<Vec<String>>) -> Self {
+    pub fn new(https_port: u16, hosts: RedirectHosts) -> Self {
         Self {
             port_suffix: if https_port == 443 {
                 String::new()
@@ -34,7 +59,7 @@ impl RedirectToHttps {
             None => req.headers().get(header::HOST)?.to_str().ok()?.to_owned(),
         };
         let host = host_of(&authority)?;
-        if self.hosts.as_ref().is_some_and(|hosts| !hosts.contains(&host)) {
+        if !self.hosts.allow(&host) {
             return None;
         }
         // `OPTIONS *` names no resource: send it to the root.
@@ -59,10 +84,10 @@ impl Endpoint for RedirectToHttps {
                 .status(StatusCode::PERMANENT_REDIRECT)
                 .header(header::LOCATION, location)
                 .body(()),
-            None => Response::builder()
-                .status(StatusCode::BAD_REQUEST)
-                .content_type("text/plain; charset=utf-8")
-                .body("A Host header naming this server is required.\n"),
+            None => crate::error::problem_response(
+                &crate::error::Error::BadRequest("A Host header naming this server is required.".to_owned())
+                    .to_problem(),
+            ),
         })
     }
 }
@@ -117,7 +142,7 @@ mod tests {
 
     #[test]
     fn locations_keep_path_and_query_and_name_the_port() {
-        let open = RedirectToHttps::new(8443, None);
+        let open = RedirectToHttps::new(8443, RedirectHosts::Any);
         assert_eq!(
             location(&open, "/a/b?c=d", "notes.example.org").as_deref(),
             Some("https://notes.example.org:8443/a/b?c=d")
@@ -126,7 +151,7 @@ mod tests {
             location(&open, "*", "notes.example.org").as_deref(),
             Some("https://notes.example.org:8443/")
         );
-        let standard = RedirectToHttps::new(443, None);
+        let standard = RedirectToHttps::new(443, RedirectHosts::Any);
         assert_eq!(
             location(&standard, "/", "x.org:80").as_deref(),
             Some("https://x.org/")
@@ -135,7 +160,7 @@ mod tests {
 
     #[test]
     fn with_acme_only_its_domains_are_redirected_to() {
-        let acme = RedirectToHttps::new(443, Some(vec!["notes.example.org".to_owned()]));
+        let acme = RedirectToHttps::new(443, RedirectHosts::Listed(vec!["notes.example.org".to_owned()]));
         assert_eq!(
             location(&acme, "/", "Notes.Example.org").as_deref(),
             Some("https://notes.example.org/")

@@ -84,6 +84,12 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// After a refresh, presenting the refresh token it replaced within this
+    /// long (a retry after a lost answer) returns the same new refresh
+    /// token instead of ending the session; later, it ends the session.
+    #[arg(long, env = "NOTESD_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_reuse_grace: Duration,
+
     /// Failed logins per account before it starts backing off.
     #[arg(long, env = "NOTESD_LOGIN_FREE_FAILURES", default_value_t = 5)]
     pub login_free_failures: u32,
@@ -133,10 +139,66 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Open connections one client may hold (an IPv4 address or an IPv6
+    /// prefix, see `--ipv6-prefix`); more are closed at once. Trusted
+    /// proxies are exempt. 0 switches the cap off.
+    #[arg(long, env = "NOTESD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32)]
+    pub max_connections_per_client: usize,
+
+    /// Length of the IPv6 prefix that counts as one client for every
+    /// per-client limit (a host is routinely given a whole /64).
+    #[arg(long, env = "NOTESD_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+
+    /// A connection that owes response bytes and has moved none for this
+    /// long (its peer does not read) is closed.
+    #[arg(long, env = "NOTESD_WRITE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How often an HTTP/2 connection is pinged.
+    #[arg(long, env = "NOTESD_HTTP2_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// An HTTP/2 connection whose ping is not answered within this is closed.
+    #[arg(long, env = "NOTESD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// Largest list page, in bytes of JSON; a page that would be larger ends
+    /// early with a `next_cursor` (a single note is always sent whole).
+    #[arg(long, env = "NOTESD_MAX_PAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_page_bytes: usize,
+
+    /// Request and response body bytes one connection may hold in memory at
+    /// once; its further requests wait.
+    #[arg(long, env = "NOTESD_CONNECTION_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub connection_buffer_bytes: usize,
+
+    /// Request and response body bytes the whole server may hold in memory
+    /// at once; further requests wait (503 after `--write-timeout`).
+    #[arg(long, env = "NOTESD_MAX_BUFFERED_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub max_buffered_bytes: usize,
+
+    /// Notes one account may hold.
+    #[arg(long, env = "NOTESD_MAX_NOTES_PER_ACCOUNT", default_value_t = 100_000)]
+    pub max_notes_per_account: u64,
+
+    /// Bytes of note text (titles, contents, tags) one account may hold.
+    #[arg(long, env = "NOTESD_MAX_BYTES_PER_ACCOUNT", default_value_t = 256 * 1024 * 1024)]
+    pub max_bytes_per_account: u64,
+
     /// Notes a `q` search reads per request before it returns what it has
     /// (with a cursor to continue), so one search cannot monopolise a core.
     #[arg(long, env = "NOTESD_SEARCH_SCAN_LIMIT", default_value_t = 2000)]
     pub search_scan_limit: usize,
+
+    /// Bytes of note text a `q` search reads per request before it returns
+    /// what it has (with a cursor to continue).
+    #[arg(long, env = "NOTESD_SEARCH_SCAN_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub search_scan_bytes: usize,
+
+    /// Searches one account may run at once; more get 429.
+    #[arg(long, env = "NOTESD_MAX_SEARCHES_PER_ACCOUNT", default_value_t = 2)]
+    pub max_searches_per_account: usize,
 
     /// Serve Swagger UI at /docs and the spec at /openapi.json.
     #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -278,6 +340,31 @@ impl Settings {
         }
         if self.search_scan_limit == 0 {
             return Err("--search-scan-limit must be at least 1".into());
+        }
+        if self.write_timeout < Duration::from_millis(100) {
+            return Err("--write-timeout must be at least 100ms".into());
+        }
+        if self.http2_keepalive_interval < Duration::from_millis(100)
+            || self.http2_keepalive_timeout < Duration::from_millis(100)
+        {
+            return Err(
+                "--http2-keepalive-interval and --http2-keepalive-timeout must be at least 100ms".into(),
+            );
+        }
+        if self.max_page_bytes < 4096 {
+            return Err("--max-page-bytes must be at least 4096".into());
+        }
+        if self.connection_buffer_bytes < 64 * 1024 {
+            return Err("--connection-buffer-bytes must be at least 65536".into());
+        }
+        if self.max_buffered_bytes < self.connection_buffer_bytes {
+            return Err("--max-buffered-bytes must be at least --connection-buffer-bytes".into());
+        }
+        if self.search_scan_bytes == 0 || self.max_searches_per_account == 0 {
+            return Err("--search-scan-bytes and --max-searches-per-account must be at least 1".into());
+        }
+        if self.refresh_reuse_grace > Duration::from_secs(300) {
+            return Err("--refresh-reuse-grace must be at most 5m".into());
         }
         if self.http2_max_streams == 0 {
             return Err("--http2-max-streams must be at least 1".into());

@@ -22,8 +22,7 @@ use crate::db::Db;
 pub struct AppState {
     pub auth: Auth,
     pub db: Db,
-    /// Notes a `q` search reads per request.
-    pub search_scan_limit: usize,
+    pub notes: notes::NotesConfig,
 }
 
 #[derive(Tags)]

@@ -2,7 +2,9 @@
 //! user id to the store, which keys notes by (owner, id): another user's note
 //! is indistinguishable from a missing one (404).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -12,13 +14,114 @@ use time::OffsetDateTime;
 
 use super::payload::JsonBody;
 use super::security::BearerAuth;
+use super::text::{CanonicalId, TagList, tags_field};
 use super::{ApiTags, AppState, Text};
-use crate::domain::{Content, NoteId, Tags, Title};
+use crate::domain::{Content, NoteId, Tags, Title, UserId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
 use crate::store::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
 
 pub struct NotesApi;
+
+/// The notes routes' limits, from the settings.
+pub struct NotesConfig {
+    /// Notes a `q` search reads per request.
+    pub search_scan_limit: usize,
+    /// Bytes of text a `q` search reads per request.
+    pub search_scan_bytes: usize,
+    /// Bytes of JSON one list page may take.
+    pub max_page_bytes: usize,
+    pub quota: crate::store::Quota,
+    searches: SearchSlots,
+}
+
+impl NotesConfig {
+    pub fn new(settings: &crate::Settings) -> Self {
+        Self {
+            search_scan_limit: settings.search_scan_limit,
+            search_scan_bytes: settings.search_scan_bytes,
+            max_page_bytes: settings.max_page_bytes,
+            quota: crate::store::Quota {
+                notes: settings.max_notes_per_account,
+                bytes: settings.max_bytes_per_account,
+            },
+            searches: SearchSlots {
+                per_account: settings.max_searches_per_account,
+                running: Mutex::default(),
+            },
+        }
+    }
+}
+
+/// Searches running per account: one account cannot occupy every
+/// scanning thread.
+struct SearchSlots {
+    per_account: usize,
+    running: Mutex<HashMap<UserId, usize>>,
+}
+
+impl SearchSlots {
+    fn enter(&self, user: UserId) -> Option<SearchSlot<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = running.entry(user).or_insert(0);
+        if *count >= self.per_account {
+            return None;
+        }
+        *count += 1;
+        Some(SearchSlot { slots: self, user })
+    }
+}
+
+struct SearchSlot<'a> {
+    slots: &'a SearchSlots,
+    user: UserId,
+}
+
+impl Drop for SearchSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Tells a search on another thread that its request has gone (timed out,
+/// or the client left) when the handler is dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Bytes `s` takes as a JSON string body (without the quotes): serde_json
+/// escapes `"` and `\\` and the short control escapes to two bytes, every
+/// other control character to six (`\u0001`).
+fn escaped_len(s: &str) -> usize {
+    s.len()
+        + s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+                0..0x20 => 5,
+                _ => 0,
+            })
+            .sum::<usize>()
+}
+
+/// What a note adds to a list page, in bytes of JSON: exact for the text,
+/// generous for the fixed members (id, dates, version, punctuation).
+fn json_weight(note: &NoteRecord) -> usize {
+    const FIXED: usize = 192;
+    FIXED
+        + escaped_len(&note.title)
+        + escaped_len(&note.content)
+        + note.tags.iter().map(|t| escaped_len(t) + 3).sum::<usize>()
+}
 
 /// A note as stored.
 #[derive(Debug, Object, serde::Serialize)]
@@ -79,11 +182,8 @@ pub struct NoteInput {
     pub content: Option<Text>,
     /// Up to 20 tags, each 1 to 32 characters of `a-z`, `0-9`, `_`, `-`;
     /// none when absent.
-    #[oai(
-        deserialize_with = "tags_field",
-        validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$")
-    )]
-    pub tags: Option<Vec<Text>>,
+    #[oai(deserialize_with = "tags_field")]
+    pub tags: Option<TagList>,
 }
 
 impl poem_openapi::types::Example for NoteInput {
@@ -91,7 +191,7 @@ impl poem_openapi::types::Example for NoteInput {
         Self {
             title: "Groceries".into(),
             content: Some("oat milk, lemons".into()),
-            tags: Some(vec!["home".into()]),
+            tags: Some(TagList(vec!["home".into()])),
         }
     }
 }
@@ -110,18 +210,14 @@ pub struct NotePatch {
     #[oai(deserialize_with = "content_field", validator(max_length = 100000))]
     pub content: Option<Text>,
     /// Replaces the whole tag set.
-    #[oai(
-        deserialize_with = "tags_field",
-        validator(max_items = 20, pattern = "^[a-z0-9_-]{1,32}$")
-    )]
-    pub tags: Option<Vec<Text>>,
+    #[oai(deserialize_with = "tags_field")]
+    pub tags: Option<TagList>,
 }
 
 crate::field_parsers! {
     title_field: Text => "title";
     title_patch_field: Option<Text> => "title";
     content_field: Option<Text> => "content";
-    tags_field: Option<Vec<Text>> => "tags";
 }
 
 /// One page of notes, newest first.
@@ -179,6 +275,9 @@ problem_responses! {
         BadRequest = 400,
         /// Missing, invalid, expired or revoked access token.
         Unauthorized = 401,
+        /// The account's quota of notes or bytes is reached
+        /// (`urn:notesd:problem:quota-exceeded`).
+        Forbidden = 403,
         /// The body is not `application/json`.
         UnsupportedMediaType = 415,
     }
@@ -210,6 +309,9 @@ problem_responses! {
         BadRequest = 400,
         /// Missing, invalid, expired or revoked access token.
         Unauthorized = 401,
+        /// The change would take the account past its byte quota
+        /// (`urn:notesd:problem:quota-exceeded`).
+        Forbidden = 403,
         /// You have no note with this id.
         NotFound = 404,
         /// `If-Match` names a version that is no longer current.
@@ -229,6 +331,16 @@ problem_responses! {
         NotFound = 404,
         /// `If-Match` names a version that is no longer current.
         PreconditionFailed = 412,
+    }
+}
+
+/// The error for a conditional write that did not happen.
+fn refusal<T>(outcome: &Conditional<T>) -> Error {
+    match outcome {
+        Conditional::NotFound => Error::NotFound,
+        Conditional::VersionMismatch => Error::PreconditionFailed,
+        Conditional::OverQuota => Error::QuotaExceeded,
+        Conditional::Done(_) => Error::internal("a completed write reported as refused"),
     }
 }
 
@@ -257,7 +369,7 @@ fn parse_if_match(header: Option<&str>) -> Option<Vec<u64>> {
 /// Validates a whole note into its stored field values.
 fn parse_input(input: NoteInput) -> Result<(String, String, Vec<String>), Error> {
     let content = input.content.unwrap_or_else(|| Text(String::new()));
-    let tags = input.tags.unwrap_or_default();
+    let tags = input.tags.unwrap_or(TagList(Vec::new()));
     collect_fields(Some(input.title), Some(content), Some(tags)).map(|(t, c, g)| {
         // All three were given, so all three came back.
         (
@@ -274,15 +386,12 @@ type Fields = (Option<String>, Option<String>, Option<Vec<String>>);
 fn collect_fields(
     title: Option<Text>,
     content: Option<Text>,
-    tags: Option<Vec<Text>>,
+    tags: Option<TagList>,
 ) -> Result<Fields, Error> {
     let mut errors: Vec<FieldError> = Vec::new();
     let title = title.and_then(|t| Title::parse(t.0).map_err(|e| errors.push(e)).ok());
     let content = content.and_then(|c| Content::parse(c.0).map_err(|e| errors.push(e)).ok());
-    let tags = tags.and_then(|t| {
-        let raw: Vec<String> = t.into_iter().map(|t| t.0).collect();
-        Tags::parse(&raw).map_err(|e| errors.push(e)).ok()
-    });
+    let tags = tags.and_then(|t| Tags::parse(&t.0).map_err(|e| errors.push(e)).ok());
     if !errors.is_empty() {
         return Err(Error::Validation(errors));
     }
@@ -309,13 +418,17 @@ async fn update_note(
         now: state.auth.clock.now(),
     };
     let (owner, id) = (auth.0.user_id, NoteId(id));
-    match state.db.write(move |s| s.update_note(owner, id, update)).await? {
+    let quota = state.notes.quota;
+    match state
+        .db
+        .write(move |s| s.update_note(owner, id, update, &quota))
+        .await?
+    {
         Conditional::Done(note) => {
             let tag = etag(note.version);
             Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
         }
-        Conditional::NotFound => Err(Error::NotFound.into()),
-        Conditional::VersionMismatch => Err(Error::PreconditionFailed.into()),
+        other => Err(refusal(&other).into()),
     }
 }
 
@@ -342,7 +455,15 @@ impl NotesApi {
         };
         let owner = auth.0.user_id;
         let stored = note.clone();
-        state.db.write(move |s| s.insert_note(owner, &stored)).await?;
+        let quota = state.notes.quota;
+        match state
+            .db
+            .write(move |s| s.insert_note(owner, &stored, &quota))
+            .await?
+        {
+            Conditional::Done(()) => {}
+            other => return Err(refusal(&other).into()),
+        }
         let location = format!("/api/v1/notes/{}", note.note_id());
         Ok(CreatedResponse::Created(JsonBody(note.into()), location, etag(1)))
     }
@@ -376,23 +497,38 @@ impl NotesApi {
         q: Query<Option<String>>,
     ) -> Result<PageResponse, ListError> {
         let after = match cursor.0 {
-            Some(c) => Some(NoteId(uuid::Uuid::parse_str(&c).map_err(|_| {
-                Error::from(FieldError::new("cursor", "is not a cursor from this API"))
-            })?)),
+            Some(c) => Some(NoteId(
+                CanonicalId::parse(&c)
+                    .ok_or_else(|| Error::from(FieldError::new("cursor", "is not a cursor from this API")))?
+                    .0,
+            )),
             None => None,
         };
+        let config = &state.notes;
+        let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let query = NoteQuery {
             limit: limit.0 as usize,
+            // The envelope (`{"items":[…],"next_cursor":"…"}`) fits in 96.
+            max_bytes: config.max_page_bytes.saturating_sub(96),
+            weigh: json_weight,
             after,
             tag: tag.0,
             q: q.0.map(|q| q.to_lowercase()),
-            scan_limit: state.search_scan_limit,
+            scan_limit: config.search_scan_limit,
+            scan_bytes: config.search_scan_bytes,
+            cancelled: Some(cancel.0.clone()),
         };
         let owner = auth.0.user_id;
         // A page without search reads at most `limit + 1` notes: inline. A
-        // search may read up to the scan limit: on the blocking pool.
+        // search may read up to its budget: on a scanning thread, at most
+        // a few at once per account.
         let (notes, next) = if query.q.is_some() {
-            state.db.scan(move |s| s.list_notes(owner, &query)).await?
+            let Some(_slot) = config.searches.enter(owner) else {
+                return Err(Error::TooManyRequests { retry_after: 1 }.into());
+            };
+            let found = state.db.scan(move |s| s.list_notes(owner, &query)).await?;
+            drop(cancel);
+            found
         } else {
             state.db.read(|s| s.list_notes(owner, &query))?
         };
@@ -410,9 +546,9 @@ impl NotesApi {
         auth: BearerAuth,
         /// The note's id.
         #[oai(name = "id")]
-        id: Path<uuid::Uuid>,
+        id: Path<CanonicalId>,
     ) -> Result<NoteResponse, ReadError> {
-        let (owner, id) = (auth.0.user_id, NoteId(id.0));
+        let (owner, id) = (auth.0.user_id, NoteId(id.0.0));
         let note = state.db.read(|s| s.note(owner, id))?.ok_or(Error::NotFound)?;
         let tag = etag(note.version);
         Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
@@ -428,7 +564,7 @@ impl NotesApi {
         auth: BearerAuth,
         /// The note's id.
         #[oai(name = "id")]
-        id: Path<uuid::Uuid>,
+        id: Path<CanonicalId>,
         /// The `ETag` you last read, e.g. `"3"`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
@@ -436,7 +572,7 @@ impl NotesApi {
     ) -> Result<NoteResponse, WriteError> {
         let (title, content, tags) = parse_input(body.0)?;
         let fields = (Some(title), Some(content), Some(tags));
-        update_note(&state, auth, id.0, if_match.0.as_deref(), fields).await
+        update_note(&state, auth, id.0.0, if_match.0.as_deref(), fields).await
     }
 
     /// Change some fields of a note
@@ -449,7 +585,7 @@ impl NotesApi {
         auth: BearerAuth,
         /// The note's id.
         #[oai(name = "id")]
-        id: Path<uuid::Uuid>,
+        id: Path<CanonicalId>,
         /// The `ETag` you last read, e.g. `"3"`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
@@ -457,7 +593,7 @@ impl NotesApi {
     ) -> Result<NoteResponse, WriteError> {
         let NotePatch { title, content, tags } = body.0;
         let fields = collect_fields(title, content, tags)?;
-        update_note(&state, auth, id.0, if_match.0.as_deref(), fields).await
+        update_note(&state, auth, id.0.0, if_match.0.as_deref(), fields).await
     }
 
     /// Delete a note
@@ -470,12 +606,12 @@ impl NotesApi {
         auth: BearerAuth,
         /// The note's id.
         #[oai(name = "id")]
-        id: Path<uuid::Uuid>,
+        id: Path<CanonicalId>,
         /// The `ETag` you last read, e.g. `"3"`.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
     ) -> Result<DeletedResponse, DeleteError> {
-        let (owner, id) = (auth.0.user_id, NoteId(id.0));
+        let (owner, id) = (auth.0.user_id, NoteId(id.0.0));
         let expected = parse_if_match(if_match.0.as_deref());
         match state
             .db
@@ -483,8 +619,7 @@ impl NotesApi {
             .await?
         {
             Conditional::Done(()) => Ok(DeletedResponse::NoContent),
-            Conditional::NotFound => Err(Error::NotFound.into()),
-            Conditional::VersionMismatch => Err(Error::PreconditionFailed.into()),
+            other => Err(refusal(&other).into()),
         }
     }
 }

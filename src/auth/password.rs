@@ -16,8 +16,6 @@
 //! general blocking pool they added up to more than a gigabyte of resident
 //! memory under a login flood.
 
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, SaltString};
@@ -27,6 +25,7 @@ use subtle::ConstantTimeEq;
 
 use crate::domain::Password;
 use crate::error::{Error, FieldError};
+use crate::pool::{IdlePool, PoolError};
 
 /// Argon2 cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,58 +60,27 @@ pub struct HashPoolSize {
     pub queue: usize,
 }
 
-type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
-
-/// Dedicated hashing threads fed by a bounded queue.
-struct HashPool {
-    jobs: SyncSender<Job>,
-}
+/// Dedicated hashing threads (see [`crate::pool`]), each keeping argon2's
+/// working memory between hashes.
+struct HashPool(IdlePool<Vec<Block>>);
 
 impl HashPool {
     fn new(size: HashPoolSize) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::sync_channel::<Job>(size.queue);
-        let queue = Arc::new(Mutex::new(queue));
-        for i in 0..size.threads.max(1) {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("notesd-hash-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    let mut memory = Vec::new();
-                    loop {
-                        // Hold the lock only while waiting for a job.
-                        let job = match queue.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(&mut memory),
-                            Err(_) => return, // the pool was dropped
-                        }
-                    }
-                })?;
-        }
-        Ok(Self { jobs })
+        IdlePool::new("hash", size.threads, size.queue).map(Self)
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let span = tracing::Span::current();
-        let job: Job = Box::new(move |memory| {
-            let _ = done.send(span.in_scope(|| work(memory)));
-        });
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+        match self.0.run(work).await {
+            Ok(result) => result,
+            Err(PoolError::Full) => {
                 tracing::warn!("password hashing queue full; refusing");
-                return Err(Error::Unavailable { retry_after: 1 });
+                Err(Error::Unavailable { retry_after: 1 })
             }
-            Err(TrySendError::Disconnected(_)) => return Err(Error::internal("hashing pool stopped")),
+            Err(PoolError::Stopped) => Err(Error::internal("hashing pool stopped")),
         }
-        result.await.map_err(|_| Error::internal("hashing job dropped"))?
     }
 }
 
@@ -198,26 +166,6 @@ impl Passwords {
         self.pool
             .run(move |memory| hash_with(&params, password.expose().as_bytes(), memory))
             .await
-    }
-}
-
-/// Puts the calling (hashing) thread in Linux's `SCHED_IDLE` class: it runs
-/// on CPU time nothing else wants, and a request handler that wakes up
-/// preempts it at once. When a login flood and note reads compete for a
-/// core, the reads win and hashing takes what is left. Measured on one
-/// core with 1.5 k logins/s offered: read p99 under the flood was 3.3× the
-/// p99 without it at nice 19, 2.0× in `SCHED_IDLE` (at normal priority and
-/// an unthrottled flood it had been 7.7×).
-fn lower_priority() {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    let result = thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Min,
-        idle,
-    );
-    if let Err(e) = result {
-        tracing::warn!(error = ?e, "could not lower the hashing thread's priority");
     }
 }
 
@@ -414,7 +362,8 @@ mod tests {
         let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let (release, gate) = std::sync::mpsc::channel::<()>();
         p.pool
-            .jobs
+            .0
+            .queue()
             .send(Box::new(move |_| {
                 started_tx.send(()).unwrap();
                 let _ = gate.recv();
@@ -422,14 +371,15 @@ mod tests {
             .unwrap();
         started.recv().unwrap();
         // Fill the one queue slot.
-        assert!(p.pool.jobs.try_send(Box::new(|_| {})).is_ok());
+        assert!(p.pool.0.queue().try_send(Box::new(|_| {})).is_ok());
         let refused = p.verify(pw("whatever-it-is-123"), None).await;
         assert!(matches!(refused, Err(Error::Unavailable { retry_after: 1 })));
         release.send(()).unwrap();
         // Wait until the thread has worked through the queue.
         let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
         p.pool
-            .jobs
+            .0
+            .queue()
             .send(Box::new(move |_| drained_tx.send(()).unwrap()))
             .unwrap();
         drained.recv().unwrap();

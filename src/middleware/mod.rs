@@ -6,6 +6,7 @@
 //! purpose: each poem layer wraps (and moves) the whole request future, and
 //! on a note read those copies were a measurable part of the cost.
 
+pub mod buffers;
 pub mod cors;
 pub mod headers;
 pub mod limits;
@@ -15,11 +16,14 @@ pub mod trace;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use poem::http::{HeaderMap, StatusCode, Version, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::error::{Error, problem_response};
+use crate::server::{Connection, ResponsePermit};
 
 /// Per-request limits the front layer enforces.
 #[derive(Clone)]
@@ -30,6 +34,7 @@ pub struct FrontConfig {
     pub limiters: Arc<rate_limit::Limiters>,
     pub headers: Arc<headers::SecurityHeaders>,
     pub cors: Arc<cors::CorsPolicy>,
+    pub buffers: Arc<buffers::Buffers>,
 }
 
 pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
@@ -48,9 +53,10 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
         let cors_headers = config.cors.response_headers(&req);
         let client = config.limiters.client_ip(&req);
         let rate = match client {
-            Some(ip) => config.limiters.check(ip, req.uri().path()),
+            Some(ip) => config.limiters.check(config.limiters.key(ip), req.uri().path()),
             None => Ok(poem::http::HeaderMap::new()),
         };
+        let connection = req.extensions().get::<Arc<Connection>>().cloned();
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -78,14 +84,32 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 resp
             }
             Ok(rate_headers) => {
-                let mut resp = if let Some(preflight) = config.cors.preflight(&req) {
+                let mut resp = if let Some(refused) = ambiguous(&req) {
+                    refused
+                } else if let Some(preflight) = config.cors.preflight(&req) {
                     preflight
                 } else {
                     let handled = async {
-                        match limits::check_body(req, config.max_body_bytes).await {
+                        // Room for the bodies first, so memory is counted
+                        // before it is spent.
+                        let permit = match &connection {
+                            Some(connection) if !docs => {
+                                let bytes = config.buffers.reservation(&req);
+                                match config.buffers.reserve(connection, bytes).await {
+                                    Some(permit) => Some(permit),
+                                    None => return busy(),
+                                }
+                            }
+                            _ => None,
+                        };
+                        let mut resp = match limits::check_body(req, config.max_body_bytes).await {
                             Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
                             Err(refused) => refused,
+                        };
+                        if let Some(permit) = permit {
+                            resp.extensions_mut().insert(ResponsePermit::new(permit));
                         }
+                        resp
                     };
                     // The whole request (body upload and handling) has a
                     // deadline; a write already committed stays committed.
@@ -114,6 +138,95 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
     }
     .instrument(span)
     .await
+}
+
+/// The server holds as many bodies as it may: come back in a moment.
+fn busy() -> Response {
+    let err = Error::Unavailable { retry_after: 1 };
+    let mut resp = problem_response(&err.to_problem());
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, poem::http::HeaderValue::from(1u32));
+    resp
+}
+
+/// A request that different parts of a chain could read differently is
+/// refused rather than guessed at (RFC 9110 and 9112): two `Authorization`
+/// fields (proxies often keep the last, we would read the first), an
+/// HTTP/1.1 request with no `Host` or with two.
+fn ambiguous(req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    let detail = if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        "The request has more than one Authorization header."
+    } else if req.version() == Version::HTTP_11 && host_count(headers) != 1 {
+        "An HTTP/1.1 request needs exactly one Host header."
+    } else {
+        return None;
+    };
+    Some(problem_response(
+        &Error::BadRequest(detail.to_owned()).to_problem(),
+    ))
+}
+
+fn host_count(headers: &HeaderMap) -> usize {
+    headers.get_all(header::HOST).iter().take(2).count()
+}
+
+/// Our answers in place of the HTTP/1 parser's bare refusals (see
+/// [`crate::listener`]), as raw HTTP/1.1 responses that close the
+/// connection.
+pub fn parser_answers(security: &headers::SecurityHeaders) -> std::collections::HashMap<u16, Bytes> {
+    let refusals = [
+        (StatusCode::BAD_REQUEST, "The request could not be parsed."),
+        (StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large."),
+        (StatusCode::URI_TOO_LONG, "The request URL is too long."),
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "The request headers are too large or too many.",
+        ),
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "The request uses a transfer coding this server does not implement.",
+        ),
+        (
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "This HTTP version is not supported.",
+        ),
+    ];
+    refusals
+        .into_iter()
+        .map(|(status, detail)| {
+            let problem = Error::Http {
+                status,
+                detail: detail.to_owned(),
+            }
+            .to_problem();
+            let mut resp = problem_response(&problem);
+            security.apply(&mut resp, true, false);
+            (
+                status.as_u16(),
+                raw_response(&resp, &crate::error::problem_body(&problem)),
+            )
+        })
+        .collect()
+}
+
+/// A response's status and headers with `body`, as HTTP/1.1 bytes.
+fn raw_response(resp: &Response, body: &[u8]) -> Bytes {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        resp.status().as_u16(),
+        resp.status().canonical_reason().unwrap_or("Error")
+    )
+    .into_bytes();
+    for (name, value) in resp.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\nconnection: close\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    Bytes::from(out)
 }
 
 fn too_many(retry_after: u64) -> Response {

@@ -1,9 +1,10 @@
-//! Rate limits per client IP, with governor (GCRA): a general quota for
+//! Rate limits per client, with governor (GCRA): a general quota for
 //! every `/api/` route and a stricter one for the routes that take
-//! credentials (signup, login, refresh).
+//! credentials (signup, login, refresh). A client is an IPv4 address or an
+//! IPv6 prefix ([`ClientKey`]).
 //!
-//! The client IP is the socket's peer address. `X-Forwarded-For` is read
-//! only when that peer is a configured trusted proxy, and then the
+//! The client's address is the socket's peer address. `X-Forwarded-For` is
+//! read only when that peer is a configured trusted proxy, and then the
 //! right-most address that is not itself a trusted proxy is the client:
 //! everything to its left was written by the client and proves nothing.
 //!
@@ -26,7 +27,10 @@ use ipnet::IpNet;
 use poem::Request;
 use poem::http::{HeaderMap, HeaderValue};
 
-type KeyedLimiter = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+use crate::client::{ClientKey, ClientKeys, canonical, parse_forwarded_hop};
+
+type KeyedLimiter =
+    RateLimiter<ClientKey, DashMapStateStore<ClientKey>, DefaultClock, StateInformationMiddleware>;
 
 /// Rate-limit settings; a rate of 0 switches that limiter off.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ pub struct RateLimitConfig {
     pub auth_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// How addresses become clients (the IPv6 prefix).
+    pub keys: ClientKeys,
 }
 
 struct Limiter {
@@ -48,6 +54,7 @@ pub struct Limiters {
     general: Option<Limiter>,
     auth: Option<Limiter>,
     trusted: Vec<IpNet>,
+    keys: ClientKeys,
 }
 
 /// A request refused by a limit.
@@ -76,6 +83,7 @@ impl Limiters {
             general: limiter(config.per_minute),
             auth: limiter(config.auth_per_minute),
             trusted: config.trusted_proxies.clone(),
+            keys: config.keys,
         }
     }
 
@@ -83,6 +91,17 @@ impl Limiters {
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
         let peer = req.remote_addr().as_socket_addr()?.ip();
         Some(self.client_behind(peer, req.headers()))
+    }
+
+    /// The client an address belongs to.
+    pub fn key(&self, ip: IpAddr) -> ClientKey {
+        self.keys.key(ip)
+    }
+
+    /// Whether connections from `peer` are a trusted proxy's (which carry
+    /// many clients, so per-client connection caps do not apply to them).
+    pub fn is_trusted_peer(&self, peer: IpAddr) -> bool {
+        self.is_trusted(peer)
     }
 
     fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
@@ -98,28 +117,25 @@ impl Limiters {
             .collect::<Vec<_>>();
         // Walk from the right: the nearest hop that is not ours is the client.
         for hop in forwarded.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if self.is_trusted(ip) => {}
-                Ok(ip) => return ip,
+            match parse_forwarded_hop(hop) {
+                Some(ip) if self.is_trusted(ip) => {}
+                Some(ip) => return canonical(ip),
                 // Garbage where an address should be: stop believing the
                 // header and key by the last address we can vouch for.
-                Err(_) => return peer,
+                None => return peer,
             }
         }
         peer
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        self.trusted.iter().any(|net| net.contains(&ip))
+        let ip = canonical(ip);
+        !self.trusted.is_empty() && self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Counts one request from `ip` to `path`. `Ok` carries the headers to
-    /// add to the answer; `Err` is the refusal.
-    pub fn check(&self, ip: IpAddr, path: &str) -> Result<HeaderMap, Refusal> {
+    /// Counts one request from `client` to `path`. `Ok` carries the headers
+    /// to add to the answer; `Err` is the refusal.
+    pub fn check(&self, client: ClientKey, path: &str) -> Result<HeaderMap, Refusal> {
         if !path.starts_with("/api/") {
             return Ok(HeaderMap::new());
         }
@@ -131,7 +147,7 @@ impl Limiters {
         };
         let mut headers = HeaderMap::new();
         for limiter in [self.general.as_ref(), strict].into_iter().flatten() {
-            match limiter.limiter.check_key(&ip) {
+            match limiter.limiter.check_key(&client) {
                 Ok(snapshot) => headers = rate_headers(limiter.per_minute, &snapshot),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -195,6 +211,7 @@ mod tests {
             per_minute: 100,
             auth_per_minute: 3,
             trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            keys: ClientKeys::default(),
         })
     }
 
@@ -224,12 +241,24 @@ mod tests {
         );
         let garbage = client(&l, "10.0.0.2", Some("1.2.3.4, not-an-ip"));
         assert_eq!(garbage, "10.0.0.2".parse::<IpAddr>().unwrap());
+        // Regression: a hop with a port or brackets was taken for garbage,
+        // so every client behind the proxy shared the proxy's quota.
+        let with_port = client(&l, "10.0.0.2", Some("198.51.100.7:5555"));
+        assert_eq!(with_port, "198.51.100.7".parse::<IpAddr>().unwrap());
+        let v6 = client(&l, "10.0.0.2", Some("[2001:db8::7]:4711, 10.0.0.3"));
+        assert_eq!(v6, "2001:db8::7".parse::<IpAddr>().unwrap());
+        let mapped = client(&l, "::ffff:10.0.0.2", Some("::ffff:198.51.100.9"));
+        assert_eq!(
+            mapped,
+            "198.51.100.9".parse::<IpAddr>().unwrap(),
+            "trusted when mapped too"
+        );
     }
 
     #[test]
     fn credential_routes_get_the_stricter_limit() {
         let l = limiters(&[]);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip = l.key("192.0.2.1".parse().unwrap());
         for _ in 0..3 {
             assert!(l.check(ip, "/api/v1/auth/login").is_ok());
         }
@@ -241,7 +270,7 @@ mod tests {
             l.check(ip, "/api/v1/notes").is_ok(),
             "the general quota is separate"
         );
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let other = l.key("192.0.2.2".parse().unwrap());
         assert!(l.check(other, "/api/v1/auth/login").is_ok(), "per address");
         assert!(l.check(ip, "/healthz").is_ok(), "probes are not limited");
     }

@@ -17,20 +17,22 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use backoff::BackoffRecord;
-pub use notes::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
+pub use notes::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Quota};
 pub use sessions::SessionRecord;
 pub use users::UserRecord;
 
 use tables::{
-    EMAIL_TO_BACKOFF, EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
-    USER_SESSION_TO_UNIT, USER_TO_RECORD,
+    EMAIL_TO_BACKOFF, EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE,
+    SESSION_TO_RECORD, USER_SESSION_TO_UNIT, USER_TO_RECORD,
 };
 
 /// Page cache size when none is configured.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// - 1: users, sessions, notes, tags, login backoff.
+/// - 2: per-owner usage (note count and bytes) for the quotas.
+pub const SCHEMA_VERSION: u64 = 2;
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +114,17 @@ impl Store {
             let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
+                Some(1) => {
+                    notes::count_usage(&txn)?;
+                    tracing::info!(from = 1, to = 2, "database schema upgraded: note usage counted");
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                }
                 Some(_) => {}
                 None => {
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 }
             }
+            txn.open_table(OWNER_TO_USAGE)?;
             txn.open_table(USER_TO_RECORD)?;
             txn.open_table(EMAIL_TO_USER)?;
             txn.open_table(SESSION_TO_RECORD)?;
@@ -179,6 +187,37 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_database_gets_its_usage_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let owner = crate::domain::UserId::generate();
+        let now = time::OffsetDateTime::now_utc();
+        let note = NoteRecord {
+            id: crate::domain::NoteId::generate().as_u128(),
+            title: "abc".into(),
+            content: "de".into(),
+            tags: vec!["f".into()],
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        store.insert_notes(owner, &[note]).unwrap();
+        // As a version 1 file had it: notes but no usage rows.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(OWNER_TO_USAGE)
+            .unwrap()
+            .remove(owner.as_u128())
+            .unwrap();
+        txn.commit().unwrap();
+        store.set_schema_version(1).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.usage(owner).unwrap(), (1, 6));
+    }
 
     #[test]
     fn a_newer_schema_is_refused() {

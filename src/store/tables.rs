@@ -19,3 +19,6 @@ pub const OWNER_NOTE_TO_RECORD: TableDefinition<(u128, u128), &[u8]> = TableDefi
 pub const EMAIL_TO_BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("login_backoff");
 /// (owner id, tag, note id) → (); the tag filter's index.
 pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = TableDefinition::new("note_tags");
+/// Owner id → (notes held, bytes of note text held); checked against the
+/// per-account quotas in the same transaction as every note write.
+pub const OWNER_TO_USAGE: TableDefinition<u128, (u64, u64)> = TableDefinition::new("owner_usage");

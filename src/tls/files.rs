@@ -29,6 +29,8 @@ pub struct CertFiles {
     cert_path: PathBuf,
     key_path: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
+    /// The host names (and IP literals) the current certificate covers.
+    hosts: RwLock<Vec<String>>,
     tried: Mutex<Tried>,
 }
 
@@ -79,6 +81,7 @@ impl CertFiles {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: RwLock::new(Arc::new(key)),
+            hosts: RwLock::new(validity.map(|v| v.hosts).unwrap_or_default()),
             tried: Mutex::new(Tried {
                 digest: Some(pair.digest()),
                 settled: true,
@@ -143,7 +146,21 @@ impl CertFiles {
             validity.log();
         }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+        *self.hosts.write().unwrap_or_else(PoisonError::into_inner) =
+            validity.map(|v| v.hosts).unwrap_or_default();
         Ok(())
+    }
+
+    /// Whether the certificate served now is valid for `host` (lower-case;
+    /// an IPv6 literal in brackets). A wildcard covers one label.
+    pub fn covers(&self, host: &str) -> bool {
+        let hosts = self.hosts.read().unwrap_or_else(PoisonError::into_inner);
+        hosts.iter().any(|name| match name.strip_prefix("*.") {
+            Some(parent) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            None => name == host,
+        })
     }
 
     /// Checks the files every `interval` until the returned task is aborted.
@@ -197,6 +214,8 @@ fn parse(pair: &Pair, cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey
 /// Names and validity period of a leaf certificate.
 struct Validity {
     names: String,
+    /// DNS names (lower-case) and IP literals, as a `Host` header names them.
+    hosts: Vec<String>,
     not_before: SystemTime,
     not_after: SystemTime,
 }
@@ -209,21 +228,36 @@ impl Validity {
                 .ok()
                 .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
         };
-        let names = parsed
+        let general_names = parsed
             .subject_alternative_name()
             .ok()
             .flatten()
-            .map(|san| {
-                san.value
-                    .general_names
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
+            .map(|san| san.value.general_names.clone())
             .unwrap_or_default();
+        let names = general_names
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hosts = general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+                x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => <[u8; 4]>::try_from(*ip)
+                        .ok()
+                        .map(|a| std::net::Ipv4Addr::from(a).to_string()),
+                    16 => <[u8; 16]>::try_from(*ip)
+                        .ok()
+                        .map(|a| format!("[{}]", std::net::Ipv6Addr::from(a))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
         Some(Self {
             names,
+            hosts,
             not_before: time(parsed.validity().not_before)?,
             not_after: time(parsed.validity().not_after)?,
         })

@@ -9,7 +9,7 @@ use notesd::tls::files::CertFiles;
 use notesd::{Application, Settings};
 use reqwest::StatusCode;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{assert_problem, spawn_app};
 
 #[path = "../common/certs.rs"]
 mod certs;
@@ -174,7 +174,7 @@ async fn the_redirect_listener_answers_308_to_https_only() {
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let resp = client
             .request(method, format!("{}/api/v1/notes?limit=5", app.redirect))
-            .header("host", "Notes.Example.org")
+            .header("host", "LocalHost")
             .body("{}")
             .send()
             .await
@@ -182,20 +182,39 @@ async fn the_redirect_listener_answers_308_to_https_only() {
         assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(
             resp.headers()["location"],
-            format!("https://notes.example.org:{https_port}/api/v1/notes?limit=5").as_str()
+            format!("https://localhost:{https_port}/api/v1/notes?limit=5").as_str()
         );
         assert!(resp.headers().get("strict-transport-security").is_none());
         assert!(resp.text().await.unwrap().is_empty(), "nothing but the redirect");
     }
-    // A Host that is not a plain name gets no redirect anywhere.
+    // A Host that is not a plain name, or one the certificate does not
+    // cover, gets no redirect anywhere (regression: with `--tls files` any
+    // Host was redirected to, an open redirect).
+    for (host, why) in [
+        ("evil.example@localhost", "user info"),
+        ("evil.example", "a name the certificate does not cover"),
+        ("127.0.0.2", "an address the certificate does not cover"),
+    ] {
+        let resp = client
+            .get(format!("{}/", app.redirect))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.headers().get("location").is_none(), "{why}");
+        assert_problem(resp, StatusCode::BAD_REQUEST, why).await;
+    }
     let resp = client
-        .get(format!("{}/", app.redirect))
-        .header("host", "evil.example@notes.example.org")
+        .get(format!("{}/x", app.redirect))
+        .header("host", "127.0.0.1:80")
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert!(resp.headers().get("location").is_none());
+    assert_eq!(
+        resp.status(),
+        StatusCode::PERMANENT_REDIRECT,
+        "an IP address the certificate covers"
+    );
 }
 
 #[tokio::test]

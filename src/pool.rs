@@ -1,0 +1,95 @@
+//! Dedicated worker threads for CPU-heavy work a client can ask for
+//! (password hashing, searches), fed by a bounded queue.
+//!
+//! The threads run in Linux's `SCHED_IDLE` class: they get the CPU time
+//! nothing else wants, and a request handler that wakes up preempts them at
+//! once. When a flood of such work and note reads compete for a core, the
+//! reads win. Measured on one core with 1.5 k logins/s offered: read p99
+//! under the flood was 3.3× the p99 without it at nice 19, 2.0× in
+//! `SCHED_IDLE` (at normal priority and an unthrottled flood it had been
+//! 7.7×). A full queue refuses at once (503 + `Retry-After`) rather than
+//! letting waiting work pile up.
+
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+pub(crate) type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// Why a job did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("the queue is full")]
+    Full,
+    #[error("the pool has stopped")]
+    Stopped,
+}
+
+/// Threads that each keep a reusable `S` (working memory) between jobs.
+pub struct IdlePool<S> {
+    jobs: SyncSender<Job<S>>,
+}
+
+impl<S: Default + 'static> IdlePool<S> {
+    pub fn new(name: &str, threads: usize, queue: usize) -> std::io::Result<Self> {
+        let (jobs, receiver) = mpsc::sync_channel::<Job<S>>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("notesd-{name}-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    let mut state = S::default();
+                    loop {
+                        // Hold the lock only while waiting for a job.
+                        let job = match receiver.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(&mut state),
+                            Err(_) => return, // the pool was dropped
+                        }
+                    }
+                })?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// The queue itself, for tests that fill it.
+    #[cfg(test)]
+    pub(crate) fn queue(&self) -> &SyncSender<Job<S>> {
+        &self.jobs
+    }
+
+    /// Runs `work` on a pool thread, with the caller's tracing span.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut S) -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        let job: Job<S> = Box::new(move |state| {
+            let _ = done.send(span.in_scope(|| work(state)));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(PoolError::Full),
+            Err(TrySendError::Disconnected(_)) => return Err(PoolError::Stopped),
+        }
+        result.await.map_err(|_| PoolError::Stopped)
+    }
+}
+
+fn lower_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let result = thread_priority::set_thread_priority_and_policy(
+        thread_priority::thread_native_id(),
+        ThreadPriority::Min,
+        idle,
+    );
+    if let Err(e) = result {
+        tracing::warn!(error = ?e, "could not lower a worker thread's priority");
+    }
+}

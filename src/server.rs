@@ -1,0 +1,462 @@
+//! The connection loop under poem's endpoints: accepts connections, serves
+//! each with hyper (HTTP/1.1 and HTTP/2), and ends the ones that hold the
+//! server hostage.
+//!
+//! poem's own `Server` offers no HTTP/2 keep-alive, no per-connection state
+//! and an idle timeout that only *starts* a graceful shutdown, which waits
+//! for ever on a peer that does not read. Here every connection has a
+//! [`Connection`] record that its requests can see, and a watchdog beside
+//! hyper that closes it outright when:
+//! - response bytes are owed but none has moved for `write_timeout` (a
+//!   client that does not read, over HTTP/1.1 or with an HTTP/2 window of
+//!   zero; nginx's `send_timeout`), or
+//! - nothing has been read or written for `idle_timeout` and no request is
+//!   in progress (a graceful close is tried first, for at most
+//!   `write_timeout`).
+//!
+//! Response bodies travel in [`TrackedBody`]: handed to hyper in chunks of
+//! at most [`CHUNK`] bytes (so HTTP/2 buffers at most one chunk per stream
+//! beyond the peer's window), each chunk counting as progress, and holding
+//! the [`BufferPermit`] that accounts for the body's bytes until the body is
+//! done or dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use poem::listener::Acceptor;
+use poem::{Endpoint, Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::listener::{GuardedAcceptor, GuardedIo};
+
+/// Largest piece of a response body handed to hyper at once.
+pub const CHUNK: usize = 16 * 1024;
+
+/// Connection-level settings of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub header_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub http2_max_streams: u32,
+    pub http2_max_header_list: u32,
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    /// Bytes of request and response bodies one connection may hold.
+    pub connection_buffer_bytes: usize,
+}
+
+/// What the server knows of one open connection. Requests find it in their
+/// extensions (`Arc<Connection>`).
+pub struct Connection {
+    /// The socket's peer (the proxy's address behind a proxy).
+    pub peer: IpAddr,
+    origin: Instant,
+    /// Milliseconds since `origin` of the last sign that owed bytes move.
+    last_progress: AtomicU64,
+    /// Milliseconds since `origin` of the last byte read or written.
+    last_io: AtomicU64,
+    /// Response bodies not yet wholly handed to hyper.
+    open_bodies: AtomicUsize,
+    /// Requests between arrival and their response.
+    in_progress: AtomicUsize,
+    /// The socket refused a write and none has gone through since.
+    write_blocked: AtomicBool,
+    /// Body bytes this connection may hold at once.
+    pub buffer: Arc<Semaphore>,
+}
+
+impl Connection {
+    pub fn new(peer: IpAddr, buffer_bytes: usize) -> Self {
+        Self {
+            peer,
+            origin: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            last_io: AtomicU64::new(0),
+            open_bodies: AtomicUsize::new(0),
+            in_progress: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+            buffer: Arc::new(Semaphore::new(buffer_bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Owed bytes moved (written, or a body chunk taken by hyper).
+    pub fn progressed(&self) {
+        let now = self.now_ms();
+        self.last_progress.store(now, Ordering::Relaxed);
+        self.last_io.store(now, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the peer.
+    pub fn read_some(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A write went through (`true`) or the socket is full (`false`).
+    pub fn write_outcome(&self, written: bool) {
+        if written {
+            self.write_blocked.store(false, Ordering::Relaxed);
+            self.progressed();
+        } else if !self.write_blocked.swap(true, Ordering::Relaxed) {
+            // The stall clock starts when the socket first refuses.
+            self.progressed();
+        }
+    }
+
+    /// Response bytes are owed and none has moved for `timeout`.
+    fn stalled(&self, timeout: Duration) -> bool {
+        let owed = self.open_bodies.load(Ordering::Relaxed) > 0 || self.write_blocked.load(Ordering::Relaxed);
+        owed && self.quiet_for(&self.last_progress) > timeout
+    }
+
+    /// No traffic for `timeout` and nothing in progress.
+    fn idle(&self, timeout: Duration) -> bool {
+        self.in_progress.load(Ordering::Relaxed) == 0
+            && self.open_bodies.load(Ordering::Relaxed) == 0
+            && self.quiet_for(&self.last_io) > timeout
+    }
+
+    fn quiet_for(&self, since: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(since.load(Ordering::Relaxed)))
+    }
+}
+
+/// Body bytes held on behalf of one request or response, counted against
+/// its connection's buffer and the server-wide one; returned when dropped.
+pub struct BufferPermit {
+    connection: Option<OwnedSemaphorePermit>,
+    server: Option<OwnedSemaphorePermit>,
+}
+
+impl BufferPermit {
+    /// Waits until both budgets have `bytes` free.
+    pub async fn acquire(connection: &Arc<Semaphore>, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
+        // Callers never ask for more than a budget holds (the wait would
+        // never end).
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let connection = connection.clone().acquire_many_owned(n).await.ok()?;
+        let server = server.clone().acquire_many_owned(n).await.ok()?;
+        Some(Self {
+            connection: Some(connection),
+            server: Some(server),
+        })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.server.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Gives back all but `keep` bytes.
+    pub fn shrink_to(&mut self, keep: usize) {
+        for permit in [&mut self.connection, &mut self.server] {
+            if let Some(held) = permit.as_mut() {
+                let extra = held.num_permits().saturating_sub(keep);
+                if extra > 0 {
+                    drop(held.split(extra));
+                }
+            }
+        }
+    }
+}
+
+/// A response body handed out in bounded chunks, counting as progress on
+/// its connection, holding its buffer permit until done.
+pub struct TrackedBody {
+    inner: BoxBody<Bytes, std::io::Error>,
+    /// The rest of a chunk larger than [`CHUNK`].
+    rest: Bytes,
+    connection: Arc<Connection>,
+    permit: Option<BufferPermit>,
+    open: bool,
+}
+
+impl TrackedBody {
+    fn new(
+        inner: BoxBody<Bytes, std::io::Error>,
+        connection: Arc<Connection>,
+        permit: Option<BufferPermit>,
+    ) -> Self {
+        // A new body is owed from now: its stall clock starts here, not at
+        // the connection's last write (which may be long ago).
+        connection.open_bodies.fetch_add(1, Ordering::Relaxed);
+        connection.progressed();
+        Self {
+            inner,
+            rest: Bytes::new(),
+            connection,
+            permit,
+            open: true,
+        }
+    }
+
+    fn close(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.connection.open_bodies.fetch_sub(1, Ordering::Relaxed);
+            self.permit = None;
+            self.rest = Bytes::new();
+        }
+    }
+
+    fn take_chunk(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > CHUNK {
+            self.rest = data.split_off(CHUNK);
+        }
+        data
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if !this.rest.is_empty() {
+            let rest = std::mem::take(&mut this.rest);
+            let chunk = this.take_chunk(rest);
+            this.connection.progressed();
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if !this.open {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.connection.progressed();
+                match frame.into_data() {
+                    Ok(data) => {
+                        let chunk = this.take_chunk(data);
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
+                    }
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                }
+            }
+            Poll::Ready(None) => {
+                this.close();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.close();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && (!self.open || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        hint.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
+/// Serves `endpoint` on `acceptor` until `shutdown` completes; then lets
+/// connections finish for at most `shutdown_grace` and closes the rest.
+pub async fn serve<A, E>(
+    mut acceptor: GuardedAcceptor<A>,
+    endpoint: E,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
+) -> std::io::Result<()>
+where
+    A: Acceptor + 'static,
+    E: Endpoint<Output = Response> + 'static,
+{
+    let endpoint = Arc::new(endpoint);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            // Reap finished connection tasks as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = acceptor.accept() => match accepted {
+                Ok((io, local, remote, scheme)) => {
+                    let endpoint = endpoint.clone();
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        serve_connection(io, endpoint, (local, remote, scheme), stop, options).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a moment rather
+                    // than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(acceptor);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            left = connections.len(),
+            "closing connections still open after the grace period"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Debug)]
+enum Ending {
+    Stalled,
+    Idle,
+}
+
+async fn serve_connection<T, E>(
+    io: GuardedIo<T>,
+    endpoint: Arc<E>,
+    (local, remote, scheme): (
+        poem::web::LocalAddr,
+        poem::web::RemoteAddr,
+        poem::http::uri::Scheme,
+    ),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    options: ServeOptions,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    E: Endpoint<Output = Response> + 'static,
+{
+    let connection = io.connection().clone();
+    let service = {
+        let connection = connection.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut req: Request = (req, local.clone(), remote.clone(), scheme.clone()).into();
+            req.extensions_mut().insert(connection.clone());
+            let endpoint = endpoint.clone();
+            let connection = connection.clone();
+            async move {
+                connection.in_progress.fetch_add(1, Ordering::Relaxed);
+                let resp = endpoint.get_response(req).await;
+                connection.in_progress.fetch_sub(1, Ordering::Relaxed);
+                let mut resp: hyper::Response<BoxBody<Bytes, std::io::Error>> = resp.into();
+                let permit = resp
+                    .extensions_mut()
+                    .remove::<ResponsePermit>()
+                    .and_then(ResponsePermit::take)
+                    .map(|mut permit| {
+                        // Keep what the body holds: its exact size for a
+                        // buffered body.
+                        let size = resp.body().size_hint().upper().unwrap_or(u64::MAX);
+                        permit.shrink_to(usize::try_from(size).unwrap_or(usize::MAX));
+                        permit
+                    });
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, connection, permit)))
+            }
+        })
+    };
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(options.http2_max_streams)
+        .max_header_list_size(options.http2_max_header_list)
+        .keep_alive_interval(options.http2_keepalive_interval)
+        .keep_alive_timeout(options.http2_keepalive_timeout)
+        .max_send_buf_size(CHUNK * 4);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+
+    let tick = (options.write_timeout.min(options.idle_timeout) / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(tick).await;
+            if connection.stalled(options.write_timeout) {
+                return Ending::Stalled;
+            }
+            if connection.idle(options.idle_timeout) {
+                return Ending::Idle;
+            }
+        }
+    };
+    tokio::pin!(watchdog);
+
+    let ending = tokio::select! {
+        _ = &mut conn => return,
+        ending = &mut watchdog => Some(ending),
+        _ = stop.wait_for(|stop| *stop) => None,
+    };
+    match ending {
+        // A peer that does not read gets no courtesy: buffers go now.
+        Some(Ending::Stalled) => {
+            tracing::debug!(peer = %connection.peer, "closing a connection whose peer does not read");
+        }
+        Some(Ending::Idle) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(options.write_timeout, &mut conn).await;
+        }
+        None => {
+            // Server shutdown: finish what is in flight; the server's grace
+            // period bounds the wait.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = &mut watchdog => {}
+            }
+        }
+    }
+}
+
+/// The buffer permit a response carries from the front layer to the
+/// connection loop, in the response's extensions (which must be `Clone`).
+#[derive(Clone)]
+pub struct ResponsePermit(Arc<std::sync::Mutex<Option<BufferPermit>>>);
+
+impl ResponsePermit {
+    pub fn new(permit: BufferPermit) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
+    }
+
+    fn take(self) -> Option<BufferPermit> {
+        self.0.lock().ok()?.take()
+    }
+}
