@@ -388,6 +388,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         limits: SessionLimits {
             idle: settings.session_idle_ttl,
             absolute: settings.session_absolute_ttl,
+            reuse_grace: settings.refresh_reuse_grace,
         },
         backoff: BackoffPolicy {
             free_failures: settings.login_free_failures,

@@ -41,6 +41,9 @@ use tokio::time::Instant;
 
 use crate::listener::{GuardedAcceptor, GuardedIo};
 
+/// How long an idle connection's graceful close may take.
+const IDLE_GOODBYE: Duration = Duration::from_secs(1);
+
 /// Largest piece of a response body handed to hyper at once.
 pub const CHUNK: usize = 16 * 1024;
 
@@ -431,8 +434,10 @@ async fn serve_connection<T, E>(
             tracing::debug!(peer = %connection.peer, "closing a connection whose peer does not read");
         }
         Some(Ending::Idle) => {
+            // Nothing is in flight: say goodbye (HTTP/2 GOAWAY), but do not
+            // wait on the peer's courtesy for long.
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(options.write_timeout, &mut conn).await;
+            let _ = tokio::time::timeout(IDLE_GOODBYE.min(options.write_timeout), &mut conn).await;
         }
         None => {
             // Server shutdown: finish what is in flight; the server's grace

@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use base64ct::Encoding;
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::paserk::{FormatAsPaserk, Id};
 use pasetors::version4::V4;
@@ -60,12 +61,25 @@ struct StoredKey {
 #[derive(Serialize, Deserialize)]
 struct StoredRing {
     keys: Vec<StoredKey>,
+    /// Base64 of the 32-byte secret that derives each rotated refresh token
+    /// from the one it replaces (see `auth::sessions`). Rings written
+    /// before it existed get one at the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotation_secret: Option<String>,
 }
 
-#[derive(Debug)]
 pub struct KeyRing {
     /// Oldest first; the last one signs.
     keys: Vec<SigningKey>,
+    rotation_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KeyRing {
@@ -85,16 +99,22 @@ impl KeyRing {
                     return Err(KeyringError::TooOpen { path: shown, mode });
                 }
                 let text = fs::read_to_string(&path).map_err(io)?;
-                Self::parse(&text).map_err(|reason| KeyringError::Malformed { path: shown, reason })
+                let (ring, complete) =
+                    Self::parse(&text).map_err(|reason| KeyringError::Malformed { path: shown, reason })?;
+                if !complete {
+                    ring.save(dir)?;
+                    tracing::info!("added a refresh rotation secret to the key ring");
+                }
+                Ok(ring)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let malformed = |reason| KeyringError::Malformed {
+                    path: shown.clone(),
+                    reason,
+                };
                 let ring = Self {
-                    keys: vec![generate_key(OffsetDateTime::now_utc()).map_err(|reason| {
-                        KeyringError::Malformed {
-                            path: shown.clone(),
-                            reason,
-                        }
-                    })?],
+                    keys: vec![generate_key(OffsetDateTime::now_utc()).map_err(malformed)?],
+                    rotation_secret: random_secret().map_err(malformed)?,
                 };
                 ring.save(dir)?;
                 tracing::info!(kid = %ring.current().id, "created token signing key");
@@ -104,7 +124,9 @@ impl KeyRing {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, String> {
+    /// The ring, and whether the file had everything (else it is saved
+    /// again with what was added).
+    fn parse(text: &str) -> Result<(Self, bool), String> {
         let stored: StoredRing = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let keys = stored
             .keys
@@ -118,7 +140,35 @@ impl KeyRing {
         if keys.is_empty() {
             return Err("no keys".into());
         }
-        Ok(Self { keys })
+        let stored_secret = match &stored.rotation_secret {
+            Some(b64) => {
+                let mut secret = [0u8; 32];
+                let decoded = base64ct::Base64::decode(b64, &mut secret)
+                    .map_err(|_| "the rotation secret is not base64".to_owned())?;
+                if decoded.len() != 32 {
+                    return Err("the rotation secret is not 32 bytes".into());
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        let complete = stored_secret.is_some();
+        let rotation_secret = match stored_secret {
+            Some(secret) => secret,
+            None => random_secret()?,
+        };
+        Ok((
+            Self {
+                keys,
+                rotation_secret,
+            },
+            complete,
+        ))
+    }
+
+    /// The secret that derives rotated refresh tokens.
+    pub fn rotation_secret(&self) -> &[u8; 32] {
+        &self.rotation_secret
     }
 
     /// Writes the ring atomically with mode 0600.
@@ -139,7 +189,11 @@ impl KeyRing {
                 created_at: k.created_at,
             });
         }
-        let json = serde_json::to_vec_pretty(&StoredRing { keys }).map_err(|e| io(e.into()))?;
+        let stored = StoredRing {
+            keys,
+            rotation_secret: Some(base64ct::Base64::encode_string(&self.rotation_secret)),
+        };
+        let json = serde_json::to_vec_pretty(&stored).map_err(|e| io(e.into()))?;
         crate::fsutil::write_private(dir, KEYRING_FILE, &json).map_err(io)
     }
 
@@ -162,6 +216,12 @@ impl KeyRing {
         self.keys.push(generate_key(now)?);
         Ok(self.current())
     }
+}
+
+fn random_secret() -> Result<[u8; 32], String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| e.to_string())?;
+    Ok(secret)
 }
 
 fn generate_key(now: OffsetDateTime) -> Result<SigningKey, String> {

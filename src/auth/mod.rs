@@ -167,11 +167,17 @@ impl Auth {
     /// Exchanges a current refresh token for a new pair. A rotated token
     /// presented again revokes the session it belonged to.
     pub async fn refresh(&self, presented: &str) -> Result<TokenPair, Error> {
-        let Some((sid, presented_hash)) = sessions::parse_refresh_token(presented) else {
+        let Some(presented) = sessions::parse_refresh_token(presented) else {
             return Err(Error::Unauthorized);
         };
+        let (sid, presented_hash) = (presented.session, presented.hash);
         let now = self.clock.now();
-        let replacement = sessions::new_refresh_token(sid).map_err(|e| Error::internal(e.to_string()))?;
+        let key = self
+            .tokens
+            .rotation_secret()
+            .ok_or_else(|| Error::internal("key ring unavailable"))?;
+        let replacement = sessions::next_refresh_token(&key, &presented)
+            .ok_or_else(|| Error::internal("refresh token derivation failed"))?;
         let new_hash = replacement.hash;
         let limits = self.limits;
         let outcome = self
@@ -189,6 +195,9 @@ impl Auth {
         };
         match outcome {
             RefreshOutcome::Rotated => {}
+            RefreshOutcome::Replayed => {
+                info!(target: "audit", event = "refresh_replayed", user_id = %session.owner(), session_id = %sid);
+            }
             RefreshOutcome::ReuseDetected => {
                 self.revoked.revoke(sid, now);
                 warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.owner(), session_id = %sid);

@@ -1,13 +1,24 @@
 //! Sessions and refresh tokens.
 //!
-//! A refresh token is `nrt_` + base64url(session id ‖ 32 random bytes). Only
-//! a BLAKE2b-256 hash of the random part is stored (it has 256 bits of
-//! entropy, so a fast hash is enough: there is nothing to brute-force). Each
-//! refresh replaces it; the hashes of the last rotated tokens stay in the
-//! session, so presenting one of them again is recognised as theft and
-//! revokes the whole session. A token that matches nothing is simply
-//! refused, so knowing a session id (it is in every access token) does not
-//! let anyone revoke someone else's session.
+//! A refresh token is `nrt_` + base64url(session id ‖ 32-byte secret). Only
+//! a BLAKE2b-256 hash of the secret is stored (it has 256 bits of entropy,
+//! so a fast hash is enough: there is nothing to brute-force). Each refresh
+//! replaces it; the hashes of the last rotated tokens stay in the session,
+//! so presenting one of them again is recognised as theft and revokes the
+//! whole session. A token that matches nothing is simply refused, so
+//! knowing a session id (it is in every access token) does not let anyone
+//! revoke someone else's session.
+//!
+//! A client whose refresh answer was lost retries with the token it still
+//! has, and a client with several tabs refreshes at once: within a short
+//! grace after a rotation (`--refresh-reuse-grace`), presenting the token
+//! just replaced is not theft. It yields the *same* new refresh token the
+//! first refresh got, because the secret of a rotated token is derived from
+//! the one it replaces with a keyed BLAKE2b (key: the key ring's rotation
+//! secret, kept apart from the database). So a burst never forks the
+//! session: there is still one current token, and whoever holds it was
+//! given it. After the grace, reuse revokes the session as before (Auth0's
+//! reuse interval works the same way).
 //!
 //! Revocation must reach access tokens at once, and checking it must be
 //! cheap because every request does it: revoked session ids are kept in
@@ -19,7 +30,8 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use blake2::{Blake2b, Digest, digest::consts::U32};
+use blake2::digest::{KeyInit, Mac};
+use blake2::{Blake2b, Blake2bMac, Digest, digest::consts::U32};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
@@ -48,8 +60,15 @@ pub fn new_refresh_token(session: SessionId) -> Result<NewRefresh, getrandom::Er
     })
 }
 
-/// Splits a presented refresh token into its session id and secret hash.
-pub fn parse_refresh_token(token: &str) -> Option<(SessionId, [u8; 32])> {
+/// A refresh token as presented.
+pub struct PresentedRefresh {
+    pub session: SessionId,
+    secret: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// Splits a presented refresh token into its session id and secret.
+pub fn parse_refresh_token(token: &str) -> Option<PresentedRefresh> {
     let body = token.strip_prefix(PREFIX)?;
     let mut raw = [0u8; 48];
     let decoded = Base64UrlUnpadded::decode(body, &mut raw).ok()?;
@@ -57,7 +76,30 @@ pub fn parse_refresh_token(token: &str) -> Option<(SessionId, [u8; 32])> {
         return None;
     }
     let sid = uuid::Uuid::from_slice(&raw[..16]).ok()?;
-    Some((SessionId(sid), hash_secret(&raw[16..])))
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&raw[16..]);
+    Some(PresentedRefresh {
+        session: SessionId(sid),
+        secret,
+        hash: hash_secret(&secret),
+    })
+}
+
+/// The token that replaces `presented` at a rotation: the same for every
+/// rotation of that token, unpredictable without `key`.
+pub fn next_refresh_token(key: &[u8; 32], presented: &PresentedRefresh) -> Option<NewRefresh> {
+    let mut mac = <Blake2bMac<U32> as KeyInit>::new_from_slice(key).ok()?;
+    mac.update(b"notesd refresh rotation v1");
+    mac.update(presented.session.0.as_bytes());
+    mac.update(&presented.secret);
+    let secret: [u8; 32] = mac.finalize().into_bytes().into();
+    let mut raw = [0u8; 48];
+    raw[..16].copy_from_slice(presented.session.0.as_bytes());
+    raw[16..].copy_from_slice(&secret);
+    Some(NewRefresh {
+        token: format!("{PREFIX}{}", Base64UrlUnpadded::encode_string(&raw)),
+        hash: hash_secret(&secret),
+    })
 }
 
 fn hash_secret(secret: &[u8]) -> [u8; 32] {
@@ -71,6 +113,9 @@ pub struct SessionLimits {
     pub idle: Duration,
     /// A session this old is dead whatever its use.
     pub absolute: Duration,
+    /// How long after a rotation the replaced token still yields the new
+    /// one instead of counting as theft.
+    pub reuse_grace: Duration,
 }
 
 impl SessionLimits {
@@ -88,6 +133,9 @@ impl SessionLimits {
 pub enum RefreshOutcome {
     /// The token was current: rotated to the new hash.
     Rotated,
+    /// The token was replaced within the grace, by the very token its
+    /// rotation derives: the caller gets that token again, nothing changes.
+    Replayed,
     /// The token was an already-rotated one: the session is now revoked.
     ReuseDetected,
     /// Revoked, expired, or no matching token: nothing changed.
@@ -105,6 +153,22 @@ pub fn apply_refresh(
 ) -> (RefreshOutcome, bool) {
     if session.revoked_at.is_some() {
         return (RefreshOutcome::Refused, false);
+    }
+    // The token just replaced, within the grace, whose rotation led to the
+    // current token (not a later one): a retry or a concurrent refresh.
+    let just_replaced = session
+        .previous_hashes
+        .last()
+        .is_some_and(|last| bool::from(last.ct_eq(presented)));
+    if just_replaced
+        && now - session.last_refreshed_at <= limits.reuse_grace
+        && bool::from(session.refresh_hash.ct_eq(&replacement))
+    {
+        return if limits.is_expired(session, now) {
+            (RefreshOutcome::Refused, false)
+        } else {
+            (RefreshOutcome::Replayed, false)
+        };
     }
     if bool::from(session.refresh_hash.ct_eq(presented)) {
         if limits.is_expired(session, now) {
@@ -196,6 +260,7 @@ mod tests {
     const LIMITS: SessionLimits = SessionLimits {
         idle: Duration::from_secs(30 * 86_400),
         absolute: Duration::from_secs(90 * 86_400),
+        reuse_grace: Duration::from_secs(10),
     };
 
     #[test]
@@ -203,7 +268,8 @@ mod tests {
         let sid = SessionId::generate();
         let fresh = new_refresh_token(sid).unwrap();
         assert!(fresh.token.starts_with("nrt_"));
-        assert_eq!(parse_refresh_token(&fresh.token), Some((sid, fresh.hash)));
+        let parsed = parse_refresh_token(&fresh.token).unwrap();
+        assert_eq!((parsed.session, parsed.hash), (sid, fresh.hash));
         for bad in [
             "",
             "nrt_",
@@ -211,7 +277,7 @@ mod tests {
             "xyz_AAAA",
             &fresh.token[..fresh.token.len() - 2],
         ] {
-            assert_eq!(parse_refresh_token(bad), None, "{bad:?}");
+            assert!(parse_refresh_token(bad).is_none(), "{bad:?}");
         }
     }
 
@@ -233,6 +299,43 @@ mod tests {
             apply_refresh(&mut s, &b, [4; 32], LIMITS, now).0,
             RefreshOutcome::Refused,
             "the whole session is dead"
+        );
+    }
+
+    #[test]
+    fn the_token_just_replaced_yields_the_same_successor_within_the_grace_only() {
+        let key = [7u8; 32];
+        let now = OffsetDateTime::now_utc();
+        let first = new_refresh_token(SessionId::generate()).unwrap();
+        let presented = parse_refresh_token(&first.token).unwrap();
+        let next = next_refresh_token(&key, &presented).unwrap();
+        assert_eq!(
+            next_refresh_token(&key, &presented).unwrap().token,
+            next.token,
+            "derived, so every retry gets the same token"
+        );
+        assert_ne!(
+            next_refresh_token(&[8; 32], &presented).unwrap().token,
+            next.token,
+            "keyed"
+        );
+        let mut s = session(first.hash, now);
+        s.id = presented.session.as_u128();
+        assert_eq!(
+            apply_refresh(&mut s, &first.hash, next.hash, LIMITS, now),
+            (RefreshOutcome::Rotated, true)
+        );
+        let soon = now + Duration::from_secs(5);
+        assert_eq!(
+            apply_refresh(&mut s, &first.hash, next.hash, LIMITS, soon),
+            (RefreshOutcome::Replayed, false),
+            "a retry within the grace"
+        );
+        let late = now + Duration::from_secs(11);
+        assert_eq!(
+            apply_refresh(&mut s, &first.hash, next.hash, LIMITS, late),
+            (RefreshOutcome::ReuseDetected, true),
+            "after the grace it is theft"
         );
     }
 

@@ -159,6 +159,11 @@ impl Tokens {
             .collect())
     }
 
+    /// The key ring's secret for deriving rotated refresh tokens.
+    pub fn rotation_secret(&self) -> Option<[u8; 32]> {
+        self.keyring.read().ok().map(|ring| *ring.rotation_secret())
+    }
+
     pub fn ttl(&self) -> Duration {
         self.ttl
     }

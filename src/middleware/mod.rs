@@ -152,19 +152,46 @@ fn busy() -> Response {
 /// A request that different parts of a chain could read differently is
 /// refused rather than guessed at (RFC 9110 and 9112): two `Authorization`
 /// fields (proxies often keep the last, we would read the first), an
-/// HTTP/1.1 request with no `Host` or with two.
+/// HTTP/1.1 request with no `Host` or with two, a body framed by both
+/// `Transfer-Encoding` and `Content-Length` (the request smuggling shape),
+/// or a transfer coding other than `chunked` (501). The body of such a
+/// request is never read, so the connection is closed after the answer.
 fn ambiguous(req: &Request) -> Option<Response> {
     let headers = req.headers();
-    let detail = if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
-        "The request has more than one Authorization header."
+    let transfer = headers.get(header::TRANSFER_ENCODING);
+    let (status, detail) = if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        (
+            StatusCode::BAD_REQUEST,
+            "The request has more than one Authorization header.",
+        )
     } else if req.version() == Version::HTTP_11 && host_count(headers) != 1 {
-        "An HTTP/1.1 request needs exactly one Host header."
+        (
+            StatusCode::BAD_REQUEST,
+            "An HTTP/1.1 request needs exactly one Host header.",
+        )
+    } else if transfer.is_some() && headers.contains_key(header::CONTENT_LENGTH) {
+        (
+            StatusCode::BAD_REQUEST,
+            "The request has both Transfer-Encoding and Content-Length.",
+        )
+    } else if transfer.is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "The request uses a transfer coding this server does not implement.",
+        )
     } else {
         return None;
     };
-    Some(problem_response(
-        &Error::BadRequest(detail.to_owned()).to_problem(),
-    ))
+    let mut resp = problem_response(
+        &Error::Http {
+            status,
+            detail: detail.to_owned(),
+        }
+        .to_problem(),
+    );
+    resp.headers_mut()
+        .insert(header::CONNECTION, poem::http::HeaderValue::from_static("close"));
+    Some(resp)
 }
 
 fn host_count(headers: &HeaderMap) -> usize {

@@ -116,7 +116,13 @@ impl Store {
                 Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema { found: v }),
                 Some(1) => {
                     notes::count_usage(&txn)?;
-                    tracing::info!(from = 1, to = 2, "database schema upgraded: note usage counted");
+                    let rekeyed = users::renormalise_emails(&txn)?;
+                    tracing::info!(
+                        from = 1,
+                        to = 2,
+                        emails_rekeyed = rekeyed,
+                        "database schema upgraded: note usage counted, emails normalised"
+                    );
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 }
                 Some(_) => {}
@@ -205,7 +211,17 @@ mod tests {
             version: 1,
         };
         store.insert_notes(owner, &[note]).unwrap();
-        // As a version 1 file had it: notes but no usage rows.
+        // As a version 1 file had it: notes but no usage rows, emails only
+        // lower-cased.
+        let user = UserRecord {
+            id: owner.as_u128(),
+            email: "ａlice@example.com".into(),
+            password_hash: "$argon2id$stub".into(),
+            role: crate::domain::Role::User,
+            disabled: false,
+            created_at: now,
+        };
+        assert!(store.create_user_with_session(&user, None).unwrap());
         let txn = store.db.begin_write().unwrap();
         txn.open_table(OWNER_TO_USAGE)
             .unwrap()
@@ -217,6 +233,12 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(store.usage(owner).unwrap(), (1, 6));
+        let email = crate::domain::Email::parse("alice@example.com").unwrap();
+        let found = store.user_by_email(&email).unwrap().expect("re-keyed");
+        assert_eq!(
+            (found.id, found.email.as_str()),
+            (owner.as_u128(), "alice@example.com")
+        );
     }
 
     #[test]

@@ -30,6 +30,42 @@ impl UserRecord {
     }
 }
 
+/// Schema 1 → 2: emails were only lower-cased; re-key them to the NFKC +
+/// case-folded form [`Email`] now gives, so accounts stay reachable. Two
+/// accounts whose emails now fold to one keep their old keys (they cannot
+/// be merged); each is logged. Returns how many were re-keyed.
+pub(super) fn renormalise_emails(txn: &redb::WriteTransaction) -> Result<usize> {
+    let mut emails = txn.open_table(EMAIL_TO_USER)?;
+    let mut users = txn.open_table(USER_TO_RECORD)?;
+    let mut changes = Vec::new();
+    for entry in emails.iter()? {
+        let (key, id) = entry?;
+        let old = key.value().to_owned();
+        if let Ok(new) = Email::parse(&old)
+            && new.as_str() != old
+        {
+            changes.push((old, new, id.value()));
+        }
+    }
+    let mut rekeyed = 0;
+    for (old, new, id) in changes {
+        if emails.get(new.as_str())?.is_some() {
+            tracing::warn!(user_id = %UserId::from_u128(id), "an account's email now reads as another account's; left as it was");
+            continue;
+        }
+        emails.remove(old.as_str())?;
+        emails.insert(new.as_str(), id)?;
+        let current: Option<UserRecord> = get_record(&users, "users", id)?;
+        if let Some(mut user) = current {
+            new.as_str().clone_into(&mut user.email);
+            let bytes = encode("users", &user)?;
+            users.insert(id, bytes.as_slice())?;
+        }
+        rekeyed += 1;
+    }
+    Ok(rekeyed)
+}
+
 impl Store {
     /// Creates an account and its first session atomically. Returns `false`
     /// (and writes nothing) when the email is taken.

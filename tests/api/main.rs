@@ -1,6 +1,11 @@
 //! Black-box tests of the HTTP API against the real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attack_auth;
+mod attack_connections;
+mod attack_input;
+mod attack_memory;
+mod attack_protocol;
 mod auth;
 mod backoff;
 mod errors;
@@ -9,6 +14,7 @@ mod helpers;
 mod limits;
 mod notes;
 mod ops;
+mod raw;
 mod restart;
 mod tls;
 mod tokens;
