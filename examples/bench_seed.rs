@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             disabled: false,
             created_at: OffsetDateTime::now_utc(),
         };
-        store.create_user_with_session(&user, None)?;
+        store.create_user_with_session(&user, None, &[])?;
         let notes: Vec<NoteRecord> = (0..count)
             .map(|i| {
                 let now = OffsetDateTime::now_utc();

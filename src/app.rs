@@ -17,7 +17,7 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response}
 
 use crate::api::{self, AppState};
 use crate::auth::Auth;
-use crate::auth::backoff::BackoffPolicy;
+use crate::auth::backoff::{Attempts, BackoffPolicy};
 use crate::auth::keyring::{KeyRing, KeyringError};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
@@ -390,16 +390,23 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
             absolute: settings.session_absolute_ttl,
             reuse_grace: settings.refresh_reuse_grace,
         },
-        backoff: BackoffPolicy {
-            free_failures: settings.login_free_failures,
-            max: settings.login_backoff_max,
-        },
+        attempts: Attempts::new(
+            BackoffPolicy {
+                free_failures: settings.login_free_failures,
+                max: settings.login_backoff_max,
+            },
+            settings.max_login_counters,
+        ),
         clock,
     };
     Ok(AppState {
         auth,
         db,
         notes: crate::api::notes::NotesConfig::new(settings),
+        clients: crate::client::ClientResolver::new(
+            settings.trusted_proxies.clone(),
+            ClientKeys::new(settings.ipv6_prefix),
+        ),
     })
 }
 

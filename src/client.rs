@@ -19,6 +19,24 @@ pub enum ClientKey {
     V6(u128),
 }
 
+impl ClientKey {
+    /// A fixed-size form for storage: a tag byte, then the address bytes.
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        match self {
+            ClientKey::V4(a) => {
+                out[0] = 4;
+                out[1..5].copy_from_slice(&a.to_be_bytes());
+            }
+            ClientKey::V6(a) => {
+                out[0] = 6;
+                out[1..17].copy_from_slice(&a.to_be_bytes());
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -56,6 +74,66 @@ impl ClientKeys {
                 ClientKey::V6(u128::from(v6) & mask)
             }
         }
+    }
+}
+
+/// Finds the client of a request: the socket's peer, or behind a trusted
+/// proxy the right-most `X-Forwarded-For` hop that is not itself a trusted
+/// proxy (everything to its left was written by the client and proves
+/// nothing).
+#[derive(Debug, Clone, Default)]
+pub struct ClientResolver {
+    trusted: Vec<ipnet::IpNet>,
+    keys: ClientKeys,
+}
+
+impl ClientResolver {
+    pub fn new(trusted: Vec<ipnet::IpNet>, keys: ClientKeys) -> Self {
+        Self { trusted, keys }
+    }
+
+    /// The client's address as far as we can trust it.
+    pub fn client_ip(&self, req: &poem::Request) -> Option<IpAddr> {
+        let peer = req.remote_addr().as_socket_addr()?.ip();
+        Some(self.client_behind(peer, req.headers()))
+    }
+
+    /// The client key of a request.
+    pub fn client_key(&self, req: &poem::Request) -> Option<ClientKey> {
+        self.client_ip(req).map(|ip| self.keys.key(ip))
+    }
+
+    pub fn keys(&self) -> ClientKeys {
+        self.keys
+    }
+
+    pub fn client_behind(&self, peer: IpAddr, headers: &poem::http::HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return canonical(peer);
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        // Walk from the right: the nearest hop that is not ours is the client.
+        for hop in forwarded.iter().rev() {
+            match parse_forwarded_hop(hop) {
+                Some(ip) if self.is_trusted(ip) => {}
+                Some(ip) => return canonical(ip),
+                // Garbage where an address should be: stop believing the
+                // header and key by the last address we can vouch for.
+                None => return canonical(peer),
+            }
+        }
+        canonical(peer)
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
     }
 }
 

@@ -258,6 +258,51 @@ impl H2Scan {
     }
 }
 
+/// Spots `Content-Length` and `Transfer-Encoding` lines in a head, byte by
+/// byte. hyper reads a head with both by the Transfer-Encoding alone and
+/// drops the Content-Length before the request reaches us, so this is the
+/// only place that can tell (RFC 9112 §6.3: such a request is a smuggling
+/// attempt to be refused, and the connection closed).
+#[derive(Debug, Default)]
+struct Framing {
+    /// Position in the current line.
+    column: usize,
+    /// The current line still matches `content-length:` / `transfer-encoding:`
+    /// (the request line starts with a method, which matches neither).
+    candidates: [bool; 2],
+    seen: [bool; 2],
+}
+
+const FRAMING_NAMES: [&[u8]; 2] = [b"content-length:", b"transfer-encoding:"];
+
+impl Framing {
+    fn scan(&mut self, b: u8) {
+        if b == b'\n' {
+            self.column = 0;
+            self.candidates = [true; 2];
+            return;
+        }
+        for (i, name) in FRAMING_NAMES.iter().enumerate() {
+            if self.candidates[i] {
+                match name.get(self.column) {
+                    Some(expected) if b.to_ascii_lowercase() == *expected => {
+                        if self.column + 1 == name.len() {
+                            self.seen[i] = true;
+                            self.candidates[i] = false;
+                        }
+                    }
+                    _ => self.candidates[i] = false,
+                }
+            }
+        }
+        self.column += 1;
+    }
+
+    fn conflict(&self) -> bool {
+        self.seen == [true; 2]
+    }
+}
+
 enum Protocol {
     /// The first bytes have not yet told which.
     Unknown {
@@ -286,6 +331,8 @@ pub struct GuardedIo<T> {
     armed: bool,
     head_bytes: usize,
     max_head_bytes: usize,
+    /// Which framing headers the head being read has.
+    framing: Framing,
     answers: ParserAnswers,
     /// No response of ours has been written on this connection yet.
     nothing_written: bool,
@@ -314,6 +361,7 @@ impl<T> GuardedIo<T> {
             deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
             armed: true,
             head_bytes: 0,
+            framing: Framing::default(),
             max_head_bytes: limits.max_head_bytes,
             answers,
             nothing_written: true,
@@ -374,12 +422,14 @@ impl<T> GuardedIo<T> {
             let (matched, started) = match state {
                 Head::Idle => {
                     self.head_bytes = 0;
+                    self.framing = Framing::default();
                     (0, false)
                 }
                 Head::Reading { matched, started } => (matched, started),
                 Head::Done => break,
             };
             self.head_bytes += 1;
+            self.framing.scan(b);
             // CR and LF before the request line are skipped by the parser:
             // they start nothing and end nothing.
             let (matched, started) = if !started && (b == b'\r' || b == b'\n') {
@@ -395,6 +445,9 @@ impl<T> GuardedIo<T> {
                 (matched, true)
             };
             state = if matched == 4 {
+                if self.framing.conflict() {
+                    self.connection.flag_framing_conflict();
+                }
                 Head::Done
             } else {
                 Head::Reading { matched, started }
@@ -537,6 +590,26 @@ mod tests {
         let mut f = vec![l0, l1, l2, kind, flags, 0, 0, 0, 1];
         f.resize(FRAME_HEADER + len as usize, 0);
         f
+    }
+
+    #[test]
+    fn a_head_framed_twice_is_spotted_whatever_the_case_or_order() {
+        let scan = |head: &[u8]| {
+            let mut framing = Framing::default();
+            head.iter().for_each(|&b| framing.scan(b));
+            framing.conflict()
+        };
+        assert!(scan(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(scan(
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n"
+        ));
+        assert!(!scan(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"));
+        assert!(
+            !scan(b"POST / HTTP/1.1\r\nX-Note: transfer-encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            "only at the start of a line"
+        );
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct Connection {
     in_progress: AtomicUsize,
     /// The socket refused a write and none has gone through since.
     write_blocked: AtomicBool,
+    /// The request head just read framed its body twice (see
+    /// `listener::Framing`).
+    framing_conflict: AtomicBool,
     /// Body bytes this connection may hold at once.
     pub buffer: Arc<Semaphore>,
 }
@@ -92,12 +95,23 @@ impl Connection {
             open_bodies: AtomicUsize::new(0),
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
+            framing_conflict: AtomicBool::new(false),
             buffer: Arc::new(Semaphore::new(buffer_bytes.min(Semaphore::MAX_PERMITS))),
         }
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn flag_framing_conflict(&self) {
+        self.framing_conflict.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the request being handled had both `Content-Length` and
+    /// `Transfer-Encoding` (cleared by asking).
+    pub fn take_framing_conflict(&self) -> bool {
+        self.framing_conflict.swap(false, Ordering::Relaxed)
     }
 
     /// Owed bytes moved (written, or a body chunk taken by hyper).

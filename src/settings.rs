@@ -94,6 +94,11 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_LOGIN_FREE_FAILURES", default_value_t = 5)]
     pub login_free_failures: u32,
 
+    /// Failed-login counters kept in memory at most (those of emails with
+    /// no account live only there; the oldest idle ones are dropped).
+    #[arg(long, env = "NOTESD_MAX_LOGIN_COUNTERS", default_value_t = 100_000)]
+    pub max_login_counters: usize,
+
     /// Longest wait an account backing off imposes, e.g. `15m`.
     #[arg(long, env = "NOTESD_LOGIN_BACKOFF_MAX", default_value = "15m", value_parser = humantime::parse_duration)]
     pub login_backoff_max: Duration,

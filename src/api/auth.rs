@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -10,7 +11,7 @@ use time::OffsetDateTime;
 use super::me::UserProfile;
 use super::security::BearerAuth;
 use super::{ApiTags, AppState, Text};
-use crate::auth::TokenPair;
+use crate::auth::{LoginAttempt, TokenPair};
 use crate::domain::{Email, Password};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
@@ -51,6 +52,11 @@ pub struct LoginRequest {
     /// The account's password.
     #[oai(deserialize_with = "password_field", validator(max_length = 1024))]
     pub password: Text,
+    /// The `device_token` of an earlier login or signup on this device.
+    /// With it, failed guesses from other clients do not hold this login
+    /// back (they make the account back off for unknown clients only).
+    #[oai(deserialize_with = "device_token_field", validator(max_length = 128))]
+    pub device_token: Option<Text>,
 }
 
 impl poem_openapi::types::Example for LoginRequest {
@@ -58,6 +64,7 @@ impl poem_openapi::types::Example for LoginRequest {
         Self {
             email: "ada@example.com".into(),
             password: "plaid otter cathedral".into(),
+            device_token: None,
         }
     }
 }
@@ -75,6 +82,7 @@ crate::field_parsers! {
     email_field: Text => "email";
     password_field: Text => "password";
     refresh_token_field: Text => "refresh_token";
+    device_token_field: Option<Text> => "device_token";
 }
 
 /// An access token and the refresh token that renews it.
@@ -92,6 +100,10 @@ pub struct TokenPairBody {
     pub refresh_token: String,
     /// The session these tokens belong to.
     pub session_id: uuid::Uuid,
+    /// With login and signup: keep it and send it with the next login from
+    /// this device, so guesses from elsewhere cannot lock you out.
+    #[oai(skip_serializing_if_is_none)]
+    pub device_token: Option<String>,
 }
 
 impl TokenPairBody {
@@ -105,6 +117,7 @@ impl TokenPairBody {
             expires_at: pair.access_expires_at,
             refresh_token: pair.refresh_token,
             session_id: pair.session_id.0,
+            device_token: pair.device_token,
         }
     }
 }
@@ -215,12 +228,14 @@ impl AuthApi {
     #[oai(path = "/signup", method = "post", operation_id = "signup")]
     async fn signup(
         &self,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<SignupRequest>,
     ) -> Result<SignupResponse, SignupError> {
         let SignupRequest { email, password } = body.0;
         let (email, password) = parse_credentials(&email.0, password.0)?;
-        let (user, pair) = state.auth.signup(email, password).await?;
+        let client = state.clients.client_key(req);
+        let (user, pair) = state.auth.signup(email, password, client).await?;
         Ok(SignupResponse::Created(Json(SignupBody {
             user: UserProfile::from(&user),
             tokens: TokenPairBody::new(pair),
@@ -234,10 +249,15 @@ impl AuthApi {
     #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
+        req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<LoginRequest>,
     ) -> Result<TokensResponse, LoginError> {
-        let LoginRequest { email, password } = body.0;
+        let LoginRequest {
+            email,
+            password,
+            device_token,
+        } = body.0;
         // A malformed email or an out-of-policy password cannot belong to an
         // account, but still costs a (dummy) hash so it answers like one.
         let Ok((email, password)) = parse_credentials(&email.0, password.0) else {
@@ -245,7 +265,15 @@ impl AuthApi {
             state.auth.passwords.verify(filler, None).await?;
             return Err(Error::Unauthorized.into());
         };
-        let pair = state.auth.login(email, password).await?;
+        let pair = state
+            .auth
+            .login(LoginAttempt {
+                email,
+                password,
+                device_token: device_token.map(|t| t.0),
+                client: state.clients.client_key(req),
+            })
+            .await?;
         Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
     }
 

@@ -23,6 +23,8 @@ pub struct AppState {
     pub auth: Auth,
     pub db: Db,
     pub notes: notes::NotesConfig,
+    /// Who the client of a request is (for the login backoff).
+    pub clients: crate::client::ClientResolver,
 }
 
 #[derive(Tags)]

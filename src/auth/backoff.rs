@@ -1,10 +1,30 @@
 //! Per-account exponential backoff after failed logins: a few free
-//! failures, then 1 s, 2 s, 4 s … up to a cap, reset by a success. While an
-//! account backs off, every attempt (even with the right password) gets 429
-//! without a password check. There is no permanent lockout an attacker
-//! could use against the owner: the wait never exceeds the cap, and a count
-//! left alone for a day starts again from zero.
+//! failures, then 1 s, 2 s, 4 s … up to a cap, reset by a success. While a
+//! counter backs off, every attempt it covers (even with the right
+//! password) gets 429 without a password check.
+//!
+//! Two properties, each attacked in the tests:
+//! - **Concurrency buys nothing.** An attempt is counted as a failure
+//!   *before* its password is checked ([`Attempts::admit`], under one
+//!   lock), and the count is only taken back by a success. Twelve guesses
+//!   at once reach argon2 no more often than twelve one after the other.
+//! - **Guesses from elsewhere cannot keep the owner out** (OWASP's device
+//!   cookies, in API form). Every successful login hands out a device
+//!   token and remembers the client's address (an IPv4 address or IPv6
+//!   prefix). A login that presents a device token of the account, or comes
+//!   from an address it has logged in from, has a counter of its own; all
+//!   other clients share the account's counter. An attacker can make the
+//!   shared counter back off for as long as they like, and the owner's
+//!   known devices and addresses are not affected. Guessing from a known
+//!   address backs off that address alone.
+//!
+//! Counters of existing accounts are stored (so a restart does not reset
+//! them); those of emails with no account live in memory only, in a map
+//! bounded by `--max-login-counters`, so made-up emails cost an attacker
+//! nothing to send and us nothing to keep. The answers do not differ.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -62,9 +82,193 @@ impl BackoffPolicy {
     }
 }
 
+/// The counters of attempts under way and of recent failures, in memory.
+pub struct Attempts {
+    policy: BackoffPolicy,
+    live: Mutex<HashMap<String, Live>>,
+    max_live: usize,
+}
+
+struct Live {
+    record: BackoffRecord,
+    in_flight: u32,
+}
+
+/// Whether an attempt may have its password checked.
+pub enum Admission {
+    /// Go ahead; the attempt already counts as a failure.
+    Go(Ticket),
+    /// The counter is backing off: retry after this many seconds.
+    Wait(u32),
+}
+
+/// An admitted attempt; hand it back with its outcome.
+#[derive(Debug)]
+pub struct Ticket {
+    key: String,
+    /// The counter had failures before this attempt (a success clears it).
+    pub had_failures: bool,
+}
+
+impl Ticket {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Attempts {
+    pub fn new(policy: BackoffPolicy, max_live: usize) -> Self {
+        Self {
+            policy,
+            live: Mutex::new(HashMap::new()),
+            max_live: max_live.max(16),
+        }
+    }
+
+    /// Admits an attempt on the counter `key`, counting it as a failure at
+    /// once. `stored` reads the stored counter when memory has none.
+    pub fn admit<E>(
+        &self,
+        key: String,
+        now: OffsetDateTime,
+        stored: impl FnOnce() -> Result<Option<BackoffRecord>, E>,
+    ) -> Result<Admission, E> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if !live.contains_key(&key) {
+            let record = stored()?.unwrap_or(BackoffRecord {
+                failures: 0,
+                last_failure: OffsetDateTime::UNIX_EPOCH,
+                until: OffsetDateTime::UNIX_EPOCH,
+            });
+            if live.len() >= self.max_live {
+                Self::evict(&mut live, self.max_live, now);
+            }
+            live.insert(key.clone(), Live { record, in_flight: 0 });
+        }
+        let Some(entry) = live.get_mut(&key) else {
+            return Ok(Admission::Wait(1));
+        };
+        if let Some(wait) = BackoffPolicy::remaining(&entry.record, now) {
+            return Ok(Admission::Wait(wait));
+        }
+        let had_failures = entry.record.failures > 0 && now - entry.record.last_failure < STALE_AFTER;
+        entry.record = self.policy.after_failure(Some(entry.record.clone()), now);
+        entry.in_flight += 1;
+        Ok(Admission::Go(Ticket { key, had_failures }))
+    }
+
+    /// The attempt failed: it was counted already. Returns the counter to
+    /// store.
+    pub fn failed(&self, ticket: &Ticket) -> Option<BackoffRecord> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = live.get_mut(&ticket.key)?;
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        Some(entry.record.clone())
+    }
+
+    /// The attempt could not be judged (the server was too busy to check
+    /// the password): it does not count.
+    pub fn released(&self, ticket: &Ticket) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = live.get_mut(&ticket.key) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            entry.record.failures = entry.record.failures.saturating_sub(1);
+            entry.record.until = entry.record.last_failure + self.policy.delay(entry.record.failures);
+        }
+    }
+
+    /// The attempt succeeded: the counter starts again from zero.
+    pub fn succeeded(&self, ticket: &Ticket) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = live.get_mut(&ticket.key) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            entry.record.failures = 0;
+            entry.record.until = OffsetDateTime::UNIX_EPOCH;
+            if entry.in_flight == 0 {
+                live.remove(&ticket.key);
+            }
+        }
+    }
+
+    /// Makes room: drops counters with nothing under way whose wait is
+    /// over, then (an attacker filling the map with made-up emails) any
+    /// with nothing under way, down to 90 % of the bound. A dropped counter
+    /// of an existing account is read back from the store when next needed.
+    fn evict(live: &mut HashMap<String, Live>, max: usize, now: OffsetDateTime) {
+        live.retain(|_, e| e.in_flight > 0 || e.record.until > now);
+        let target = max / 10 * 9;
+        if live.len() > target {
+            let excess = live.len() - target;
+            let idle: Vec<String> = live
+                .iter()
+                .filter(|(_, e)| e.in_flight == 0)
+                .map(|(k, _)| k.clone())
+                .take(excess)
+                .collect();
+            for key in idle {
+                live.remove(&key);
+            }
+        }
+    }
+
+    /// How many counters of emails with no account may be stored.
+    pub fn stored_ghosts(&self) -> u64 {
+        self.max_live as u64
+    }
+
+    /// Counters held in memory (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(clippy::unnecessary_wraps)] // the shape `admit` takes
+    fn none() -> Result<Option<BackoffRecord>, ()> {
+        Ok(None)
+    }
+
+    #[test]
+    fn concurrent_attempts_are_counted_before_they_are_judged() {
+        let attempts = Attempts::new(
+            BackoffPolicy {
+                free_failures: 2,
+                max: Duration::from_secs(60),
+            },
+            100,
+        );
+        let now = OffsetDateTime::now_utc();
+        let admitted = (0..12)
+            .filter(|_| matches!(attempts.admit("a@x.org".into(), now, none), Ok(Admission::Go(_))))
+            .count();
+        assert_eq!(admitted, 3, "two free failures and the one that starts the wait");
+    }
+
+    #[test]
+    fn a_success_resets_and_the_map_stays_bounded() {
+        let attempts = Attempts::new(POLICY, 100);
+        let now = OffsetDateTime::now_utc();
+        let Ok(Admission::Go(ticket)) = attempts.admit("a@x.org".into(), now, none) else {
+            panic!("admitted");
+        };
+        assert!(!ticket.had_failures);
+        attempts.succeeded(&ticket);
+        assert!(attempts.is_empty(), "nothing kept after a success");
+        for i in 0..1000 {
+            let Ok(Admission::Go(ticket)) = attempts.admit(format!("made-up-{i}@x.org"), now, none) else {
+                panic!("admitted");
+            };
+            attempts.failed(&ticket);
+        }
+        assert!(attempts.len() <= 100, "bounded: {}", attempts.len());
+    }
 
     const POLICY: BackoffPolicy = BackoffPolicy {
         free_failures: 5,

@@ -2,6 +2,7 @@
 //! them. [`Auth`] is the one entry point the API uses.
 
 pub mod backoff;
+pub mod devices;
 pub mod keyring;
 pub mod password;
 pub mod sessions;
@@ -12,11 +13,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+use crate::client::ClientKey;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::domain::{Email, Password, Role, SessionId, UserId};
 use crate::error::Error;
-use crate::store::{SessionRecord, UserRecord};
+use crate::store::known::{KnownClient, KnownKind};
+use crate::store::{CounterOf, SessionRecord, UserRecord};
+use backoff::{Admission, Attempts};
+use devices::ClientClass;
 use password::Passwords;
 use sessions::{RefreshOutcome, RevokedSessions, SessionLimits};
 use tokens::Tokens;
@@ -29,6 +34,35 @@ pub struct AuthUser {
     pub role: Role,
 }
 
+/// A login as the API receives it.
+pub struct LoginAttempt {
+    pub email: Email,
+    pub password: Password,
+    /// A device token from an earlier login, if the client has one.
+    pub device_token: Option<String>,
+    /// The client's address, as far as it can be trusted.
+    pub client: Option<ClientKey>,
+}
+
+/// The known clients a successful login adds or refreshes.
+fn seen_clients(
+    device: Option<[u8; 32]>,
+    client: Option<ClientKey>,
+    now: OffsetDateTime,
+) -> Vec<KnownClient> {
+    let device = device.map(|id| KnownClient {
+        kind: KnownKind::Device,
+        id,
+        last_seen: now,
+    });
+    let address = client.map(|c| KnownClient {
+        kind: KnownKind::Address,
+        id: c.to_bytes(),
+        last_seen: now,
+    });
+    device.into_iter().chain(address).collect()
+}
+
 /// What login, signup and refresh hand out.
 pub struct TokenPair {
     pub access_token: String,
@@ -36,6 +70,9 @@ pub struct TokenPair {
     pub access_expires_at: OffsetDateTime,
     pub refresh_token: String,
     pub session_id: SessionId,
+    /// With login and signup: the device token that marks this client as
+    /// known to the account at its next login.
+    pub device_token: Option<String>,
 }
 
 pub struct Auth {
@@ -44,14 +81,19 @@ pub struct Auth {
     pub tokens: Tokens,
     pub revoked: RevokedSessions,
     pub limits: SessionLimits,
-    pub backoff: backoff::BackoffPolicy,
+    pub attempts: Attempts,
     pub clock: Clock,
 }
 
 impl Auth {
     /// Creates an account and logs it in. The password is hashed before the
     /// email is looked at, so a taken email costs the same time as a new one.
-    pub async fn signup(&self, email: Email, password: Password) -> Result<(UserRecord, TokenPair), Error> {
+    pub async fn signup(
+        &self,
+        email: Email,
+        password: Password,
+        client: Option<ClientKey>,
+    ) -> Result<(UserRecord, TokenPair), Error> {
         let hash = self
             .passwords
             .hash_new(password, password::context_words(email.as_str()))
@@ -66,10 +108,12 @@ impl Auth {
             created_at: now,
         };
         let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
+        let seen = seen_clients(Some(device.hash), client, now);
         let created = {
             let (user, session) = (user.clone(), session.clone());
             self.db
-                .write(move |s| s.create_user_with_session(&user, Some(&session)))
+                .write(move |s| s.create_user_with_session(&user, Some(&session), &seen))
                 .await?
         };
         if !created {
@@ -77,71 +121,118 @@ impl Auth {
             return Err(Error::Conflict("An account cannot be created with this email."));
         }
         info!(target: "audit", event = "signup", user_id = %user.user_id(), session_id = %session.session_id());
-        let pair = self.token_pair(&user, &session, refresh, now)?;
+        let mut pair = self.token_pair(&user, &session, refresh, now)?;
+        pair.device_token = Some(device.token);
         Ok((user, pair))
     }
 
     /// Checks credentials and opens a session. Every failure is the same
     /// `Unauthorized`, and an unknown email costs the same argon2 work.
-    pub async fn login(&self, email: Email, password: Password) -> Result<TokenPair, Error> {
+    ///
+    /// The attempt is counted against its failure counter before the
+    /// password is checked (see [`backoff`]); which counter depends on
+    /// whether it comes from a client the account knows (`device_token`,
+    /// or the client's address).
+    pub async fn login(&self, attempt: LoginAttempt) -> Result<TokenPair, Error> {
+        let LoginAttempt {
+            email,
+            password,
+            device_token,
+            client,
+        } = attempt;
         let now = self.clock.now();
-        let counter = self.db.read(|s| s.backoff(&email))?;
-        if let Some(wait) = counter
-            .as_ref()
-            .and_then(|c| backoff::BackoffPolicy::remaining(c, now))
-        {
-            warn!(target: "audit", event = "login_backoff", retry_after = wait);
-            return Err(Error::TooManyRequests { retry_after: wait });
-        }
         let user = self.db.read(|s| s.user_by_email(&email))?;
+        let known = match &user {
+            Some(user) => self.db.read(|s| s.known_clients(user.user_id()))?,
+            None => Vec::new(),
+        };
+        let presented = device_token.as_deref().and_then(devices::parse_device_token);
+        let class = ClientClass::of(&known, presented, client);
+        let key = class.counter_key(&email);
+        let of = if user.is_some() {
+            CounterOf::Account
+        } else {
+            CounterOf::Ghost {
+                cap: self.attempts.stored_ghosts(),
+            }
+        };
+        let admission = self.attempts.admit(key, now, || {
+            self.db
+                .read(|s| s.backoff(class.counter_key(&email).as_str(), of))
+        })?;
+        let ticket = match admission {
+            Admission::Go(ticket) => ticket,
+            Admission::Wait(wait) => {
+                warn!(target: "audit", event = "login_backoff", retry_after = wait, known_client = class != ClientClass::Unknown);
+                return Err(Error::TooManyRequests { retry_after: wait });
+            }
+        };
         let verified = self
             .passwords
             .verify(password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
-        let user = match user {
-            Some(user) if verified.ok && !user.disabled => user,
-            other => {
+            .await;
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(e) => {
+                self.attempts.released(&ticket);
+                return Err(e);
+            }
+        };
+        let user = match (user, verified) {
+            (Some(user), verified) if verified.ok && !user.disabled => (user, verified),
+            (other, _) => {
                 if let Some(user) = &other {
                     warn!(target: "audit", event = "login_failed", user_id = %user.user_id(), disabled = user.disabled);
                 } else {
                     warn!(target: "audit", event = "login_failed", reason = "unknown account");
                 }
-                self.count_failure(&email).await;
+                self.count_failure(&ticket, of, now).await;
                 return Err(Error::Unauthorized);
             }
         };
-        if counter.is_some() {
-            let email = email.clone();
-            self.db.write(move |s| s.clear_backoff(&email)).await?;
+        let (user, verified) = user;
+        self.attempts.succeeded(&ticket);
+        if ticket.had_failures {
+            let key = ticket.key().to_owned();
+            self.db.write(move |s| s.clear_backoff(&key)).await?;
         }
         if verified.needs_rehash {
             self.upgrade_hash(user.user_id(), password).await;
         }
         let now = self.clock.now();
         let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        // A device that showed a token of this account keeps it; any other
+        // gets a new one.
+        let device = match class {
+            ClientClass::Device(hash) => Some(devices::DeviceToken {
+                token: device_token.unwrap_or_default(),
+                hash,
+            }),
+            _ => Some(devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?),
+        };
+        let seen = seen_clients(device.as_ref().map(|d| d.hash), client, now);
         {
             let session = session.clone();
-            self.db.write(move |s| s.create_session(&session)).await?;
+            self.db.write(move |s| s.create_session(&session, &seen)).await?;
         }
         info!(target: "audit", event = "login", user_id = %user.user_id(), session_id = %session.session_id());
-        self.token_pair(&user, &session, refresh, now)
+        let mut pair = self.token_pair(&user, &session, refresh, now)?;
+        pair.device_token = device.map(|d| d.token);
+        Ok(pair)
     }
 
-    /// Counts a failed login against the email; logs when it starts a wait.
-    async fn count_failure(&self, email: &Email) {
-        let policy = self.backoff;
-        let now = self.clock.now();
-        let email = email.clone();
-        let result = self
-            .db
-            .write(move |s| s.record_login_failure(&email, |previous| policy.after_failure(previous, now)))
-            .await;
-        match result {
-            Ok(record) if record.until > now => {
-                warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
-            }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not count a failed login"),
+    /// Stores the failure an admitted attempt already counted; logs when it
+    /// starts a wait.
+    async fn count_failure(&self, ticket: &backoff::Ticket, of: CounterOf, now: OffsetDateTime) {
+        let Some(record) = self.attempts.failed(ticket) else {
+            return;
+        };
+        if record.until > now {
+            warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
+        }
+        let key = ticket.key().to_owned();
+        if let Err(e) = self.db.write(move |s| s.put_backoff(&key, &record, of)).await {
+            warn!(error = %e, "could not store a failed login");
         }
     }
 
@@ -291,6 +382,7 @@ impl Auth {
             access_expires_at: issued.expires_at,
             refresh_token,
             session_id: session.session_id(),
+            device_token: None,
         })
     }
 

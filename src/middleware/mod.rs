@@ -84,7 +84,8 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 resp
             }
             Ok(rate_headers) => {
-                let mut resp = if let Some(refused) = ambiguous(&req) {
+                let conflict = connection.as_ref().is_some_and(|c| c.take_framing_conflict());
+                let mut resp = if let Some(refused) = ambiguous(&req, conflict) {
                     refused
                 } else if let Some(preflight) = config.cors.preflight(&req) {
                     preflight
@@ -156,7 +157,7 @@ fn busy() -> Response {
 /// `Transfer-Encoding` and `Content-Length` (the request smuggling shape),
 /// or a transfer coding other than `chunked` (501). The body of such a
 /// request is never read, so the connection is closed after the answer.
-fn ambiguous(req: &Request) -> Option<Response> {
+fn ambiguous(req: &Request, framing_conflict: bool) -> Option<Response> {
     let headers = req.headers();
     let transfer = headers.get(header::TRANSFER_ENCODING);
     let (status, detail) = if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
@@ -169,7 +170,7 @@ fn ambiguous(req: &Request) -> Option<Response> {
             StatusCode::BAD_REQUEST,
             "An HTTP/1.1 request needs exactly one Host header.",
         )
-    } else if transfer.is_some() && headers.contains_key(header::CONTENT_LENGTH) {
+    } else if framing_conflict || (transfer.is_some() && headers.contains_key(header::CONTENT_LENGTH)) {
         (
             StatusCode::BAD_REQUEST,
             "The request has both Transfer-Encoding and Content-Length.",

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use poem::Request;
 use poem::http::{HeaderMap, HeaderValue};
 
-use crate::client::{ClientKey, ClientKeys, canonical, parse_forwarded_hop};
+use crate::client::{ClientKey, ClientKeys, ClientResolver};
 
 type KeyedLimiter =
     RateLimiter<ClientKey, DashMapStateStore<ClientKey>, DefaultClock, StateInformationMiddleware>;
@@ -53,8 +53,7 @@ struct Limiter {
 pub struct Limiters {
     general: Option<Limiter>,
     auth: Option<Limiter>,
-    trusted: Vec<IpNet>,
-    keys: ClientKeys,
+    clients: ClientResolver,
 }
 
 /// A request refused by a limit.
@@ -82,55 +81,23 @@ impl Limiters {
         Self {
             general: limiter(config.per_minute),
             auth: limiter(config.auth_per_minute),
-            trusted: config.trusted_proxies.clone(),
-            keys: config.keys,
+            clients: ClientResolver::new(config.trusted_proxies.clone(), config.keys),
         }
     }
 
     /// The client's address as far as we can trust it.
     pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
-        let peer = req.remote_addr().as_socket_addr()?.ip();
-        Some(self.client_behind(peer, req.headers()))
+        self.clients.client_ip(req)
     }
 
     /// The client an address belongs to.
     pub fn key(&self, ip: IpAddr) -> ClientKey {
-        self.keys.key(ip)
+        self.clients.keys().key(ip)
     }
 
-    /// Whether connections from `peer` are a trusted proxy's (which carry
-    /// many clients, so per-client connection caps do not apply to them).
-    pub fn is_trusted_peer(&self, peer: IpAddr) -> bool {
-        self.is_trusted(peer)
-    }
-
+    #[cfg(test)]
     fn client_behind(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        // Walk from the right: the nearest hop that is not ours is the client.
-        for hop in forwarded.iter().rev() {
-            match parse_forwarded_hop(hop) {
-                Some(ip) if self.is_trusted(ip) => {}
-                Some(ip) => return canonical(ip),
-                // Garbage where an address should be: stop believing the
-                // header and key by the last address we can vouch for.
-                None => return peer,
-            }
-        }
-        peer
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        !self.trusted.is_empty() && self.trusted.iter().any(|net| net.contains(&ip))
+        self.clients.client_behind(peer, headers)
     }
 
     /// Counts one request from `client` to `path`. `Ok` carries the headers

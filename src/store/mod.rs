@@ -7,6 +7,7 @@
 //! All methods block: callers run them off the async workers.
 
 mod backoff;
+pub mod known;
 mod notes;
 mod sessions;
 pub mod tables;
@@ -16,14 +17,14 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use backoff::BackoffRecord;
+pub use backoff::{BackoffRecord, CounterOf};
 pub use notes::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Quota};
 pub use sessions::SessionRecord;
 pub use users::UserRecord;
 
 use tables::{
-    EMAIL_TO_BACKOFF, EMAIL_TO_USER, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE,
-    SESSION_TO_RECORD, USER_SESSION_TO_UNIT, USER_TO_RECORD,
+    EMAIL_TO_BACKOFF, EMAIL_TO_USER, GHOST_TO_BACKOFF, META, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT,
+    OWNER_TO_USAGE, SESSION_TO_RECORD, USER_SESSION_TO_UNIT, USER_TO_KNOWN_CLIENTS, USER_TO_RECORD,
 };
 
 /// Page cache size when none is configured.
@@ -31,7 +32,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The schema this build reads and writes.
 /// - 1: users, sessions, notes, tags, login backoff.
-/// - 2: per-owner usage (note count and bytes) for the quotas.
+/// - 2: per-owner usage (note count and bytes) for the quotas; emails
+///   NFKC + case-folded; known clients; login counters for existing
+///   accounts only, per known client.
 pub const SCHEMA_VERSION: u64 = 2;
 const SCHEMA_KEY: &str = "schema_version";
 
@@ -138,6 +141,8 @@ impl Store {
             txn.open_table(OWNER_NOTE_TO_RECORD)?;
             txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
             txn.open_table(EMAIL_TO_BACKOFF)?;
+            txn.open_table(USER_TO_KNOWN_CLIENTS)?;
+            txn.open_table(GHOST_TO_BACKOFF)?;
         }
         txn.commit()?;
         Ok(())
@@ -221,7 +226,7 @@ mod tests {
             disabled: false,
             created_at: now,
         };
-        assert!(store.create_user_with_session(&user, None).unwrap());
+        assert!(store.create_user_with_session(&user, None, &[]).unwrap());
         let txn = store.db.begin_write().unwrap();
         txn.open_table(OWNER_TO_USAGE)
             .unwrap()

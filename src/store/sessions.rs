@@ -49,9 +49,12 @@ pub(super) fn insert_session(txn: &WriteTransaction, session: &SessionRecord) ->
 }
 
 impl Store {
-    pub fn create_session(&self, session: &SessionRecord) -> Result<()> {
+    /// Stores a new session and remembers the clients it came from, in
+    /// one transaction.
+    pub fn create_session(&self, session: &SessionRecord, seen: &[super::known::KnownClient]) -> Result<()> {
         let txn = self.db.begin_write()?;
         insert_session(&txn, session)?;
+        super::known::remember(&txn, session.user_id, seen)?;
         txn.commit()?;
         Ok(())
     }
@@ -165,7 +168,7 @@ mod tests {
             last_refreshed_at: now,
             revoked_at: None,
         };
-        store.create_session(&session).unwrap();
+        store.create_session(&session, &[]).unwrap();
         let sid = session.session_id();
         let untouched = store.update_session(sid, |_| ((), false)).unwrap();
         assert_eq!(untouched, Some(()));

@@ -15,8 +15,15 @@ pub const SESSION_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new
 pub const USER_SESSION_TO_UNIT: TableDefinition<(u128, u128), ()> = TableDefinition::new("user_sessions");
 /// (owner id, note id) → note record.
 pub const OWNER_NOTE_TO_RECORD: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("notes");
-/// Normalised email → failed-login counter; see `auth::backoff`.
+/// Counter key (normalised email, plus the known client it is for) →
+/// failed-login counter, for existing accounts only; see `auth::backoff`.
 pub const EMAIL_TO_BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("login_backoff");
+/// Normalised email with no account → failed-login counter, so a made-up
+/// email backs off like a real one, even after a restart; bounded in
+/// number (`--max-login-counters`).
+pub const GHOST_TO_BACKOFF: TableDefinition<&str, &[u8]> = TableDefinition::new("ghost_backoff");
+/// User id → the clients it has logged in from; see `store::known`.
+pub const USER_TO_KNOWN_CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("known_clients");
 /// (owner id, tag, note id) → (); the tag filter's index.
 pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = TableDefinition::new("note_tags");
 /// Owner id → (notes held, bytes of note text held); checked against the

@@ -73,6 +73,7 @@ impl Store {
         &self,
         user: &UserRecord,
         session: Option<&SessionRecord>,
+        seen: &[super::known::KnownClient],
     ) -> Result<bool> {
         let txn = self.db.begin_write()?;
         {
@@ -87,6 +88,7 @@ impl Store {
             if let Some(session) = session {
                 super::sessions::insert_session(&txn, session)?;
             }
+            super::known::remember(&txn, user.id, seen)?;
         }
         txn.commit()?;
         Ok(true)
@@ -154,8 +156,16 @@ mod tests {
     fn an_email_has_one_account() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        assert!(store.create_user_with_session(&user("a@x.io"), None).unwrap());
-        assert!(!store.create_user_with_session(&user("a@x.io"), None).unwrap());
+        assert!(
+            store
+                .create_user_with_session(&user("a@x.io"), None, &[])
+                .unwrap()
+        );
+        assert!(
+            !store
+                .create_user_with_session(&user("a@x.io"), None, &[])
+                .unwrap()
+        );
         assert_eq!(store.count_users().unwrap(), 1, "the second insert wrote nothing");
         let found = store.user_by_email(&Email::parse("A@x.io").unwrap()).unwrap();
         assert_eq!(found.unwrap().email, "a@x.io");
