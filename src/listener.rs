@@ -596,7 +596,9 @@ mod tests {
     fn a_head_framed_twice_is_spotted_whatever_the_case_or_order() {
         let scan = |head: &[u8]| {
             let mut framing = Framing::default();
-            head.iter().for_each(|&b| framing.scan(b));
+            for &b in head {
+                framing.scan(b);
+            }
             framing.conflict()
         };
         assert!(scan(
