@@ -11,7 +11,8 @@ DURATION=${BENCH_DURATION:-10s}
 CONNS=${BENCH_CONNECTIONS:-32}
 PORT=${BENCH_PORT:-18080}
 BARE_PORT=$((PORT + 10))
-BIN=target/release/notesd
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/notesd
 WORK=$(mktemp -d)
 SERVER_CPU=0; CLIENT_CPU=1
 [ "$(nproc)" -ge 2 ] || CLIENT_CPU=0
@@ -25,7 +26,7 @@ cargo build --release --quiet --bin notesd
 echo "# notesd bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "# wrk -c$CONNS -d$DURATION, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
 
-target/release/examples/bench_seed "$WORK/data" small@bench.test:1000 large@bench.test:100000 >"$WORK/seed.out"
+"$TARGET/release/examples/bench_seed" "$WORK/data" small@bench.test:1000 large@bench.test:100000 >"$WORK/seed.out"
 # The second hash: the first also pays for one-time set-up (memory, the
 # strength estimator's dictionaries).
 grep argon2id "$WORK/seed.out" | tail -1
@@ -33,7 +34,7 @@ grep argon2id "$WORK/seed.out" | tail -1
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
   --rate-limit 0 --auth-rate-limit 0 ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
 SERVER=$!; PIDS+=("$SERVER")
-taskset -c $SERVER_CPU target/release/examples/bare 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
+taskset -c $SERVER_CPU "$TARGET/release/examples/bare" 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -155,4 +156,16 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "tls" =~ $BENCH_ONLY ]]; then
   BENCH_ONLY= run "HTTPS GET /notes/{id} (keep-alive)" "https://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
   BENCH_ONLY= run "HTTPS GET /healthz, handshake each" "https://127.0.0.1:$PORT/healthz" -H "Connection: close"
   echo "TLS server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
+fi
+
+# Attacks (bench/attack.py, its own servers and data on PORT+20): RSS with
+# 64 stalled readers of maximal pages against the bound the buffer settings
+# promise; the time a fresh client (127.0.0.2) waits while 127.0.0.1 holds
+# its whole connection share; note-read p99 under a search flood against
+# alone. Settings a binary lacks are not passed (the "before" figures).
+# BENCH_ATTACK_ARGS adds flags (bench/attack.py --help).
+if [ -z "${BENCH_ONLY:-}" ] || [[ "attack" =~ $BENCH_ONLY ]]; then
+  kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
+  python3 bench/attack.py --target-dir "$TARGET" --port $((PORT + 20)) --duration "$DURATION" \
+    --server-cpu $SERVER_CPU --client-cpu $CLIENT_CPU ${BENCH_ATTACK_ARGS:-}
 fi

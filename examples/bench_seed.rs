@@ -1,7 +1,11 @@
 //! Seeds a data directory for `make bench`: users with known passwords and
 //! their notes, written straight through the store in large transactions
 //! (seeding 100 000 notes one HTTP request and one fsync at a time would
-//! take minutes). Usage: `bench_seed DATA_DIR EMAIL:COUNT...`.
+//! take minutes). Usage: `bench_seed DATA_DIR EMAIL:COUNT[:KIND]...`, where
+//! KIND is the notes' content: `typical` (the default: a short note),
+//! `escaped` (100 000 characters of U+0001, which JSON escapes six-fold: the
+//! largest page a list can return) or `accented` (50 000 characters of "é",
+//! two bytes each and case-folded by a search: the costliest scan).
 
 use notesd::auth::password::{HashCost, HashPoolSize, Passwords};
 use notesd::domain::{NoteId, Password, Role, UserId};
@@ -13,13 +17,25 @@ pub const PASSWORD: &str = "bench otter cathedral";
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let dir = std::path::PathBuf::from(args.next().ok_or("usage: bench_seed DATA_DIR EMAIL:COUNT...")?);
+    let dir = std::path::PathBuf::from(
+        args.next()
+            .ok_or("usage: bench_seed DATA_DIR EMAIL:COUNT[:KIND]...")?,
+    );
     std::fs::create_dir_all(&dir)?;
     let store = Store::open(&dir.join(notesd::app::DB_FILE))?;
     let passwords = Passwords::new(HashCost::default(), HashPoolSize { threads: 1, queue: 4 }, 0)?;
     for spec in args {
-        let (email, count) = spec.split_once(':').ok_or("EMAIL:COUNT")?;
+        let mut fields = spec.split(':');
+        let (Some(email), Some(count)) = (fields.next(), fields.next()) else {
+            return Err("EMAIL:COUNT[:KIND]".into());
+        };
         let count: usize = count.parse()?;
+        let content = match fields.next().unwrap_or("typical") {
+            "typical" => "Some text of a typical short note, a few lines long. ".repeat(4),
+            "escaped" => "\u{1}".repeat(100_000),
+            "accented" => "é".repeat(50_000),
+            other => return Err(format!("unknown KIND {other}: typical, escaped or accented").into()),
+        };
         let password = Password::parse(PASSWORD.to_owned()).map_err(|e| e.message)?;
         let started = std::time::Instant::now();
         let hash = passwords.hash_new(password, vec![]).await?;
@@ -34,21 +50,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             created_at: OffsetDateTime::now_utc(),
         };
         store.create_user_with_session(&user, None, &[])?;
-        let notes: Vec<NoteRecord> = (0..count)
-            .map(|i| {
-                let now = OffsetDateTime::now_utc();
-                NoteRecord {
-                    id: NoteId::generate().as_u128(),
-                    title: format!("Note number {i}"),
-                    content: "Some text of a typical short note, a few lines long. ".repeat(4),
-                    tags: vec![format!("t{}", i % 10)],
-                    created_at: now,
-                    updated_at: now,
-                    version: 1,
-                }
-            })
-            .collect();
-        store.insert_notes(user.user_id(), &notes)?;
+        // Batches of about 64 MiB of content, so large notes do not all sit
+        // in memory at once.
+        let batch = ((64 << 20) / content.len().max(1)).max(1);
+        for start in (0..count).step_by(batch) {
+            let notes: Vec<NoteRecord> = (start..count.min(start + batch))
+                .map(|i| {
+                    let now = OffsetDateTime::now_utc();
+                    NoteRecord {
+                        id: NoteId::generate().as_u128(),
+                        title: format!("Note number {i}"),
+                        content: content.clone(),
+                        tags: vec![format!("t{}", i % 10)],
+                        created_at: now,
+                        updated_at: now,
+                        version: 1,
+                    }
+                })
+                .collect();
+            store.insert_notes(user.user_id(), &notes)?;
+        }
         println!("{email}: {count} notes");
     }
     Ok(())

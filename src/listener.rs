@@ -501,7 +501,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if !new.is_empty() {
-                    this.connection.read_some();
                     this.scan(new);
                 }
                 if this.head_too_long() {

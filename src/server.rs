@@ -10,9 +10,9 @@
 //! - response bytes are owed but none has moved for `write_timeout` (a
 //!   client that does not read, over HTTP/1.1 or with an HTTP/2 window of
 //!   zero; nginx's `send_timeout`), or
-//! - nothing has been read or written for `idle_timeout` and no request is
-//!   in progress (a graceful close is tried first, for at most
-//!   `write_timeout`).
+//! - no request has started or ended for `idle_timeout` and none is in
+//!   progress (HTTP/2 pings and settings do not count: a connection with no
+//!   stream open is idle); a graceful close is tried first, for a second.
 //!
 //! Response bodies travel in [`TrackedBody`]: handed to hyper in chunks of
 //! at most [`CHUNK`] bytes (so HTTP/2 buffers at most one chunk per stream
@@ -70,8 +70,10 @@ pub struct Connection {
     origin: Instant,
     /// Milliseconds since `origin` of the last sign that owed bytes move.
     last_progress: AtomicU64,
-    /// Milliseconds since `origin` of the last byte read or written.
-    last_io: AtomicU64,
+    /// Milliseconds since `origin` of the last request's start or end (or
+    /// the connection's). Pings, settings and window updates do not count:
+    /// an HTTP/2 connection with no stream open is idle however chatty.
+    last_request: AtomicU64,
     /// Response bodies not yet wholly handed to hyper.
     open_bodies: AtomicUsize,
     /// Requests between arrival and their response.
@@ -91,7 +93,7 @@ impl Connection {
             peer,
             origin: Instant::now(),
             last_progress: AtomicU64::new(0),
-            last_io: AtomicU64::new(0),
+            last_request: AtomicU64::new(0),
             open_bodies: AtomicUsize::new(0),
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
@@ -116,14 +118,12 @@ impl Connection {
 
     /// Owed bytes moved (written, or a body chunk taken by hyper).
     pub fn progressed(&self) {
-        let now = self.now_ms();
-        self.last_progress.store(now, Ordering::Relaxed);
-        self.last_io.store(now, Ordering::Relaxed);
+        self.last_progress.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Bytes arrived from the peer.
-    pub fn read_some(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    /// A request started or ended.
+    fn request_activity(&self) {
+        self.last_request.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A write went through (`true`) or the socket is full (`false`).
@@ -143,11 +143,11 @@ impl Connection {
         owed && self.quiet_for(&self.last_progress) > timeout
     }
 
-    /// No traffic for `timeout` and nothing in progress.
+    /// No request for `timeout` and nothing in progress.
     fn idle(&self, timeout: Duration) -> bool {
         self.in_progress.load(Ordering::Relaxed) == 0
             && self.open_bodies.load(Ordering::Relaxed) == 0
-            && self.quiet_for(&self.last_io) > timeout
+            && self.quiet_for(&self.last_request) > timeout
     }
 
     fn quiet_for(&self, since: &AtomicU64) -> Duration {
@@ -226,6 +226,7 @@ impl TrackedBody {
 
     fn close(&mut self) {
         if std::mem::take(&mut self.open) {
+            self.connection.request_activity();
             self.connection.open_bodies.fetch_sub(1, Ordering::Relaxed);
             self.permit = None;
             self.rest = Bytes::new();
@@ -387,8 +388,10 @@ async fn serve_connection<T, E>(
             let connection = connection.clone();
             async move {
                 connection.in_progress.fetch_add(1, Ordering::Relaxed);
+                connection.request_activity();
                 let resp = endpoint.get_response(req).await;
                 connection.in_progress.fetch_sub(1, Ordering::Relaxed);
+                connection.request_activity();
                 let mut resp: hyper::Response<BoxBody<Bytes, std::io::Error>> = resp.into();
                 let permit = resp
                     .extensions_mut()

@@ -147,7 +147,7 @@ pub struct Settings {
     /// Open connections one client may hold (an IPv4 address or an IPv6
     /// prefix, see `--ipv6-prefix`); more are closed at once. Trusted
     /// proxies are exempt. 0 switches the cap off.
-    #[arg(long, env = "NOTESD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 32)]
+    #[arg(long, env = "NOTESD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 16)]
     pub max_connections_per_client: usize,
 
     /// Length of the IPv6 prefix that counts as one client for every
@@ -175,7 +175,7 @@ pub struct Settings {
 
     /// Request and response body bytes one connection may hold in memory at
     /// once; its further requests wait.
-    #[arg(long, env = "NOTESD_CONNECTION_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "NOTESD_CONNECTION_BUFFER_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub connection_buffer_bytes: usize,
 
     /// Request and response body bytes the whole server may hold in memory

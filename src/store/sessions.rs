@@ -122,29 +122,63 @@ impl Store {
 
     /// Deletes sessions that can no longer be used: revoked ones whose access
     /// tokens have all expired, and ones past their idle or absolute limit.
-    /// Returns how many were removed.
+    /// Returns how many were removed. Works a batch at a time (found by a
+    /// read, removed by a short write), so the writer is never held for a
+    /// scan of every session.
     pub fn purge_sessions(&self, is_dead: impl Fn(&SessionRecord) -> bool) -> Result<usize> {
-        let txn = self.db.begin_write()?;
+        const BATCH: usize = 256;
         let mut removed = 0;
-        {
-            let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
-            let mut by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
-            let mut dead = Vec::new();
-            for entry in sessions.iter()? {
-                let (_, value) = entry?;
-                let session: SessionRecord = super::decode("sessions", value.value())?;
-                if is_dead(&session) {
-                    dead.push((session.user_id, session.id));
+        let mut after = 0u128;
+        let mut first = true;
+        loop {
+            let (dead, last) = {
+                let txn = self.db.begin_read()?;
+                let sessions = txn.open_table(SESSION_TO_RECORD)?;
+                let range = if first {
+                    sessions.range::<u128>(..)?
+                } else {
+                    sessions.range::<u128>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))?
+                };
+                let mut dead = Vec::new();
+                let mut last = None;
+                for entry in range.take(BATCH * 4) {
+                    let (key, value) = entry?;
+                    let session: SessionRecord = super::decode("sessions", value.value())?;
+                    if is_dead(&session) {
+                        dead.push(key.value());
+                    }
+                    last = Some(key.value());
+                    if dead.len() == BATCH {
+                        break;
+                    }
                 }
+                (dead, last)
+            };
+            if !dead.is_empty() {
+                let txn = self.db.begin_write()?;
+                {
+                    let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+                    let mut by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+                    for sid in dead {
+                        // Refreshed since the read: leave it.
+                        let current: Option<SessionRecord> = get_record(&sessions, "sessions", sid)?;
+                        if let Some(session) = current.filter(|s| is_dead(s)) {
+                            sessions.remove(sid)?;
+                            by_user.remove((session.user_id, sid))?;
+                            removed += 1;
+                        }
+                    }
+                }
+                txn.commit()?;
             }
-            for (user, sid) in dead {
-                sessions.remove(sid)?;
-                by_user.remove((user, sid))?;
-                removed += 1;
+            match last {
+                Some(key) => {
+                    after = key;
+                    first = false;
+                }
+                None => return Ok(removed),
             }
         }
-        txn.commit()?;
-        Ok(removed)
     }
 }
 
@@ -188,5 +222,28 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn dead_sessions_are_purged_in_batches_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for i in 0..600u32 {
+            let session = SessionRecord {
+                id: SessionId::generate().as_u128(),
+                user_id: UserId::generate().as_u128(),
+                refresh_hash: [0; 32],
+                previous_hashes: vec![],
+                created_at: now,
+                last_refreshed_at: now,
+                revoked_at: (i % 2 == 0).then_some(now),
+            };
+            store.create_session(&session, &[]).unwrap();
+        }
+        let removed = store.purge_sessions(|s| s.revoked_at.is_some()).unwrap();
+        assert_eq!(removed, 300);
+        assert_eq!(store.purge_sessions(|s| s.revoked_at.is_some()).unwrap(), 0);
+        assert_eq!(store.purge_sessions(|_| true).unwrap(), 300);
     }
 }
