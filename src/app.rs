@@ -339,7 +339,6 @@ fn serve_options(settings: &Settings) -> ServeOptions {
     ServeOptions {
         idle_timeout: settings.idle_timeout,
         write_timeout: settings.write_timeout,
-        header_timeout: settings.header_timeout,
         shutdown_grace: settings.shutdown_grace,
         // poem's default is no limit at all; hyper's own would be 200.
         http2_max_streams: settings.http2_max_streams,

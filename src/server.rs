@@ -52,7 +52,6 @@ pub const CHUNK: usize = 16 * 1024;
 pub struct ServeOptions {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
-    pub header_timeout: Duration,
     pub shutdown_grace: Duration,
     pub http2_max_streams: u32,
     pub http2_max_header_list: u32,
@@ -155,6 +154,31 @@ impl Connection {
     }
 }
 
+tokio::task_local! {
+    /// What the front layer of a request needs from the connection loop:
+    /// its connection, and a place to leave the buffer permit its answer
+    /// holds. A task-local, not request and response extensions: those
+    /// cost two map allocations per request on the hot path.
+    pub static REQUEST: RequestContext;
+}
+
+pub struct RequestContext {
+    pub connection: Arc<Connection>,
+    pub permit: std::cell::RefCell<Option<BufferPermit>>,
+}
+
+impl RequestContext {
+    /// The connection of the request being handled, if any.
+    pub fn connection() -> Option<Arc<Connection>> {
+        REQUEST.try_with(|c| c.connection.clone()).ok()
+    }
+
+    /// Leaves the permit the answer holds for the connection loop.
+    pub fn hold(permit: BufferPermit) {
+        let _ = REQUEST.try_with(|c| *c.permit.borrow_mut() = Some(permit));
+    }
+}
+
 /// Body bytes held on behalf of one request or response, counted against
 /// its connection's buffer and the server-wide one; returned when dropped.
 pub struct BufferPermit {
@@ -163,6 +187,17 @@ pub struct BufferPermit {
 }
 
 impl BufferPermit {
+    /// Takes `bytes` of both budgets if they are free now.
+    pub fn try_acquire(connection: &Arc<Semaphore>, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let connection = connection.clone().try_acquire_many_owned(n).ok()?;
+        let server = server.clone().try_acquire_many_owned(n).ok()?;
+        Some(Self {
+            connection: Some(connection),
+            server: Some(server),
+        })
+    }
+
     /// Waits until both budgets have `bytes` free.
     pub async fn acquire(connection: &Arc<Semaphore>, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
         // Callers never ask for more than a budget holds (the wait would
@@ -382,28 +417,30 @@ async fn serve_connection<T, E>(
     let service = {
         let connection = connection.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let mut req: Request = (req, local.clone(), remote.clone(), scheme.clone()).into();
-            req.extensions_mut().insert(connection.clone());
+            let req: Request = (req, local.clone(), remote.clone(), scheme.clone()).into();
             let endpoint = endpoint.clone();
             let connection = connection.clone();
             async move {
                 connection.in_progress.fetch_add(1, Ordering::Relaxed);
                 connection.request_activity();
-                let resp = endpoint.get_response(req).await;
+                let context = RequestContext {
+                    connection: connection.clone(),
+                    permit: std::cell::RefCell::new(None),
+                };
+                let handled = REQUEST.scope(context, endpoint.get_response(req));
+                tokio::pin!(handled);
+                let resp = (&mut handled).await;
+                let permit = handled.as_mut().take_value().and_then(|c| c.permit.into_inner());
                 connection.in_progress.fetch_sub(1, Ordering::Relaxed);
                 connection.request_activity();
-                let mut resp: hyper::Response<BoxBody<Bytes, std::io::Error>> = resp.into();
-                let permit = resp
-                    .extensions_mut()
-                    .remove::<ResponsePermit>()
-                    .and_then(ResponsePermit::take)
-                    .map(|mut permit| {
-                        // Keep what the body holds: its exact size for a
-                        // buffered body.
-                        let size = resp.body().size_hint().upper().unwrap_or(u64::MAX);
-                        permit.shrink_to(usize::try_from(size).unwrap_or(usize::MAX));
-                        permit
-                    });
+                let resp: hyper::Response<BoxBody<Bytes, std::io::Error>> = resp.into();
+                let permit = permit.map(|mut permit| {
+                    // Keep what the body holds: its exact size for a
+                    // buffered body.
+                    let size = resp.body().size_hint().upper().unwrap_or(u64::MAX);
+                    permit.shrink_to(usize::try_from(size).unwrap_or(usize::MAX));
+                    permit
+                });
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, connection, permit)))
             }
         })
@@ -412,8 +449,9 @@ async fn serve_connection<T, E>(
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_timeout);
+        // The connection layer enforces the head deadline; hyper's own
+        // would arm a timer for every request.
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -465,20 +503,5 @@ async fn serve_connection<T, E>(
                 _ = &mut watchdog => {}
             }
         }
-    }
-}
-
-/// The buffer permit a response carries from the front layer to the
-/// connection loop, in the response's extensions (which must be `Clone`).
-#[derive(Clone)]
-pub struct ResponsePermit(Arc<std::sync::Mutex<Option<BufferPermit>>>);
-
-impl ResponsePermit {
-    pub fn new(permit: BufferPermit) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(permit))))
-    }
-
-    fn take(self) -> Option<BufferPermit> {
-        self.0.lock().ok()?.take()
     }
 }

@@ -77,6 +77,10 @@ impl Buffers {
     /// Holds `bytes` of `connection`'s and the server's budgets; `None` when
     /// no room came within the wait.
     pub async fn reserve(&self, connection: &Connection, bytes: usize) -> Option<BufferPermit> {
+        // Almost always there is room: no timer for that case.
+        if let Some(permit) = BufferPermit::try_acquire(&connection.buffer, &self.server, bytes) {
+            return Some(permit);
+        }
         let acquire = BufferPermit::acquire(&connection.buffer, &self.server, bytes);
         tokio::time::timeout(self.wait, acquire).await.ok().flatten()
     }

@@ -23,7 +23,7 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::error::{Error, problem_response};
-use crate::server::{Connection, ResponsePermit};
+use crate::server::RequestContext;
 
 /// Per-request limits the front layer enforces.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
             Some(ip) => config.limiters.check(config.limiters.key(ip), req.uri().path()),
             None => Ok(poem::http::HeaderMap::new()),
         };
-        let connection = req.extensions().get::<Arc<Connection>>().cloned();
+        let connection = RequestContext::connection();
         let header_bytes: usize = req
             .headers()
             .iter()
@@ -103,12 +103,12 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                             }
                             _ => None,
                         };
-                        let mut resp = match limits::check_body(req, config.max_body_bytes).await {
+                        let resp = match limits::check_body(req, config.max_body_bytes).await {
                             Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
                             Err(refused) => refused,
                         };
                         if let Some(permit) = permit {
-                            resp.extensions_mut().insert(ResponsePermit::new(permit));
+                            RequestContext::hold(permit);
                         }
                         resp
                     };
