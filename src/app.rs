@@ -329,6 +329,7 @@ fn connection_limits(settings: &Settings, keys: ClientKeys) -> ConnectionLimits 
         header_timeout: settings.header_timeout,
         max_head_bytes: settings.max_header_bytes.saturating_mul(4),
         connection_buffer_bytes: settings.connection_buffer_bytes,
+        client_buffer_bytes: settings.client_buffer_bytes,
         keys,
         trusted_proxies: settings.trusted_proxies.clone(),
     }

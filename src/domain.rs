@@ -25,9 +25,11 @@ pub const TAG_MAX: usize = 32;
 /// A normalised email address, so that one mailbox has one account however
 /// it is typed: trimmed, NFKC-normalised (fullwidth `ａ` is `a`, ligatures
 /// are split), case-folded (`ALICE` and `alice`, `ß` and `ss`) and
-/// normalised again, as Unicode's NFKC_Casefold does. Invisible formatting
-/// characters (zero-width spaces and joiners, direction marks, soft
-/// hyphens) are refused rather than kept: they make look-alikes too.
+/// normalised again, as Unicode's NFKC_Casefold does; ideographic full
+/// stops (`。`, `｡`) are dots, as IDNA reads them. What remains may hold
+/// letters and digits of any script and the ASCII punctuation RFC 5322
+/// allows; anything else (invisible formatting characters, symbols,
+/// unassigned code points) is refused: those make look-alikes too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -41,12 +43,15 @@ impl Email {
             return Err(too_long());
         }
         let compatible: String = raw.nfkc().collect();
-        let email: String = caseless::default_case_fold_str(&compatible).nfkc().collect();
+        let email: String = caseless::default_case_fold_str(&compatible)
+            .nfkc()
+            .map(|c| if c == '\u{3002}' { '.' } else { c })
+            .collect();
         let invalid = || FieldError::new("email", "must be an email address");
         if email.chars().count() > EMAIL_MAX {
             return Err(too_long());
         }
-        if email.chars().any(is_invisible) {
+        if !email.chars().all(is_email_char) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -73,13 +78,13 @@ impl fmt::Display for Email {
     }
 }
 
-/// Default-ignorable and formatting characters that render as nothing.
-fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
-        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{E0000}'..='\u{E0FFF}')
+/// A letter or digit of any script (marks that belong to letters
+/// included), or ASCII punctuation an address may hold (RFC 5322 `atext`,
+/// the dot and `@`). This refuses by construction what renders as nothing
+/// or as something else: format characters, symbols, unassigned code
+/// points.
+fn is_email_char(c: char) -> bool {
+    c.is_alphanumeric() || (c.is_ascii_punctuation() && !"\"(),:;<>[\\]".contains(c))
 }
 
 /// A password that meets the length policy. Its `Debug` never shows it.
@@ -299,9 +304,29 @@ mod tests {
             "al\u{200B}ice@example.com",
             "alice\u{00AD}@example.com",
             "\u{202E}alice@example.com",
+            // Regression (review): accepted while invisibles were a list.
+            "alice\u{1D173}@example.com",
+            "alice\u{FFF0}@example.com",
+            "alice\u{110BD}@example.com",
+            "alice\u{13430}@example.com",
+            "alice\u{0600}@example.com",
+            "alice\u{2800}@example.com",
         ] {
             assert!(Email::parse(invisible).is_err(), "{invisible:?}");
         }
+        assert_eq!(
+            Email::parse("alice@example\u{3002}com").unwrap(),
+            alice,
+            "ideographic full stop"
+        );
+        assert!(
+            Email::parse("jos\u{e9}@b\u{fc}cher.de").is_ok(),
+            "letters of any script"
+        );
+        assert!(
+            Email::parse("o'brien+tag@example.com").is_ok(),
+            "atext punctuation"
+        );
         assert!(
             Email::parse(&"ﷺ".repeat(300)).is_err(),
             "bounded before normalising"

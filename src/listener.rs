@@ -58,6 +58,8 @@ pub struct ConnectionLimits {
     pub max_head_bytes: usize,
     /// Body bytes one connection may hold (see [`Connection::buffer`]).
     pub connection_buffer_bytes: usize,
+    /// Body bytes one client may hold over all its connections.
+    pub client_buffer_bytes: usize,
     pub keys: ClientKeys,
     /// Peers exempt from the per-client cap: proxies carry many clients.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -66,22 +68,32 @@ pub struct ConnectionLimits {
 /// Our answers to the refusals of the HTTP/1 parser, by status.
 pub type ParserAnswers = Arc<HashMap<u16, Bytes>>;
 
-/// Counts open connections per client.
+/// Open connections per client, and the body memory budget they share.
 #[derive(Default)]
-struct ClientCounts(Mutex<HashMap<ClientKey, usize>>);
+struct ClientCounts(Mutex<HashMap<ClientKey, (usize, Arc<Semaphore>)>>);
 
 impl ClientCounts {
-    fn try_add(self: &Arc<Self>, key: ClientKey, max: usize) -> Option<ClientSlot> {
+    /// A slot for one more connection of `key` (`max` 0: no cap), with the
+    /// client's shared budget of `buffer` bytes.
+    fn try_add(
+        self: &Arc<Self>,
+        key: ClientKey,
+        max: usize,
+        buffer: usize,
+    ) -> Option<(ClientSlot, Arc<Semaphore>)> {
         let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(key).or_insert(0);
-        if *count >= max {
+        let (count, budget) = counts
+            .entry(key)
+            .or_insert_with(|| (0, Arc::new(Semaphore::new(buffer.min(Semaphore::MAX_PERMITS)))));
+        if max > 0 && *count >= max {
             return None;
         }
         *count += 1;
-        Some(ClientSlot {
+        let slot = ClientSlot {
             counts: self.clone(),
             key,
-        })
+        };
+        Some((slot, budget.clone()))
     }
 }
 
@@ -98,7 +110,7 @@ impl Drop for ClientSlot {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.key) {
+        if let Some((count, _)) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
                 counts.remove(&self.key);
@@ -153,20 +165,29 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
             let peer = remote
                 .as_socket_addr()
                 .map_or(IpAddr::from([0u8; 4]), |a| canonical(a.ip()));
-            let slot = if self.limits.max_per_client == 0 || self.exempt(peer) {
-                None
+            // A trusted proxy carries many clients: no cap and no shared
+            // budget of its own (its connections keep their own budgets).
+            let (slot, client_buffer) = if self.exempt(peer) {
+                (None, None)
             } else {
                 let key = self.limits.keys.key(peer);
-                let Some(slot) = self.clients.try_add(key, self.limits.max_per_client) else {
+                let Some((slot, budget)) =
+                    self.clients
+                        .try_add(key, self.limits.max_per_client, self.limits.client_buffer_bytes)
+                else {
                     // Closed at once: holding it open would spend the very
                     // slot the cap protects.
                     tracing::debug!(client = %key, "connection refused: the client holds its share");
                     drop(io);
                     continue;
                 };
-                Some(slot)
+                (Some(slot), Some(budget))
             };
-            let connection = Arc::new(Connection::new(peer, self.limits.connection_buffer_bytes));
+            let connection = Arc::new(Connection::new(
+                peer,
+                self.limits.connection_buffer_bytes,
+                client_buffer,
+            ));
             let io = GuardedIo::new(io, permit, slot, connection, &self.limits, self.answers.clone());
             return Ok((io, local, remote, scheme));
         }
@@ -178,9 +199,11 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
 enum Head {
     /// Between requests: no deadline until the next byte.
     Idle,
-    /// Reading a head; `matched` counts the bytes of `\r\n\r\n` seen so far,
-    /// `started` whether anything but CR/LF has come yet.
-    Reading { matched: u8, started: bool },
+    /// Reading a head; `started`: whether anything but CR/LF has come yet;
+    /// `column`: bytes other than CR in the current line. An empty line
+    /// ends the head, whether its line ends are CRLF or the bare LF the
+    /// parser also accepts.
+    Reading { started: bool, column: u32 },
     /// The head is complete; the body and the response follow.
     Done,
 }
@@ -334,8 +357,9 @@ pub struct GuardedIo<T> {
     /// Which framing headers the head being read has.
     framing: Framing,
     answers: ParserAnswers,
-    /// No response of ours has been written on this connection yet.
-    nothing_written: bool,
+    /// The head being read (or just read) has had no final answer yet: a
+    /// refusal by the parser would be the next thing written.
+    awaiting_answer: bool,
     replacement: Option<Replacement>,
     /// Our answer went out: swallow whatever the parser still writes.
     replaced: bool,
@@ -364,7 +388,7 @@ impl<T> GuardedIo<T> {
             framing: Framing::default(),
             max_head_bytes: limits.max_head_bytes,
             answers,
-            nothing_written: true,
+            awaiting_answer: true,
             replacement: None,
             replaced: false,
         }
@@ -397,8 +421,8 @@ impl<T> GuardedIo<T> {
                 // HTTP/1: what matched the preface in earlier reads belongs
                 // to its head, then all of this read.
                 self.protocol = Protocol::Http1(Head::Reading {
-                    matched: 0,
                     started: false,
+                    column: 0,
                 });
                 self.scan_http1(&H2_PREFACE[..earlier]);
             }
@@ -419,38 +443,34 @@ impl<T> GuardedIo<T> {
             return;
         };
         for &b in bytes {
-            let (matched, started) = match state {
+            let (started, column) = match state {
                 Head::Idle => {
                     self.head_bytes = 0;
                     self.framing = Framing::default();
-                    (0, false)
+                    self.awaiting_answer = true;
+                    (false, 0)
                 }
-                Head::Reading { matched, started } => (matched, started),
+                Head::Reading { started, column } => (started, column),
                 Head::Done => break,
             };
             self.head_bytes += 1;
             self.framing.scan(b);
-            // CR and LF before the request line are skipped by the parser:
-            // they start nothing and end nothing.
-            let (matched, started) = if !started && (b == b'\r' || b == b'\n') {
-                (0, false)
-            } else {
-                let expected = b"\r\n\r\n"[usize::from(matched)];
-                // On a mismatch, a `\r` may still start the terminator.
-                let matched = if b == expected {
-                    matched + 1
-                } else {
-                    u8::from(b == b'\r')
-                };
-                (matched, true)
-            };
-            state = if matched == 4 {
-                if self.framing.conflict() {
-                    self.connection.flag_framing_conflict();
+            state = match b {
+                // CR and LF before the request line are skipped by the
+                // parser: they start nothing and end nothing.
+                b'\r' | b'\n' if !started => Head::Reading { started, column },
+                b'\n' if column == 0 => {
+                    if self.framing.conflict() {
+                        self.connection.flag_framing_conflict();
+                    }
+                    Head::Done
                 }
-                Head::Done
-            } else {
-                Head::Reading { matched, started }
+                b'\n' => Head::Reading { started, column: 0 },
+                b'\r' => Head::Reading { started, column },
+                _ => Head::Reading {
+                    started: true,
+                    column: column.saturating_add(1),
+                },
             };
         }
         self.protocol = Protocol::Http1(state);
@@ -475,7 +495,7 @@ impl<T> GuardedIo<T> {
     /// refusal: an error status with no `Content-Type`, before any answer of
     /// ours. Every answer of ours carries a `Content-Type` on these statuses.
     fn parser_refusal(&self, data: &[u8]) -> Option<Bytes> {
-        if !self.nothing_written || !matches!(self.protocol, Protocol::Http1(_) | Protocol::Unknown { .. }) {
+        if !self.awaiting_answer || !matches!(self.protocol, Protocol::Http1(_) | Protocol::Unknown { .. }) {
             return None;
         }
         let status = data.strip_prefix(b"HTTP/1.")?.get(2..5)?;
@@ -553,19 +573,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
             this.replaced = true;
             return Poll::Ready(Ok(claimed));
         }
-        this.nothing_written = false;
-        // A response is going out: the next bytes read start a new head.
-        if let Protocol::Http1(head @ Head::Done) = &mut this.protocol {
-            *head = Head::Idle;
+        let http2 = matches!(this.protocol, Protocol::Http2(_));
+        // A final answer is going out: the next bytes read start a new
+        // head. `100 Continue` is not one: the body follows it.
+        let informational = data.starts_with(b"HTTP/1.1 1") || data.starts_with(b"HTTP/1.0 1");
+        if this.awaiting_answer && !informational && !http2 {
+            this.awaiting_answer = false;
+            if let Protocol::Http1(head @ Head::Done) = &mut this.protocol {
+                *head = Head::Idle;
+            }
         }
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
-                this.connection.write_outcome(true);
+                // HTTP/1 writes are answer bytes the peer took. HTTP/2
+                // writes may be only pings and settings: there, only answer
+                // bodies taken (see `server::TrackedBody`) count.
+                this.connection.write_blocked(false, !http2);
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                this.connection.write_outcome(false);
+                this.connection.write_blocked(true, false);
                 Poll::Pending
             }
         }

@@ -84,10 +84,13 @@ pub struct Connection {
     framing_conflict: AtomicBool,
     /// Body bytes this connection may hold at once.
     pub buffer: Arc<Semaphore>,
+    /// Body bytes its client may hold at once over all its connections
+    /// (none for a trusted proxy, which carries many clients).
+    pub client_buffer: Option<Arc<Semaphore>>,
 }
 
 impl Connection {
-    pub fn new(peer: IpAddr, buffer_bytes: usize) -> Self {
+    pub fn new(peer: IpAddr, buffer_bytes: usize, client_buffer: Option<Arc<Semaphore>>) -> Self {
         Self {
             peer,
             origin: Instant::now(),
@@ -98,6 +101,7 @@ impl Connection {
             write_blocked: AtomicBool::new(false),
             framing_conflict: AtomicBool::new(false),
             buffer: Arc::new(Semaphore::new(buffer_bytes.min(Semaphore::MAX_PERMITS))),
+            client_buffer,
         }
     }
 
@@ -125,14 +129,19 @@ impl Connection {
         self.last_request.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// A write went through (`true`) or the socket is full (`false`).
-    pub fn write_outcome(&self, written: bool) {
-        if written {
+    /// The socket refused a write (`blocked`), or took one; `progress`:
+    /// what it took were answer bytes.
+    pub fn write_blocked(&self, blocked: bool, progress: bool) {
+        if blocked {
+            if !self.write_blocked.swap(true, Ordering::Relaxed) {
+                // The stall clock starts when the socket first refuses.
+                self.progressed();
+            }
+        } else {
             self.write_blocked.store(false, Ordering::Relaxed);
-            self.progressed();
-        } else if !self.write_blocked.swap(true, Ordering::Relaxed) {
-            // The stall clock starts when the socket first refuses.
-            self.progressed();
+            if progress {
+                self.progressed();
+            }
         }
     }
 
@@ -183,30 +192,43 @@ impl RequestContext {
 /// its connection's buffer and the server-wide one; returned when dropped.
 pub struct BufferPermit {
     connection: Option<OwnedSemaphorePermit>,
+    client: Option<OwnedSemaphorePermit>,
     server: Option<OwnedSemaphorePermit>,
 }
 
 impl BufferPermit {
-    /// Takes `bytes` of both budgets if they are free now.
-    pub fn try_acquire(connection: &Arc<Semaphore>, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
+    /// Takes `bytes` of the connection's, its client's and the server's
+    /// budgets if they are free now.
+    pub fn try_acquire(connection: &Connection, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
         let n = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let connection = connection.clone().try_acquire_many_owned(n).ok()?;
+        let held_by_connection = connection.buffer.clone().try_acquire_many_owned(n).ok()?;
+        let client = match &connection.client_buffer {
+            Some(client) => Some(client.clone().try_acquire_many_owned(n).ok()?),
+            None => None,
+        };
         let server = server.clone().try_acquire_many_owned(n).ok()?;
         Some(Self {
-            connection: Some(connection),
+            connection: Some(held_by_connection),
+            client,
             server: Some(server),
         })
     }
 
-    /// Waits until both budgets have `bytes` free.
-    pub async fn acquire(connection: &Arc<Semaphore>, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
+    /// Waits until the three budgets have `bytes` free (always taken in the
+    /// same order, so waiters cannot hold each other up in a cycle).
+    pub async fn acquire(connection: &Connection, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
         // Callers never ask for more than a budget holds (the wait would
         // never end).
         let n = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let connection = connection.clone().acquire_many_owned(n).await.ok()?;
+        let held_by_connection = connection.buffer.clone().acquire_many_owned(n).await.ok()?;
+        let client = match &connection.client_buffer {
+            Some(client) => Some(client.clone().acquire_many_owned(n).await.ok()?),
+            None => None,
+        };
         let server = server.clone().acquire_many_owned(n).await.ok()?;
         Some(Self {
-            connection: Some(connection),
+            connection: Some(held_by_connection),
+            client,
             server: Some(server),
         })
     }
@@ -218,7 +240,7 @@ impl BufferPermit {
 
     /// Gives back all but `keep` bytes.
     pub fn shrink_to(&mut self, keep: usize) {
-        for permit in [&mut self.connection, &mut self.server] {
+        for permit in [&mut self.connection, &mut self.client, &mut self.server] {
             if let Some(held) = permit.as_mut() {
                 let extra = held.num_permits().saturating_sub(keep);
                 if extra > 0 {

@@ -178,6 +178,11 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_CONNECTION_BUFFER_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub connection_buffer_bytes: usize,
 
+    /// Request and response body bytes one client (an address, or an IPv6
+    /// prefix) may hold in memory at once, over all its connections.
+    #[arg(long, env = "NOTESD_CLIENT_BUFFER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub client_buffer_bytes: usize,
+
     /// Request and response body bytes the whole server may hold in memory
     /// at once; further requests wait (503 after `--write-timeout`).
     #[arg(long, env = "NOTESD_MAX_BUFFERED_BYTES", default_value_t = 128 * 1024 * 1024)]
@@ -362,8 +367,11 @@ impl Settings {
         if self.connection_buffer_bytes < 64 * 1024 {
             return Err("--connection-buffer-bytes must be at least 65536".into());
         }
-        if self.max_buffered_bytes < self.connection_buffer_bytes {
-            return Err("--max-buffered-bytes must be at least --connection-buffer-bytes".into());
+        if self.client_buffer_bytes < self.connection_buffer_bytes {
+            return Err("--client-buffer-bytes must be at least --connection-buffer-bytes".into());
+        }
+        if self.max_buffered_bytes < self.client_buffer_bytes {
+            return Err("--max-buffered-bytes must be at least --client-buffer-bytes".into());
         }
         if self.search_scan_bytes == 0 || self.max_searches_per_account == 0 {
             return Err("--search-scan-bytes and --max-searches-per-account must be at least 1".into());

@@ -95,24 +95,56 @@ struct Live {
 }
 
 /// Whether an attempt may have its password checked.
-pub enum Admission {
+pub enum Admission<'a> {
     /// Go ahead; the attempt already counts as a failure.
-    Go(Ticket),
+    Go(Ticket<'a>),
     /// The counter is backing off: retry after this many seconds.
     Wait(u32),
 }
 
-/// An admitted attempt; hand it back with its outcome.
-#[derive(Debug)]
-pub struct Ticket {
+/// An admitted attempt; settle it with its outcome. One dropped unsettled
+/// (the request was cancelled while its password was checked) is taken
+/// back as if it had not been judged, so the counter's bookkeeping cannot
+/// leak.
+pub struct Ticket<'a> {
+    attempts: &'a Attempts,
     key: String,
     /// The counter had failures before this attempt (a success clears it).
     pub had_failures: bool,
+    settled: bool,
 }
 
-impl Ticket {
+impl Ticket<'_> {
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The attempt failed: it was counted already. Returns the counter to
+    /// store.
+    pub fn failed(mut self) -> Option<BackoffRecord> {
+        self.settled = true;
+        self.attempts.failed(&self.key)
+    }
+
+    /// The attempt succeeded: the counter starts again from zero.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.attempts.succeeded(&self.key);
+    }
+
+    /// The attempt could not be judged (the server was too busy to check
+    /// the password): it does not count.
+    pub fn released(mut self) {
+        self.settled = true;
+        self.attempts.released(&self.key);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.attempts.released(&self.key);
+        }
     }
 }
 
@@ -132,7 +164,7 @@ impl Attempts {
         key: String,
         now: OffsetDateTime,
         stored: impl FnOnce() -> Result<Option<BackoffRecord>, E>,
-    ) -> Result<Admission, E> {
+    ) -> Result<Admission<'_>, E> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if !live.contains_key(&key) {
             let record = stored()?.unwrap_or(BackoffRecord {
@@ -154,38 +186,38 @@ impl Attempts {
         let had_failures = entry.record.failures > 0 && now - entry.record.last_failure < STALE_AFTER;
         entry.record = self.policy.after_failure(Some(entry.record.clone()), now);
         entry.in_flight += 1;
-        Ok(Admission::Go(Ticket { key, had_failures }))
+        Ok(Admission::Go(Ticket {
+            attempts: self,
+            key,
+            had_failures,
+            settled: false,
+        }))
     }
 
-    /// The attempt failed: it was counted already. Returns the counter to
-    /// store.
-    pub fn failed(&self, ticket: &Ticket) -> Option<BackoffRecord> {
+    fn failed(&self, key: &str) -> Option<BackoffRecord> {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = live.get_mut(&ticket.key)?;
+        let entry = live.get_mut(key)?;
         entry.in_flight = entry.in_flight.saturating_sub(1);
         Some(entry.record.clone())
     }
 
-    /// The attempt could not be judged (the server was too busy to check
-    /// the password): it does not count.
-    pub fn released(&self, ticket: &Ticket) {
+    fn released(&self, key: &str) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = live.get_mut(&ticket.key) {
+        if let Some(entry) = live.get_mut(key) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             entry.record.failures = entry.record.failures.saturating_sub(1);
             entry.record.until = entry.record.last_failure + self.policy.delay(entry.record.failures);
         }
     }
 
-    /// The attempt succeeded: the counter starts again from zero.
-    pub fn succeeded(&self, ticket: &Ticket) {
+    fn succeeded(&self, key: &str) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = live.get_mut(&ticket.key) {
+        if let Some(entry) = live.get_mut(key) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             entry.record.failures = 0;
             entry.record.until = OffsetDateTime::UNIX_EPOCH;
             if entry.in_flight == 0 {
-                live.remove(&ticket.key);
+                live.remove(key);
             }
         }
     }
@@ -245,10 +277,14 @@ mod tests {
             100,
         );
         let now = OffsetDateTime::now_utc();
-        let admitted = (0..12)
-            .filter(|_| matches!(attempts.admit("a@x.org".into(), now, none), Ok(Admission::Go(_))))
-            .count();
-        assert_eq!(admitted, 3, "two free failures and the one that starts the wait");
+        // All in flight at once: every ticket is still held.
+        let tickets: Vec<Ticket<'_>> = (0..12)
+            .filter_map(|_| match attempts.admit("a@x.org".into(), now, none) {
+                Ok(Admission::Go(ticket)) => Some(ticket),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tickets.len(), 3, "two free failures and the one that starts the wait");
     }
 
     #[test]
@@ -259,15 +295,33 @@ mod tests {
             panic!("admitted");
         };
         assert!(!ticket.had_failures);
-        attempts.succeeded(&ticket);
+        ticket.succeeded();
         assert!(attempts.is_empty(), "nothing kept after a success");
         for i in 0..1000 {
             let Ok(Admission::Go(ticket)) = attempts.admit(format!("made-up-{i}@x.org"), now, none) else {
                 panic!("admitted");
             };
-            attempts.failed(&ticket);
+            ticket.failed();
         }
         assert!(attempts.len() <= 100, "bounded: {}", attempts.len());
+    }
+
+    /// Regression (review): a login cancelled while its password was being
+    /// checked left its counter marked as in progress for ever, so the
+    /// counter could never be evicted.
+    #[test]
+    fn a_dropped_attempt_is_taken_back() {
+        let attempts = Attempts::new(POLICY, 100);
+        let now = OffsetDateTime::now_utc();
+        for _ in 0..3 {
+            let Ok(Admission::Go(ticket)) = attempts.admit("a@x.org".into(), now, none) else {
+                panic!("admitted");
+            };
+            drop(ticket);
+        }
+        let live = attempts.live.lock().unwrap();
+        let entry = &live["a@x.org"];
+        assert_eq!((entry.in_flight, entry.record.failures), (0, 0));
     }
 
     const POLICY: BackoffPolicy = BackoffPolicy {

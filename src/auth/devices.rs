@@ -112,6 +112,7 @@ mod tests {
             kind: KnownKind::Device,
             id: device.hash,
             last_seen: now,
+            proven: true,
         }];
         assert_eq!(
             ClientClass::of(&known, Some(device.hash), None),

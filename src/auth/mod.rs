@@ -44,9 +44,11 @@ pub struct LoginAttempt {
     pub client: Option<ClientKey>,
 }
 
-/// The known clients a successful login adds or refreshes.
+/// The known clients a successful login adds or refreshes; `proven`: the
+/// device presented its token.
 fn seen_clients(
     device: Option<[u8; 32]>,
+    proven: bool,
     client: Option<ClientKey>,
     now: OffsetDateTime,
 ) -> Vec<KnownClient> {
@@ -54,11 +56,13 @@ fn seen_clients(
         kind: KnownKind::Device,
         id,
         last_seen: now,
+        proven,
     });
     let address = client.map(|c| KnownClient {
         kind: KnownKind::Address,
         id: c.to_bytes(),
         last_seen: now,
+        proven: false,
     });
     device.into_iter().chain(address).collect()
 }
@@ -109,7 +113,7 @@ impl Auth {
         };
         let (session, refresh) = Self::new_session(user.user_id(), now)?;
         let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
-        let seen = seen_clients(Some(device.hash), client, now);
+        let seen = seen_clients(Some(device.hash), false, client, now);
         let created = {
             let (user, session) = (user.clone(), session.clone());
             self.db
@@ -174,7 +178,7 @@ impl Auth {
         let verified = match verified {
             Ok(verified) => verified,
             Err(e) => {
-                self.attempts.released(&ticket);
+                ticket.released();
                 return Err(e);
             }
         };
@@ -186,14 +190,14 @@ impl Auth {
                 } else {
                     warn!(target: "audit", event = "login_failed", reason = "unknown account");
                 }
-                self.count_failure(&ticket, of, now).await;
+                self.count_failure(ticket, of, now).await;
                 return Err(Error::Unauthorized);
             }
         };
         let (user, verified) = user;
-        self.attempts.succeeded(&ticket);
-        if ticket.had_failures {
-            let key = ticket.key().to_owned();
+        let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
+        ticket.succeeded();
+        if had_failures {
             self.db.write(move |s| s.clear_backoff(&key)).await?;
         }
         if verified.needs_rehash {
@@ -210,7 +214,8 @@ impl Auth {
             }),
             _ => Some(devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?),
         };
-        let seen = seen_clients(device.as_ref().map(|d| d.hash), client, now);
+        let proven = matches!(class, ClientClass::Device(_));
+        let seen = seen_clients(device.as_ref().map(|d| d.hash), proven, client, now);
         {
             let session = session.clone();
             self.db.write(move |s| s.create_session(&session, &seen)).await?;
@@ -223,14 +228,14 @@ impl Auth {
 
     /// Stores the failure an admitted attempt already counted; logs when it
     /// starts a wait.
-    async fn count_failure(&self, ticket: &backoff::Ticket, of: CounterOf, now: OffsetDateTime) {
-        let Some(record) = self.attempts.failed(ticket) else {
+    async fn count_failure(&self, ticket: backoff::Ticket<'_>, of: CounterOf, now: OffsetDateTime) {
+        let key = ticket.key().to_owned();
+        let Some(record) = ticket.failed() else {
             return;
         };
         if record.until > now {
             warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
         }
-        let key = ticket.key().to_owned();
         if let Err(e) = self.db.write(move |s| s.put_backoff(&key, &record, of)).await {
             warn!(error = %e, "could not store a failed login");
         }

@@ -18,6 +18,13 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
+/// Whether a route may read this request's body: a POST, PUT or PATCH to
+/// the API.
+pub fn takes_body(req: &Request) -> bool {
+    matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        && req.uri().path().starts_with("/api/")
+}
+
 /// Passes the request on, or answers in its place.
 pub async fn check_body(mut req: Request, limit: usize) -> Result<Request, Response> {
     let declared = req
@@ -28,11 +35,11 @@ pub async fn check_body(mut req: Request, limit: usize) -> Result<Request, Respo
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
-    // No declared length on a method that carries a body: a chunked (or
-    // HTTP/2) body. Read it with the limit in force. Other methods' bodies
-    // are never read by any route, so they are left alone.
-    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if declared.is_none() && has_body {
+    // No declared length on a request that carries a body: a chunked (or
+    // HTTP/2) body. Read it with the limit in force. No other route reads a
+    // body (not the documentation, not other methods), so theirs are left
+    // unread: reading them would spend memory no budget counts.
+    if declared.is_none() && takes_body(&req) {
         match req.take_body().into_bytes_limit(limit).await {
             Ok(bytes) => req.set_body(bytes),
             Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large(limit)),

@@ -94,14 +94,11 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                         // Room for the bodies first, so memory is counted
                         // before it is spent.
                         let permit = match &connection {
-                            Some(connection) if !docs => {
-                                let bytes = config.buffers.reservation(&req);
-                                match config.buffers.reserve(connection, bytes).await {
-                                    Some(permit) => Some(permit),
-                                    None => return busy(),
-                                }
-                            }
-                            _ => None,
+                            Some(connection) => match config.buffers.reserve(connection, &req).await {
+                                Ok(permit) => permit,
+                                Err(()) => return busy(),
+                            },
+                            None => None,
                         };
                         let resp = match limits::check_body(req, config.max_body_bytes).await {
                             Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),

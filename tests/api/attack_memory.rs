@@ -189,6 +189,32 @@ async fn regression_a_stalled_http1_reader_is_cut_off_by_the_write_timeout() {
     );
 }
 
+/// Regression (review): any write counted as progress, so the server's own
+/// keep-alive pings (and their acks) kept a stalled HTTP/2 stream, and
+/// the memory it held, alive for ever at the default settings.
+#[tokio::test]
+async fn regression_pings_do_not_keep_a_stalled_http2_stream_alive() {
+    let app = spawn_app_with(&["--write-timeout", "1s", "--http2-keepalive-interval", "200ms"]).await;
+    let user = app.new_user().await;
+    raw::create_notes(&app, &user, 2, &"\u{1}".repeat(100_000)).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(0)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(app.url("/api/v1/notes?limit=100"))
+        .bearer_auth(&user.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes())
+        .await
+        .expect("pings (answered by the client) do not count as progress");
+    assert!(body.is_err(), "{body:?}");
+}
+
 #[tokio::test]
 async fn regression_a_stalled_http2_stream_is_cut_off_by_the_write_timeout() {
     let app = spawn_app_with(&["--write-timeout", "1s"]).await;

@@ -1,9 +1,11 @@
 //! Regressions: HTTP itself, abused. Refusals made by the HTTP parser keep
 //! our problem+json contract, ambiguous requests are refused rather than
-//! read one way here and another way by a proxy, and the plain-HTTP
-//! redirect goes nowhere it was not meant to.
+//! read one way here and another way by a proxy.
 
 use std::fmt::Write;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::spawn_app;
 use crate::raw;
@@ -76,4 +78,70 @@ async fn regression_an_http1_request_needs_exactly_one_host() {
         let resp = raw::exchange(&app, request.as_bytes()).await;
         assert_eq!(resp.status, 400, "{why} (RFC 9112 §3.2): {:?}", resp.text());
     }
+}
+
+/// Regression (review): a `100 Continue` reset the head scanner, so the body
+/// that followed was read as a new request head: a 70 000-character note
+/// was cut off as "head too long" and a slow upload hit the head deadline.
+#[tokio::test]
+async fn regression_an_upload_after_100_continue_is_a_body_not_a_head() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let body = serde_json::json!({"title": "long", "content": "x".repeat(70_000)}).to_string();
+    let head = format!(
+        "POST /api/v1/notes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        user.access,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(raw::server_addr(&app))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = vec![0; 64];
+    let n = stream.read(&mut interim).await.unwrap();
+    assert!(
+        interim[..n].starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&interim[..n])
+    );
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let resp = raw::RawResponse::parse(&received).expect("an answer");
+    assert_eq!(resp.status, 201, "{}", resp.text());
+}
+
+/// Regression (review): the head scanner knew only CRLF line ends; the
+/// parser also takes bare LF, so a head framed by both `Content-Length` and
+/// `Transfer-Encoding` written with bare LFs slipped past the refusal.
+#[tokio::test]
+async fn regression_a_double_framed_head_with_bare_line_feeds_is_refused() {
+    let app = spawn_app().await;
+    let request = b"POST /api/v1/auth/login HTTP/1.1\nHost: localhost\nContent-Type: application/json\n\
+        Content-Length: 2\nTransfer-Encoding: chunked\nConnection: close\n\n0\r\n\r\n";
+    let resp = raw::exchange(&app, request).await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    resp.assert_problem("both framings, bare LF");
+}
+
+/// Regression (review): only the first answer on a connection could be the
+/// parser's, so a malformed second request got hyper's bare 400.
+#[tokio::test]
+async fn regression_a_refusal_after_a_first_answer_is_problem_json_too() {
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(raw::server_addr(&app))
+        .await
+        .unwrap();
+    stream.write_all(&raw::get_request("/healthz", "")).await.unwrap();
+    let first = raw::read_one_response(&mut stream).await;
+    assert_eq!(first.status, 200);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n")
+        .await
+        .unwrap();
+    let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let resp = raw::RawResponse::parse(&received).expect("an answer");
+    assert_eq!(resp.status, 400);
+    resp.assert_problem("obs-fold in a second request");
 }
