@@ -204,8 +204,30 @@ enum Head {
     /// ends the head, whether its line ends are CRLF or the bare LF the
     /// parser also accepts.
     Reading { started: bool, column: u32 },
-    /// The head is complete; the body and the response follow.
+    /// The head is complete and its body is being skipped: then the next
+    /// head may follow at once (pipelining), and is scanned like any.
+    Body(BodySkip),
+    /// The head is complete and its body framing unknown: nothing more is
+    /// scanned until an answer is written (the connection then closes, or
+    /// the parser has read the body).
     Done,
+}
+
+/// Where a request body stands, so the scanner finds the head after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodySkip {
+    /// `Content-Length`: bytes left.
+    Length(u64),
+    /// Chunked: the size line, its value so far.
+    ChunkSize(u64),
+    /// Chunked: a chunk extension, up to the end of the line.
+    ChunkExtension(u64),
+    /// Chunked: data bytes left in this chunk.
+    ChunkData(u64),
+    /// Chunked: the line end after a chunk's data.
+    ChunkEnd,
+    /// Chunked: trailer lines after the last chunk; `column` of this line.
+    Trailer(u32),
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -215,6 +237,54 @@ const FRAME_HEADER: usize = 9;
 const HEADERS: u8 = 0x1;
 const CONTINUATION: u8 = 0x9;
 const END_HEADERS: u8 = 0x4;
+
+/// Skips what `bytes` holds of a body; returns the state after it and how
+/// many bytes it took (at least one, unless the body ended with none).
+fn skip_body(skip: BodySkip, bytes: &[u8]) -> (Head, usize) {
+    let Some(&b) = bytes.first() else {
+        return (Head::Body(skip), 0);
+    };
+    let hex = |n: u64, b: u8| {
+        let digit = char::from(b).to_digit(16)?;
+        n.checked_mul(16)?.checked_add(u64::from(digit))
+    };
+    match skip {
+        BodySkip::Length(left) | BodySkip::ChunkData(left) => {
+            let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+            let left = left - take as u64;
+            let next = match (skip, left) {
+                (BodySkip::Length(_), 0) => Head::Idle,
+                (BodySkip::Length(_), _) => Head::Body(BodySkip::Length(left)),
+                (_, 0) => Head::Body(BodySkip::ChunkEnd),
+                _ => Head::Body(BodySkip::ChunkData(left)),
+            };
+            (next, take)
+        }
+        BodySkip::ChunkSize(n) => match b {
+            b'\n' if n == 0 => (Head::Body(BodySkip::Trailer(0)), 1),
+            b'\n' => (Head::Body(BodySkip::ChunkData(n)), 1),
+            b'\r' | b' ' | b'\t' => (Head::Body(skip), 1),
+            b';' => (Head::Body(BodySkip::ChunkExtension(n)), 1),
+            // Not a size: the parser refuses it; stop scanning.
+            _ => hex(n, b).map_or((Head::Done, 1), |n| (Head::Body(BodySkip::ChunkSize(n)), 1)),
+        },
+        BodySkip::ChunkExtension(n) if b == b'\n' => {
+            let next = if n == 0 {
+                BodySkip::Trailer(0)
+            } else {
+                BodySkip::ChunkData(n)
+            };
+            (Head::Body(next), 1)
+        }
+        BodySkip::ChunkEnd if b == b'\n' => (Head::Body(BodySkip::ChunkSize(0)), 1),
+        BodySkip::Trailer(0) if b == b'\n' => (Head::Idle, 1),
+        BodySkip::Trailer(_) if b == b'\n' => (Head::Body(BodySkip::Trailer(0)), 1),
+        // The rest of an extension or of a chunk's line end, or a CR.
+        BodySkip::ChunkExtension(_) | BodySkip::ChunkEnd => (Head::Body(skip), 1),
+        BodySkip::Trailer(_) if b == b'\r' => (Head::Body(skip), 1),
+        BodySkip::Trailer(column) => (Head::Body(BodySkip::Trailer(column.saturating_add(1))), 1),
+    }
+}
 
 /// Where an HTTP/2 stream stands, frame by frame.
 #[derive(Debug, Default)]
@@ -294,6 +364,12 @@ struct Framing {
     /// (the request line starts with a method, which matches neither).
     candidates: [bool; 2],
     seen: [bool; 2],
+    /// Reading the value of this header (an index into the names).
+    value_of: Option<usize>,
+    /// The `Content-Length` value, while it parses (`None` if it did not).
+    length: Option<u64>,
+    /// The last bytes of the `Transfer-Encoding` value, lower-cased.
+    coding_tail: [u8; 7],
 }
 
 const FRAMING_NAMES: [&[u8]; 2] = [b"content-length:", b"transfer-encoding:"];
@@ -303,15 +379,36 @@ impl Framing {
         if b == b'\n' {
             self.column = 0;
             self.candidates = [true; 2];
+            self.value_of = None;
             return;
+        }
+        match self.value_of {
+            Some(0) => {
+                self.length = match b {
+                    b'0'..=b'9' => self
+                        .length
+                        .and_then(|n| n.checked_mul(10))
+                        .and_then(|n| n.checked_add(u64::from(b - b'0'))),
+                    b' ' | b'\t' | b'\r' => self.length,
+                    _ => None,
+                };
+            }
+            Some(_) if !matches!(b, b' ' | b'\t' | b'\r') => {
+                self.coding_tail.rotate_left(1);
+                self.coding_tail[6] = b.to_ascii_lowercase();
+            }
+            _ => {}
         }
         for (i, name) in FRAMING_NAMES.iter().enumerate() {
             if self.candidates[i] {
                 match name.get(self.column) {
                     Some(expected) if b.to_ascii_lowercase() == *expected => {
                         if self.column + 1 == name.len() {
+                            // A second Content-Length: unknown length.
+                            self.length = if self.seen[i] { None } else { Some(0) };
                             self.seen[i] = true;
                             self.candidates[i] = false;
+                            self.value_of = Some(i);
                         }
                     }
                     _ => self.candidates[i] = false,
@@ -319,6 +416,26 @@ impl Framing {
             }
         }
         self.column += 1;
+    }
+
+    /// How the body after this head is framed, as the parser reads it
+    /// (Transfer-Encoding over Content-Length).
+    fn body(&self) -> Head {
+        if self.seen[1] {
+            if &self.coding_tail == b"chunked" {
+                Head::Body(BodySkip::ChunkSize(0))
+            } else {
+                Head::Done
+            }
+        } else if self.seen[0] {
+            match self.length {
+                Some(0) => Head::Idle,
+                Some(n) => Head::Body(BodySkip::Length(n)),
+                None => Head::Done,
+            }
+        } else {
+            Head::Idle
+        }
     }
 
     fn conflict(&self) -> bool {
@@ -356,6 +473,8 @@ pub struct GuardedIo<T> {
     max_head_bytes: usize,
     /// Which framing headers the head being read has.
     framing: Framing,
+    /// HTTP/1 request heads completed on this connection.
+    heads: u64,
     answers: ParserAnswers,
     /// The head being read (or just read) has had no final answer yet: a
     /// refusal by the parser would be the next thing written.
@@ -386,6 +505,7 @@ impl<T> GuardedIo<T> {
             armed: true,
             head_bytes: 0,
             framing: Framing::default(),
+            heads: 0,
             max_head_bytes: limits.max_head_bytes,
             answers,
             awaiting_answer: true,
@@ -442,7 +562,8 @@ impl<T> GuardedIo<T> {
         let Protocol::Http1(mut state) = self.protocol else {
             return;
         };
-        for &b in bytes {
+        let mut rest = bytes;
+        while let Some((&b, after)) = rest.split_first() {
             let (started, column) = match state {
                 Head::Idle => {
                     self.head_bytes = 0;
@@ -451,8 +572,15 @@ impl<T> GuardedIo<T> {
                     (false, 0)
                 }
                 Head::Reading { started, column } => (started, column),
+                Head::Body(skip) => {
+                    let (next, used) = skip_body(skip, rest);
+                    state = next;
+                    rest = &rest[used..];
+                    continue;
+                }
                 Head::Done => break,
             };
+            rest = after;
             self.head_bytes += 1;
             self.framing.scan(b);
             state = match b {
@@ -461,9 +589,10 @@ impl<T> GuardedIo<T> {
                 b'\r' | b'\n' if !started => Head::Reading { started, column },
                 b'\n' if column == 0 => {
                     if self.framing.conflict() {
-                        self.connection.flag_framing_conflict();
+                        self.connection.flag_framing_conflict(self.heads);
                     }
-                    Head::Done
+                    self.heads += 1;
+                    self.framing.body()
                 }
                 b'\n' => Head::Reading { started, column: 0 },
                 b'\r' => Head::Reading { started, column },
@@ -639,6 +768,45 @@ mod tests {
             !scan(b"POST / HTTP/1.1\r\nX-Note: transfer-encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
             "only at the start of a line"
         );
+    }
+
+    #[test]
+    fn bodies_are_skipped_so_the_next_head_is_scanned() {
+        let skip_all = |mut state: Head, mut bytes: &[u8]| {
+            while let Head::Body(skip) = state {
+                if bytes.is_empty() {
+                    break;
+                }
+                let (next, used) = skip_body(skip, bytes);
+                state = next;
+                bytes = &bytes[used..];
+            }
+            (state, bytes.len())
+        };
+        let chunked = b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\nGET";
+        assert_eq!(
+            skip_all(Head::Body(BodySkip::ChunkSize(0)), chunked),
+            (Head::Idle, 3),
+            "the next head starts after the trailers"
+        );
+        assert_eq!(
+            skip_all(Head::Body(BodySkip::Length(5)), b"helloGET"),
+            (Head::Idle, 3)
+        );
+        assert_eq!(
+            skip_all(Head::Body(BodySkip::ChunkSize(0)), b"zz\r\n"),
+            (Head::Done, 3),
+            "not a size: stop"
+        );
+        let mut framing = Framing::default();
+        for &b in b"POST / HTTP/1.1\r\nContent-Length:  12\r\n" {
+            framing.scan(b);
+        }
+        assert_eq!(framing.body(), Head::Body(BodySkip::Length(12)));
+        for &b in b"Transfer-Encoding: gzip, Chunked\r\n" {
+            framing.scan(b);
+        }
+        assert_eq!(framing.body(), Head::Body(BodySkip::ChunkSize(0)), "chunked wins");
     }
 
     #[test]

@@ -79,9 +79,12 @@ pub struct Connection {
     in_progress: AtomicUsize,
     /// The socket refused a write and none has gone through since.
     write_blocked: AtomicBool,
-    /// The request head just read framed its body twice (see
-    /// `listener::Framing`).
-    framing_conflict: AtomicBool,
+    /// 1 + the ordinal of the first HTTP/1 request head on this connection
+    /// that framed its body twice (see `listener::Framing`); 0: none.
+    framing_conflict: AtomicU64,
+    /// Requests started on this connection (HTTP/1 answers them in order,
+    /// so the n-th request is the n-th head).
+    requests: AtomicU64,
     /// Body bytes this connection may hold at once.
     pub buffer: Arc<Semaphore>,
     /// Body bytes its client may hold at once over all its connections
@@ -99,7 +102,8 @@ impl Connection {
             open_bodies: AtomicUsize::new(0),
             in_progress: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
-            framing_conflict: AtomicBool::new(false),
+            framing_conflict: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             buffer: Arc::new(Semaphore::new(buffer_bytes.min(Semaphore::MAX_PERMITS))),
             client_buffer,
         }
@@ -109,14 +113,17 @@ impl Connection {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub fn flag_framing_conflict(&self) {
-        self.framing_conflict.store(true, Ordering::Relaxed);
+    /// The `head`-th request head (from 0) had both `Content-Length` and
+    /// `Transfer-Encoding`.
+    pub fn flag_framing_conflict(&self, head: u64) {
+        let _ = self
+            .framing_conflict
+            .compare_exchange(0, head + 1, Ordering::Relaxed, Ordering::Relaxed);
     }
 
-    /// Whether the request being handled had both `Content-Length` and
-    /// `Transfer-Encoding` (cleared by asking).
-    pub fn take_framing_conflict(&self) -> bool {
-        self.framing_conflict.swap(false, Ordering::Relaxed)
+    /// Whether the `ordinal`-th request had both framings.
+    pub fn framing_conflict(&self, ordinal: u64) -> bool {
+        self.framing_conflict.load(Ordering::Relaxed) == ordinal + 1
     }
 
     /// Owed bytes moved (written, or a body chunk taken by hyper).
@@ -173,10 +180,19 @@ tokio::task_local! {
 
 pub struct RequestContext {
     pub connection: Arc<Connection>,
+    /// This request's place on its connection, from 0.
+    pub ordinal: u64,
     pub permit: std::cell::RefCell<Option<BufferPermit>>,
 }
 
 impl RequestContext {
+    /// Whether the request being handled framed its body twice.
+    pub fn framing_conflict() -> bool {
+        REQUEST
+            .try_with(|c| c.connection.framing_conflict(c.ordinal))
+            .unwrap_or(false)
+    }
+
     /// The connection of the request being handled, if any.
     pub fn connection() -> Option<Arc<Connection>> {
         REQUEST.try_with(|c| c.connection.clone()).ok()
@@ -447,6 +463,7 @@ async fn serve_connection<T, E>(
                 connection.request_activity();
                 let context = RequestContext {
                     connection: connection.clone(),
+                    ordinal: connection.requests.fetch_add(1, Ordering::Relaxed),
                     permit: std::cell::RefCell::new(None),
                 };
                 let handled = REQUEST.scope(context, endpoint.get_response(req));

@@ -284,7 +284,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(tickets.len(), 3, "two free failures and the one that starts the wait");
+        assert_eq!(
+            tickets.len(),
+            3,
+            "two free failures and the one that starts the wait"
+        );
     }
 
     #[test]

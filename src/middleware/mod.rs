@@ -84,7 +84,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 resp
             }
             Ok(rate_headers) => {
-                let conflict = connection.as_ref().is_some_and(|c| c.take_framing_conflict());
+                let conflict = RequestContext::framing_conflict();
                 let mut resp = if let Some(refused) = ambiguous(&req, conflict) {
                     refused
                 } else if let Some(preflight) = config.cors.preflight(&req) {

@@ -145,3 +145,47 @@ async fn regression_a_refusal_after_a_first_answer_is_problem_json_too() {
     assert_eq!(resp.status, 400);
     resp.assert_problem("obs-fold in a second request");
 }
+
+/// Regression (review): bytes read after a complete head were never
+/// scanned, so a request framed by both `Content-Length` and
+/// `Transfer-Encoding` pipelined behind another one was read by the parser
+/// as chunked instead of being refused.
+#[tokio::test]
+async fn regression_a_pipelined_double_framed_request_is_refused() {
+    let app = spawn_app().await;
+    let body = "{}";
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let pipelined = format!(
+        "POST /api/v1/auth/refresh HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}\
+         POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunked}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(raw::server_addr(&app))
+        .await
+        .unwrap();
+    stream.write_all(pipelined.as_bytes()).await.unwrap();
+    let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let first = raw::RawResponse::parse(&received).expect("a first answer");
+    assert_eq!(
+        first.status,
+        400,
+        "the first request is only malformed: {}",
+        first.text()
+    );
+    let at = received
+        .windows(9)
+        .rposition(|w| w == b"HTTP/1.1 ")
+        .filter(|&at| at > 0)
+        .expect("a second answer");
+    let second = raw::RawResponse::parse(&received[at..]).expect("a second answer");
+    assert_eq!(second.status, 400, "{}", second.text());
+    assert!(
+        second
+            .text()
+            .contains("both Transfer-Encoding and Content-Length"),
+        "{}",
+        second.text()
+    );
+}
