@@ -200,9 +200,9 @@ enum Head {
     /// Between requests: no deadline until the next byte.
     Idle,
     /// Reading a head; `started`: whether anything but CR/LF has come yet;
-    /// `column`: bytes other than CR in the current line. An empty line
-    /// ends the head, whether its line ends are CRLF or the bare LF the
-    /// parser also accepts.
+    /// `column`: bytes of the current line so far. An empty line (nothing,
+    /// or a lone CR) ends the head, whether its line ends are CRLF or the
+    /// bare LF the parser also accepts.
     Reading { started: bool, column: u32 },
     /// The head is complete and its body is being skipped: then the next
     /// head may follow at once (pipelining), and is scanned like any.
@@ -351,78 +351,64 @@ impl H2Scan {
     }
 }
 
-/// Spots `Content-Length` and `Transfer-Encoding` lines in a head, byte by
-/// byte. hyper reads a head with both by the Transfer-Encoding alone and
-/// drops the Content-Length before the request reaches us, so this is the
-/// only place that can tell (RFC 9112 §6.3: such a request is a smuggling
-/// attempt to be refused, and the connection closed).
+/// Reads the `Content-Length` and `Transfer-Encoding` lines of a head, one
+/// whole line at a time. hyper reads a head with both by the
+/// Transfer-Encoding alone and drops the Content-Length before the request
+/// reaches us, so this is the only place that can tell (RFC 9112 §6.3:
+/// such a request is a smuggling attempt to be refused, and the connection
+/// closed); and knowing how the body is framed lets the scanner find the
+/// head after it.
 #[derive(Debug, Default)]
 struct Framing {
-    /// Position in the current line.
-    column: usize,
-    /// The current line still matches `content-length:` / `transfer-encoding:`
-    /// (the request line starts with a method, which matches neither).
-    candidates: [bool; 2],
     seen: [bool; 2],
-    /// Reading the value of this header (an index into the names).
-    value_of: Option<usize>,
-    /// The `Content-Length` value, while it parses (`None` if it did not).
+    /// The `Content-Length` value, if there was exactly one and it parsed.
     length: Option<u64>,
-    /// The last bytes of the `Transfer-Encoding` value, lower-cased.
-    coding_tail: [u8; 7],
+    /// The `Transfer-Encoding` value ends in `chunked`.
+    chunked: bool,
 }
 
 const FRAMING_NAMES: [&[u8]; 2] = [b"content-length:", b"transfer-encoding:"];
 
+/// The start of a header line kept to read it; longer framing lines make
+/// the framing unknown (and the scanner stops).
+const LINE_KEPT: usize = 96;
+
 impl Framing {
-    fn scan(&mut self, b: u8) {
-        if b == b'\n' {
-            self.column = 0;
-            self.candidates = [true; 2];
-            self.value_of = None;
-            return;
-        }
-        match self.value_of {
-            Some(0) => {
-                self.length = match b {
-                    b'0'..=b'9' => self
-                        .length
-                        .and_then(|n| n.checked_mul(10))
-                        .and_then(|n| n.checked_add(u64::from(b - b'0'))),
-                    b' ' | b'\t' | b'\r' => self.length,
-                    _ => None,
-                };
-            }
-            Some(_) if !matches!(b, b' ' | b'\t' | b'\r') => {
-                self.coding_tail.rotate_left(1);
-                self.coding_tail[6] = b.to_ascii_lowercase();
-            }
-            _ => {}
-        }
+    /// One header line (without its line end), or its first
+    /// [`LINE_KEPT`] bytes when `whole` is false.
+    fn line(&mut self, line: &[u8], whole: bool) {
         for (i, name) in FRAMING_NAMES.iter().enumerate() {
-            if self.candidates[i] {
-                match name.get(self.column) {
-                    Some(expected) if b.to_ascii_lowercase() == *expected => {
-                        if self.column + 1 == name.len() {
-                            // A second Content-Length: unknown length.
-                            self.length = if self.seen[i] { None } else { Some(0) };
-                            self.seen[i] = true;
-                            self.candidates[i] = false;
-                            self.value_of = Some(i);
-                        }
-                    }
-                    _ => self.candidates[i] = false,
-                }
+            let Some(value) = line
+                .get(..name.len())
+                .filter(|start| start.eq_ignore_ascii_case(name))
+                .map(|_| line[name.len()..].trim_ascii())
+            else {
+                continue;
+            };
+            let again = self.seen[i];
+            self.seen[i] = true;
+            if i == 0 {
+                let parsed = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                // A second Content-Length, or an unreadable one: unknown.
+                self.length = if again || !whole { None } else { parsed };
+            } else {
+                self.chunked =
+                    whole && value.len() >= 7 && value[value.len() - 7..].eq_ignore_ascii_case(b"chunked");
             }
         }
-        self.column += 1;
+    }
+
+    fn conflict(&self) -> bool {
+        self.seen == [true; 2]
     }
 
     /// How the body after this head is framed, as the parser reads it
     /// (Transfer-Encoding over Content-Length).
     fn body(&self) -> Head {
         if self.seen[1] {
-            if &self.coding_tail == b"chunked" {
+            if self.chunked {
                 Head::Body(BodySkip::ChunkSize(0))
             } else {
                 Head::Done
@@ -436,10 +422,6 @@ impl Framing {
         } else {
             Head::Idle
         }
-    }
-
-    fn conflict(&self) -> bool {
-        self.seen == [true; 2]
     }
 }
 
@@ -473,6 +455,8 @@ pub struct GuardedIo<T> {
     max_head_bytes: usize,
     /// Which framing headers the head being read has.
     framing: Framing,
+    /// The start of the current header line.
+    line: [u8; LINE_KEPT],
     /// HTTP/1 request heads completed on this connection.
     heads: u64,
     answers: ParserAnswers,
@@ -505,6 +489,7 @@ impl<T> GuardedIo<T> {
             armed: true,
             head_bytes: 0,
             framing: Framing::default(),
+            line: [0; LINE_KEPT],
             heads: 0,
             max_head_bytes: limits.max_head_bytes,
             answers,
@@ -563,7 +548,7 @@ impl<T> GuardedIo<T> {
             return;
         };
         let mut rest = bytes;
-        while let Some((&b, after)) = rest.split_first() {
+        while !rest.is_empty() {
             let (started, column) = match state {
                 Head::Idle => {
                     self.head_bytes = 0;
@@ -580,26 +565,48 @@ impl<T> GuardedIo<T> {
                 }
                 Head::Done => break,
             };
-            rest = after;
-            self.head_bytes += 1;
-            self.framing.scan(b);
-            state = match b {
+            if !started {
                 // CR and LF before the request line are skipped by the
                 // parser: they start nothing and end nothing.
-                b'\r' | b'\n' if !started => Head::Reading { started, column },
-                b'\n' if column == 0 => {
-                    if self.framing.conflict() {
-                        self.connection.flag_framing_conflict(self.heads);
-                    }
-                    self.heads += 1;
-                    self.framing.body()
+                let blank = rest.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                self.head_bytes += blank;
+                rest = &rest[blank..];
+                state = Head::Reading {
+                    started: !rest.is_empty(),
+                    column,
+                };
+                continue;
+            }
+            // A line at a time: up to its LF, or all there is.
+            let (segment, ended) = match memchr::memchr(b'\n', rest) {
+                Some(at) => (&rest[..at], true),
+                None => (rest, false),
+            };
+            let taken = segment.len() + usize::from(ended);
+            self.head_bytes += taken;
+            let at = usize::try_from(column).unwrap_or(usize::MAX);
+            if at < LINE_KEPT {
+                let keep = segment.len().min(LINE_KEPT - at);
+                self.line[at..at + keep].copy_from_slice(&segment[..keep]);
+            }
+            rest = &rest[taken..];
+            let column = column.saturating_add(u32::try_from(segment.len()).unwrap_or(u32::MAX));
+            if !ended {
+                state = Head::Reading { started, column };
+                continue;
+            }
+            let length = usize::try_from(column).unwrap_or(usize::MAX);
+            let kept = &self.line[..length.min(LINE_KEPT)];
+            let line = kept.strip_suffix(b"\r").unwrap_or(kept);
+            state = if line.is_empty() && length <= 1 {
+                if self.framing.conflict() {
+                    self.connection.flag_framing_conflict(self.heads);
                 }
-                b'\n' => Head::Reading { started, column: 0 },
-                b'\r' => Head::Reading { started, column },
-                _ => Head::Reading {
-                    started: true,
-                    column: column.saturating_add(1),
-                },
+                self.heads += 1;
+                self.framing.body()
+            } else {
+                self.framing.line(line, length <= LINE_KEPT);
+                Head::Reading { started, column: 0 }
             };
         }
         self.protocol = Protocol::Http1(state);
@@ -748,24 +755,27 @@ mod tests {
         f
     }
 
+    fn framing_of(head: &[u8]) -> Framing {
+        let mut framing = Framing::default();
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            framing.line(line, true);
+        }
+        framing
+    }
+
     #[test]
     fn a_head_framed_twice_is_spotted_whatever_the_case_or_order() {
-        let scan = |head: &[u8]| {
-            let mut framing = Framing::default();
-            for &b in head {
-                framing.scan(b);
-            }
-            framing.conflict()
-        };
-        assert!(scan(
+        let conflict = |head: &[u8]| framing_of(head).conflict();
+        assert!(conflict(
             b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
         ));
-        assert!(scan(
+        assert!(conflict(
             b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n"
         ));
-        assert!(!scan(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"));
+        assert!(!conflict(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"));
         assert!(
-            !scan(b"POST / HTTP/1.1\r\nX-Note: transfer-encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            !conflict(b"POST / HTTP/1.1\r\nX-Note: transfer-encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
             "only at the start of a line"
         );
     }
@@ -798,14 +808,10 @@ mod tests {
             (Head::Done, 3),
             "not a size: stop"
         );
-        let mut framing = Framing::default();
-        for &b in b"POST / HTTP/1.1\r\nContent-Length:  12\r\n" {
-            framing.scan(b);
-        }
+        let framing = framing_of(b"POST / HTTP/1.1\r\nContent-Length:  12\r\n");
         assert_eq!(framing.body(), Head::Body(BodySkip::Length(12)));
-        for &b in b"Transfer-Encoding: gzip, Chunked\r\n" {
-            framing.scan(b);
-        }
+        let framing =
+            framing_of(b"POST / HTTP/1.1\r\nContent-Length: 12\r\nTransfer-Encoding: gzip, Chunked\r\n");
         assert_eq!(framing.body(), Head::Body(BodySkip::ChunkSize(0)), "chunked wins");
     }
 

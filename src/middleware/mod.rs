@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use poem::http::{HeaderMap, StatusCode, Version, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::error::{Error, problem_response};
-use crate::server::RequestContext;
+use crate::server::{Connection, RequestContext};
 
 /// Per-request limits the front layer enforces.
 #[derive(Clone)]
@@ -90,25 +91,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 } else if let Some(preflight) = config.cors.preflight(&req) {
                     preflight
                 } else {
-                    let handled = async {
-                        // Room for the bodies first, so memory is counted
-                        // before it is spent.
-                        let permit = match &connection {
-                            Some(connection) => match config.buffers.reserve(connection, &req).await {
-                                Ok(permit) => permit,
-                                Err(()) => return busy(),
-                            },
-                            None => None,
-                        };
-                        let resp = match limits::check_body(req, config.max_body_bytes).await {
-                            Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
-                            Err(refused) => refused,
-                        };
-                        if let Some(permit) = permit {
-                            RequestContext::hold(permit);
-                        }
-                        resp
-                    };
+                    let handled = handle(&*next, req, &config, connection.as_deref(), api);
                     // The whole request (body upload and handling) has a
                     // deadline; a write already committed stays committed.
                     let mut resp = match tokio::time::timeout(config.request_timeout, handled).await {
@@ -136,6 +119,45 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
     }
     .instrument(span)
     .await
+}
+
+/// Reads the body (bounded) and calls the routes, with the bodies counted
+/// against the memory budgets: a body before it is read, an answer once it
+/// exists (see [`buffers`]).
+async fn handle<E: Endpoint>(
+    next: &E,
+    req: Request,
+    config: &FrontConfig,
+    connection: Option<&Connection>,
+    api: bool,
+) -> Response {
+    let body_permit = match connection {
+        Some(connection) => match config.buffers.reserve_body(connection, &req) {
+            Ok(permit) => permit,
+            Err(buffers::NoRoom) => return busy(),
+        },
+        None => None,
+    };
+    let mut resp = match limits::check_body(req, config.max_body_bytes).await {
+        Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
+        Err(refused) => refused,
+    };
+    drop(body_permit);
+    if let (Some(connection), true) = (connection, api) {
+        let body: BoxBody<Bytes, std::io::Error> = resp.take_body().into();
+        let size = http_body::Body::size_hint(&body).upper().unwrap_or(u64::MAX);
+        resp.set_body(poem::Body::from(body));
+        match config
+            .buffers
+            .hold_answer(connection, usize::try_from(size).unwrap_or(usize::MAX))
+        {
+            Ok(Some(permit)) => RequestContext::hold(permit),
+            Ok(None) => {}
+            // Dropping the answer frees what it held.
+            Err(buffers::NoRoom) => return busy(),
+        }
+    }
+    resp
 }
 
 /// The server holds as many bodies as it may: come back in a moment.
