@@ -47,6 +47,9 @@ MIB = 1 << 20
 KIB = 1 << 10
 
 STALLED_READERS = 64
+# Readers per loopback address: within the default per-client connection
+# cap, so the buffer bounds, not that cap, are what holds.
+READERS_PER_ADDRESS = 16
 # What the bound allows per connection beyond its buffered response:
 # socket, hyper and task state.
 PER_CONNECTION_OVERHEAD = 128 * KIB
@@ -105,6 +108,7 @@ def parse_args():
     # derived from what the server was told.
     p.add_argument("--max-page-bytes", type=int, default=1 * MIB)
     p.add_argument("--connection-buffer-bytes", type=int, default=2 * MIB)
+    p.add_argument("--client-buffer-bytes", type=int, default=4 * MIB)
     p.add_argument("--max-buffered-bytes", type=int, default=128 * MIB)
     p.add_argument("--write-timeout", default="20s")
     p.add_argument("--hold", type=float, default=5.0,
@@ -225,10 +229,12 @@ def mb(n):
 
 def stalled_readers(env):
     a = env.args
-    settings = ("--max-page-bytes", "--connection-buffer-bytes", "--max-buffered-bytes", "--write-timeout")
+    settings = ("--max-page-bytes", "--connection-buffer-bytes", "--client-buffer-bytes", "--max-buffered-bytes",
+                "--write-timeout")
     if env.supports(*settings):
         extra = ["--max-page-bytes", str(a.max_page_bytes),
                  "--connection-buffer-bytes", str(a.connection_buffer_bytes),
+                 "--client-buffer-bytes", str(a.client_buffer_bytes),
                  "--max-buffered-bytes", str(a.max_buffered_bytes),
                  "--write-timeout", a.write_timeout]
         note = ""
@@ -251,7 +257,7 @@ def stalled_readers(env):
                 # Four loopback addresses, 16 readers each: within the
                 # default per-client connection cap, so the buffer bound,
                 # not that cap, is what holds.
-                s.bind((f"127.0.0.{10 + i // 16}", 0))
+                s.bind((f"127.0.0.{10 + i // READERS_PER_ADDRESS}", 0))
                 # Small before connect, so the advertised window stays small.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 s.settimeout(5)
@@ -278,14 +284,16 @@ def stalled_readers(env):
         finally:
             for s in readers:
                 s.close()
-    bound = quiet + min(a.max_buffered_bytes, STALLED_READERS * max(a.max_page_bytes, MIB)) \
-        + STALLED_READERS * PER_CONNECTION_OVERHEAD
+    clients = (STALLED_READERS + READERS_PER_ADDRESS - 1) // READERS_PER_ADDRESS
+    bodies = min(a.max_buffered_bytes, clients * a.client_buffer_bytes, STALLED_READERS * max(a.max_page_bytes, MIB))
+    bound = quiet + bodies + STALLED_READERS * PER_CONNECTION_OVERHEAD
     stopped = f", stopped at the {mb(cap)} cap" if capped else ""
     verdict = "over" if memory["VmHWM"] > bound else "within"
     print(f"{STALLED_READERS} stalled readers of {a.escaped_notes}-note \\u0001 pages, held {held:.0f} s{stopped}: "
           f"RSS {mb(memory['VmRSS'])}, peak {mb(memory['VmHWM'])} (quiet {mb(quiet)})")
-    print(f"stalled-reader bound: quiet + min({mb(a.max_buffered_bytes)}, {STALLED_READERS} x "
-          f"{mb(max(a.max_page_bytes, MIB))}) + {STALLED_READERS} x 128 KiB = {mb(bound)}; peak {verdict} it{note}")
+    print(f"stalled-reader bound: quiet + min({mb(a.max_buffered_bytes)} server, {clients} clients x "
+          f"{mb(a.client_buffer_bytes)}, {STALLED_READERS} x {mb(max(a.max_page_bytes, MIB))}) "
+          f"+ {STALLED_READERS} x 128 KiB = {mb(bound)}; peak {verdict} it{note}")
 
 
 def available_memory():
