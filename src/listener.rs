@@ -735,6 +735,38 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
         }
     }
 
+    /// Vectored writes let hyper queue an answer's pieces instead of
+    /// copying them into a buffer of its own (up to ~400 KB per connection
+    /// that no budget counted). The first write of an answer goes through
+    /// `poll_write`, which looks at it (parser refusals, `100 Continue`).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let http2 = matches!(this.protocol, Protocol::Http2(_));
+        if (this.awaiting_answer && !http2) || this.replaced || this.replacement.is_some() {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                this.connection.write_blocked(false, !http2);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.connection.write_blocked(true, false);
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
