@@ -682,85 +682,95 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.replaced {
-            return Poll::Ready(Ok(data.len()));
+impl<T: AsyncWrite + Unpin> GuardedIo<T> {
+    /// Looks at the first bytes of a write before they go out: the parser's
+    /// refusal is replaced by our answer (then `Some(n)`: report `n` bytes
+    /// written), and a final answer marks the head answered.
+    fn poll_inspect(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &[u8],
+        total: usize,
+    ) -> Poll<io::Result<Option<usize>>> {
+        if self.replaced {
+            return Poll::Ready(Ok(Some(total)));
         }
-        if this.replacement.is_none()
-            && let Some(answer) = this.parser_refusal(data)
+        if self.replacement.is_none()
+            && let Some(answer) = self.parser_refusal(first)
         {
-            this.replacement = Some(Replacement {
+            self.replacement = Some(Replacement {
                 answer,
-                claimed: data.len(),
+                claimed: first.len(),
             });
         }
-        if let Some(replacement) = &mut this.replacement {
+        if let Some(replacement) = &mut self.replacement {
             while !replacement.answer.is_empty() {
-                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &replacement.answer))?;
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &replacement.answer))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 let _ = replacement.answer.split_to(n);
             }
             let claimed = replacement.claimed;
-            this.replacement = None;
-            this.replaced = true;
-            return Poll::Ready(Ok(claimed));
+            self.replacement = None;
+            self.replaced = true;
+            return Poll::Ready(Ok(Some(claimed)));
         }
-        let http2 = matches!(this.protocol, Protocol::Http2(_));
         // A final answer is going out: the next bytes read start a new
         // head. `100 Continue` is not one: the body follows it.
-        let informational = data.starts_with(b"HTTP/1.1 1") || data.starts_with(b"HTTP/1.0 1");
-        if this.awaiting_answer && !informational && !http2 {
-            this.awaiting_answer = false;
-            if let Protocol::Http1(head @ Head::Done) = &mut this.protocol {
+        let informational = first.starts_with(b"HTTP/1.1 1") || first.starts_with(b"HTTP/1.0 1");
+        if self.awaiting_answer && !informational && !self.is_http2() {
+            self.awaiting_answer = false;
+            if let Protocol::Http1(head @ Head::Done) = &mut self.protocol {
                 *head = Head::Idle;
             }
         }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                // HTTP/1 writes are answer bytes the peer took. HTTP/2
-                // writes may be only pings and settings: there, only answer
-                // bodies taken (see `server::TrackedBody`) count.
-                this.connection.write_blocked(false, !http2);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.connection.write_blocked(true, false);
-                Poll::Pending
-            }
+        Poll::Ready(Ok(None))
+    }
+
+    fn is_http2(&self) -> bool {
+        matches!(self.protocol, Protocol::Http2(_))
+    }
+
+    /// Keeps the connection's stall clock: HTTP/1 writes are answer bytes
+    /// the peer took; HTTP/2 writes may be only pings and settings, so
+    /// there only answer bodies taken (see `server::TrackedBody`) count.
+    fn account(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match &written {
+            Poll::Ready(Ok(_)) => self.connection.write_blocked(false, !self.is_http2()),
+            Poll::Pending => self.connection.write_blocked(true, false),
+            Poll::Ready(Err(_)) => {}
         }
+        written
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(n) = ready!(this.poll_inspect(cx, data, data.len()))? {
+            return Poll::Ready(Ok(n));
+        }
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.account(written)
     }
 
     /// Vectored writes let hyper queue an answer's pieces instead of
     /// copying them into a buffer of its own (up to ~400 KB per connection
-    /// that no budget counted). The first write of an answer goes through
-    /// `poll_write`, which looks at it (parser refusals, `100 Continue`).
+    /// that no budget counted), and keep a head and its body in one write.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let http2 = matches!(this.protocol, Protocol::Http2(_));
-        if (this.awaiting_answer && !http2) || this.replaced || this.replacement.is_some() {
-            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
-            return Pin::new(this).poll_write(cx, first);
+        let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+        let total = bufs.iter().map(|b| b.len()).sum();
+        if let Some(n) = ready!(this.poll_inspect(cx, first, total))? {
+            return Poll::Ready(Ok(n));
         }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                this.connection.write_blocked(false, !http2);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                this.connection.write_blocked(true, false);
-                Poll::Pending
-            }
-        }
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.account(written)
     }
 
     fn is_write_vectored(&self) -> bool {
