@@ -391,8 +391,13 @@ impl Framing {
                 let parsed = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.parse::<u64>().ok());
-                // A second Content-Length, or an unreadable one: unknown.
-                self.length = if again || !whole { None } else { parsed };
+                let parsed = if whole { parsed } else { None };
+                // A repeated Content-Length is read as the parser reads
+                // it: one value if they agree; otherwise, or unreadable,
+                // unknown (and the request refused, see `ambiguous`).
+                if !again || parsed != self.length {
+                    self.length = if again { None } else { parsed };
+                }
             } else {
                 self.chunked =
                     whole && value.len() >= 7 && value[value.len() - 7..].eq_ignore_ascii_case(b"chunked");
@@ -400,8 +405,11 @@ impl Framing {
         }
     }
 
+    /// The body is framed ambiguously: both headers, or a Content-Length
+    /// that does not read as one number. Such a request is refused and its
+    /// connection closed: the scanner cannot follow what comes after it.
     fn conflict(&self) -> bool {
-        self.seen == [true; 2]
+        self.seen == [true; 2] || (self.seen[0] && self.length.is_none())
     }
 
     /// How the body after this head is framed, as the parser reads it
@@ -466,6 +474,46 @@ pub struct GuardedIo<T> {
     replacement: Option<Replacement>,
     /// Our answer went out: swallow whatever the parser still writes.
     replaced: bool,
+    /// HTTP/2: where the frames written stand, to count DATA bytes sent.
+    sent: SentFrames,
+}
+
+/// Follows the HTTP/2 frames written, counting DATA payload bytes.
+#[derive(Debug, Default)]
+struct SentFrames {
+    header: [u8; FRAME_HEADER],
+    header_have: usize,
+    payload_left: usize,
+    data: bool,
+}
+
+impl SentFrames {
+    /// Feeds written bytes; returns the DATA payload bytes among them.
+    fn scan(&mut self, mut bytes: &[u8]) -> usize {
+        let mut data = 0;
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                if self.data {
+                    data += n;
+                }
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (FRAME_HEADER - self.header_have).min(bytes.len());
+            self.header[self.header_have..self.header_have + n].copy_from_slice(&bytes[..n]);
+            self.header_have += n;
+            bytes = &bytes[n..];
+            if self.header_have == FRAME_HEADER {
+                self.header_have = 0;
+                let [l0, l1, l2, kind, ..] = self.header;
+                self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+                self.data = kind == 0;
+            }
+        }
+        data
+    }
 }
 
 impl<T> GuardedIo<T> {
@@ -496,6 +544,7 @@ impl<T> GuardedIo<T> {
             awaiting_answer: true,
             replacement: None,
             replaced: false,
+            sent: SentFrames::default(),
         }
     }
 
@@ -513,6 +562,7 @@ impl<T> GuardedIo<T> {
                 used += 1;
             }
             if matched == H2_SIGNATURE {
+                self.connection.set_http2();
                 self.protocol = Protocol::Http2(H2Scan {
                     preface_left: H2_PREFACE.len() - H2_SIGNATURE,
                     ..H2Scan::default()
@@ -630,22 +680,24 @@ impl<T> GuardedIo<T> {
     /// Whether `data`, about to be written, is the HTTP/1 parser's own
     /// refusal: an error status with no `Content-Type`, before any answer of
     /// ours. Every answer of ours carries a `Content-Type` on these statuses.
+    ///
+    /// It must look exactly like one: no request being handled and no
+    /// answer body still going out (an answer's body could start with the
+    /// same bytes, and a pipelined head may already have been read), and
+    /// the write is a whole head with no body (`content-length: 0`).
     fn parser_refusal(&self, data: &[u8]) -> Option<Bytes> {
-        if !self.awaiting_answer || !matches!(self.protocol, Protocol::Http1(_) | Protocol::Unknown { .. }) {
+        if !matches!(self.protocol, Protocol::Http1(_) | Protocol::Unknown { .. }) || self.connection.busy() {
             return None;
         }
         let status = data.strip_prefix(b"HTTP/1.")?.get(2..5)?;
         let status: u16 = std::str::from_utf8(status).ok()?.parse().ok()?;
         let answer = self.answers.get(&status)?;
-        let head_end = data
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(data.len());
-        let head = &data[..head_end];
-        let has_type = head
-            .split(|&b| b == b'\n')
-            .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
-        (!has_type).then(|| answer.clone())
+        let head = data.strip_suffix(b"\r\n\r\n")?;
+        let has = |name: &[u8]| {
+            head.split(|&b| b == b'\n')
+                .any(|line| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+        };
+        (has(b"content-length: 0") && !has(b"content-type:")).then(|| answer.clone())
     }
 }
 
@@ -735,9 +787,25 @@ impl<T: AsyncWrite + Unpin> GuardedIo<T> {
     /// Keeps the connection's stall clock: HTTP/1 writes are answer bytes
     /// the peer took; HTTP/2 writes may be only pings and settings, so
     /// there only answer bodies taken (see `server::TrackedBody`) count.
-    fn account(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+    fn account(&mut self, written: Poll<io::Result<usize>>, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
         match &written {
-            Poll::Ready(Ok(_)) => self.connection.write_blocked(false, !self.is_http2()),
+            Poll::Ready(Ok(n)) => {
+                let http2 = self.is_http2();
+                self.connection.write_blocked(false, !http2);
+                if http2 {
+                    // The frames written start where the last write ended.
+                    let mut left = *n;
+                    let mut data = 0;
+                    for buf in bufs {
+                        let take = left.min(buf.len());
+                        data += self.sent.scan(&buf[..take]);
+                        left -= take;
+                    }
+                    if data > 0 {
+                        self.connection.data_sent(data);
+                    }
+                }
+            }
             Poll::Pending => self.connection.write_blocked(true, false),
             Poll::Ready(Err(_)) => {}
         }
@@ -752,7 +820,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
             return Poll::Ready(Ok(n));
         }
         let written = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.account(written)
+        this.account(written, &[data])
     }
 
     /// Vectored writes let hyper queue an answer's pieces instead of
@@ -770,7 +838,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
             return Poll::Ready(Ok(n));
         }
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.account(written)
+        let slices: Vec<&[u8]> = if this.is_http2() {
+            bufs.iter().map(|b| &**b).collect()
+        } else {
+            Vec::new()
+        };
+        this.account(written, &slices)
     }
 
     fn is_write_vectored(&self) -> bool {

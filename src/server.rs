@@ -85,6 +85,11 @@ pub struct Connection {
     /// Requests started on this connection (HTTP/1 answers them in order,
     /// so the n-th request is the n-th head).
     requests: AtomicU64,
+    /// HTTP/2: answer bytes hyper has taken from bodies and not yet written
+    /// as DATA frames. hyper takes a small answer whole into the stream's
+    /// buffer, where a peer with a tiny window could leave it for ever.
+    unsent: AtomicU64,
+    http2: AtomicBool,
     /// Body bytes this connection may hold at once.
     pub buffer: Arc<Semaphore>,
     /// Body bytes its client may hold at once over all its connections
@@ -104,6 +109,8 @@ impl Connection {
             write_blocked: AtomicBool::new(false),
             framing_conflict: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            unsent: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
             buffer: Arc::new(Semaphore::new(buffer_bytes.min(Semaphore::MAX_PERMITS))),
             client_buffer,
         }
@@ -152,9 +159,39 @@ impl Connection {
         }
     }
 
+    /// The connection speaks HTTP/2.
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Answer bytes taken from a body.
+    fn taken(&self, bytes: usize) {
+        if self.http2.load(Ordering::Relaxed) {
+            self.unsent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// HTTP/2 DATA payload bytes written to the socket: the peer's window
+    /// let them through, which is progress.
+    pub fn data_sent(&self, bytes: usize) {
+        let _ = self
+            .unsent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(bytes as u64))
+            });
+        self.progressed();
+    }
+
+    /// A request is being handled or an answer body is still going out.
+    pub fn busy(&self) -> bool {
+        self.in_progress.load(Ordering::Relaxed) > 0 || self.open_bodies.load(Ordering::Relaxed) > 0
+    }
+
     /// Response bytes are owed and none has moved for `timeout`.
     fn stalled(&self, timeout: Duration) -> bool {
-        let owed = self.open_bodies.load(Ordering::Relaxed) > 0 || self.write_blocked.load(Ordering::Relaxed);
+        let owed = self.open_bodies.load(Ordering::Relaxed) > 0
+            || self.write_blocked.load(Ordering::Relaxed)
+            || self.unsent.load(Ordering::Relaxed) > 0;
         owed && self.quiet_for(&self.last_progress) > timeout
     }
 
@@ -333,6 +370,7 @@ impl Body for TrackedBody {
             let rest = std::mem::take(&mut this.rest);
             let chunk = this.take_chunk(rest);
             this.connection.progressed();
+            this.connection.taken(chunk.len());
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if !this.open {
@@ -344,6 +382,7 @@ impl Body for TrackedBody {
                 match frame.into_data() {
                     Ok(data) => {
                         let chunk = this.take_chunk(data);
+                        this.connection.taken(chunk.len());
                         Poll::Ready(Some(Ok(Frame::data(chunk))))
                     }
                     Err(frame) => Poll::Ready(Some(Ok(frame))),

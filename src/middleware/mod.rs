@@ -192,7 +192,7 @@ fn ambiguous(req: &Request, framing_conflict: bool) -> Option<Response> {
     } else if framing_conflict || (transfer.is_some() && headers.contains_key(header::CONTENT_LENGTH)) {
         (
             StatusCode::BAD_REQUEST,
-            "The request has both Transfer-Encoding and Content-Length.",
+            "The request frames its body ambiguously (Content-Length with Transfer-Encoding, or an unreadable Content-Length).",
         )
     } else if transfer.is_some_and(|te| !te.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked")) {
         (

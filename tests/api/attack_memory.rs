@@ -236,3 +236,34 @@ async fn regression_pings_do_not_keep_a_stalled_http2_stream_alive() {
             .expect("pings (answered by the client) do not count as progress");
     assert!(body.is_err(), "{body:?}");
 }
+
+/// Regression (second review): hyper takes a small answer whole into the
+/// stream's send buffer, so with a window of one byte nothing was owed any
+/// more as far as the stall check could see: the answer (and its memory)
+/// stayed until the idle timeout, past every budget. A hand-made HTTP/2
+/// client that never opens its window (reqwest would, as it reads).
+#[tokio::test]
+async fn regression_a_small_answer_behind_a_one_byte_window_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&["--write-timeout", "1s", "--idle-timeout", "60s"]).await;
+    let mut stream = tokio::net::TcpStream::connect(raw::server_addr(&app))
+        .await
+        .unwrap();
+    // SETTINGS: INITIAL_WINDOW_SIZE (0x4) = 1.
+    let settings = [0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1];
+    // HEADERS on stream 1, END_STREAM | END_HEADERS, HPACK by hand:
+    // :method GET, :scheme http, :path /healthz, :authority localhost.
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"localhost");
+    let mut headers = vec![0, 0, u8::try_from(block.len()).unwrap(), 1, 5, 0, 0, 0, 1];
+    headers.extend_from_slice(&block);
+    stream.write_all(raw::h2::PREFACE).await.unwrap();
+    stream.write_all(&settings).await.unwrap();
+    stream.write_all(&headers).await.unwrap();
+    // Closed at the write timeout, not the idle timeout (this panics
+    // after 10 s).
+    let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(!received.is_empty(), "the server answered before giving up");
+}

@@ -182,10 +182,62 @@ async fn regression_a_pipelined_double_framed_request_is_refused() {
     let second = raw::RawResponse::parse(&received[at..]).expect("a second answer");
     assert_eq!(second.status, 400, "{}", second.text());
     assert!(
-        second
-            .text()
-            .contains("both Transfer-Encoding and Content-Length"),
+        second.text().contains("frames its body ambiguously"),
         "{}",
         second.text()
     );
+}
+
+/// Regression (second review): a head whose framing the scanner could not
+/// follow (a repeated or unreadable `Content-Length`) stopped the scanning,
+/// so a double-framed request behind it went through. Such a head is now
+/// refused itself, and its connection closed.
+#[tokio::test]
+async fn regression_an_unreadable_content_length_is_refused_not_skipped() {
+    let app = spawn_app().await;
+    for (head, why) in [
+        (
+            "Content-Length: 0\r\nContent-Length: 1\r\n",
+            "two different lengths",
+        ),
+        (
+            &*format!("Content-Length: {}0\r\n", "0".repeat(100)),
+            "a length line too long to read",
+        ),
+    ] {
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\n{head}\r\n\
+             GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        );
+        let resp = raw::exchange(&app, request.as_bytes()).await;
+        assert_eq!(resp.status, 400, "{why}: {}", resp.text());
+        resp.assert_problem(why);
+    }
+    let agreeing = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        raw::exchange(&app, agreeing.as_bytes()).await.status,
+        200,
+        "repeated, agreeing lengths are one"
+    );
+}
+
+/// Regression (second review): the parser's refusal of a head pipelined
+/// behind a good request went out bare.
+#[tokio::test]
+async fn regression_a_pipelined_refusal_is_problem_json_too() {
+    let app = spawn_app().await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\r\n b\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(raw::server_addr(&app))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let at = received
+        .windows(9)
+        .rposition(|w| w == b"HTTP/1.1 ")
+        .filter(|&at| at > 0)
+        .expect("a second answer");
+    let second = raw::RawResponse::parse(&received[at..]).expect("a second answer");
+    assert_eq!(second.status, 400);
+    second.assert_problem("obs-fold pipelined behind a good request");
 }
