@@ -286,6 +286,22 @@ impl BufferPermit {
         })
     }
 
+    /// Adds `more`'s bytes to these.
+    pub fn merge(&mut self, more: BufferPermit) {
+        let pairs = [
+            (&mut self.connection, more.connection),
+            (&mut self.client, more.client),
+            (&mut self.server, more.server),
+        ];
+        for (held, extra) in pairs {
+            match (held.as_mut(), extra) {
+                (Some(held), Some(extra)) => held.merge(extra),
+                (None, extra) => *held = extra,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.server.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)

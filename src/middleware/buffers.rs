@@ -1,8 +1,9 @@
 //! Memory held for request and response bodies, bounded per connection,
 //! per client and for the whole server.
 //!
-//! - A request body to the API is counted before it is read: its declared
-//!   length, or the body limit when none is declared (chunked, HTTP/2).
+//! - A request body to the API is counted as it arrives, piece by piece:
+//!   a client holds what it has sent, never what it has only announced
+//!   (a `Content-Length` of 1 MiB and one byte sent holds one byte).
 //! - An answer from the API is counted once it exists, at its exact size,
 //!   and stays counted until it has been handed to the connection, so a
 //!   client that does not read keeps its bytes counted until the
@@ -25,11 +26,8 @@
 
 use std::sync::Arc;
 
-use poem::Request;
-use poem::http::header;
 use tokio::sync::Semaphore;
 
-use crate::middleware::limits::takes_body;
 use crate::server::{BufferPermit, Connection};
 use crate::settings::Settings;
 
@@ -41,7 +39,6 @@ pub struct Buffers {
     server: Arc<Semaphore>,
     /// The most one body may hold: what every budget can hold.
     ceiling: usize,
-    max_body: usize,
 }
 
 impl Buffers {
@@ -52,34 +49,25 @@ impl Buffers {
             ceiling: server
                 .min(settings.connection_buffer_bytes)
                 .min(settings.client_buffer_bytes),
-            max_body: settings.max_body_bytes,
         }
     }
 
-    /// Counts the body `req` may bring before it is read. `Ok(None)`: it
-    /// brings none.
-    pub fn reserve_body(
+    /// Counts `bytes` more of a body being read into `permit`. `false`: no
+    /// room.
+    pub fn count_body(
         &self,
         connection: &Connection,
-        req: &Request,
-    ) -> Result<Option<BufferPermit>, NoRoom> {
-        if !takes_body(req) {
-            return Ok(None);
+        permit: &mut Option<BufferPermit>,
+        bytes: usize,
+    ) -> bool {
+        let Some(more) = BufferPermit::try_acquire(connection, &self.server, bytes.min(self.ceiling)) else {
+            return false;
+        };
+        match permit {
+            Some(held) => held.merge(more),
+            None => *permit = Some(more),
         }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let bytes = declared
-            .map_or(self.max_body, |n| n.min(self.max_body))
-            .min(self.ceiling);
-        if bytes == 0 {
-            return Ok(None);
-        }
-        BufferPermit::try_acquire(connection, &self.server, bytes)
-            .map(Some)
-            .ok_or(NoRoom)
+        true
     }
 
     /// Counts an answer of `bytes` until it is handed over.

@@ -3,6 +3,7 @@
 //! as soon as the streamed body passes the limit. A JSON body is read whole
 //! by the API anyway, so reading it here (bounded) costs nothing extra.
 
+use futures_util::StreamExt;
 use poem::http::{Method, StatusCode, header};
 use poem::{Request, Response};
 
@@ -25,8 +26,15 @@ pub fn takes_body(req: &Request) -> bool {
         && req.uri().path().starts_with("/api/")
 }
 
-/// Passes the request on, or answers in its place.
-pub async fn check_body(mut req: Request, limit: usize) -> Result<Request, Response> {
+/// Passes the request on, or answers in its place. A body a route will
+/// read is read here, whole and bounded, each piece counted by `count`
+/// as it arrives (`false`: no room, 503): what a client holds is what it
+/// has sent, never what it has only announced.
+pub async fn check_body(
+    mut req: Request,
+    limit: usize,
+    mut count: impl FnMut(usize) -> bool,
+) -> Result<Request, Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -35,19 +43,28 @@ pub async fn check_body(mut req: Request, limit: usize) -> Result<Request, Respo
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit));
     }
-    // No declared length on a request that carries a body: a chunked (or
-    // HTTP/2) body. Read it with the limit in force. No other route reads a
-    // body (not the documentation, not other methods), so theirs are left
-    // unread: reading them would spend memory no budget counts.
-    if declared.is_none() && takes_body(&req) {
-        match req.take_body().into_bytes_limit(limit).await {
-            Ok(bytes) => req.set_body(bytes),
-            Err(poem::error::ReadBodyError::PayloadTooLarge) => return Err(too_large(limit)),
-            Err(_) => {
-                let err = Error::BadRequest("The request body could not be read.".to_owned());
-                return Err(problem_response(&err.to_problem()));
-            }
-        }
+    // No other route reads a body (not the documentation, not other
+    // methods), so theirs are left unread: reading them would spend memory
+    // no budget counts.
+    if !takes_body(&req) {
+        return Ok(req);
     }
+    let unreadable = || {
+        let err = Error::BadRequest("The request body could not be read.".to_owned());
+        problem_response(&err.to_problem())
+    };
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)).min(limit));
+    let mut pieces = req.take_body().into_bytes_stream();
+    while let Some(piece) = pieces.next().await {
+        let piece = piece.map_err(|_| unreadable())?;
+        if body.len() + piece.len() > limit {
+            return Err(too_large(limit));
+        }
+        if !count(piece.len()) {
+            return Err(super::busy());
+        }
+        body.extend_from_slice(&piece);
+    }
+    req.set_body(body);
     Ok(req)
 }

@@ -131,14 +131,12 @@ async fn handle<E: Endpoint>(
     connection: Option<&Connection>,
     api: bool,
 ) -> Response {
-    let body_permit = match connection {
-        Some(connection) => match config.buffers.reserve_body(connection, &req) {
-            Ok(permit) => permit,
-            Err(buffers::NoRoom) => return busy(),
-        },
-        None => None,
+    let mut body_permit = None;
+    let count = |bytes: usize| match connection {
+        Some(connection) => config.buffers.count_body(connection, &mut body_permit, bytes),
+        None => true,
     };
-    let mut resp = match limits::check_body(req, config.max_body_bytes).await {
+    let mut resp = match limits::check_body(req, config.max_body_bytes, count).await {
         Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
         Err(refused) => refused,
     };
@@ -161,7 +159,7 @@ async fn handle<E: Endpoint>(
 }
 
 /// The server holds as many bodies as it may: come back in a moment.
-fn busy() -> Response {
+pub(crate) fn busy() -> Response {
     let err = Error::Unavailable { retry_after: 1 };
     let mut resp = problem_response(&err.to_problem());
     resp.headers_mut()

@@ -267,3 +267,39 @@ async fn regression_a_small_answer_behind_a_one_byte_window_is_cut_off() {
     let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
     assert!(!received.is_empty(), "the server answered before giving up");
 }
+
+/// Regression (second review): a body was counted at its declared length
+/// before a byte arrived, so a few clients announcing 1 MiB bodies and
+/// sending one byte held the whole server budget, and everyone else's API
+/// requests got 503. A body now holds what has been sent.
+#[tokio::test]
+async fn regression_announced_bodies_hold_nothing_until_sent() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&[
+        "--max-buffered-bytes",
+        "4194304",
+        "--client-buffer-bytes",
+        "2097152",
+        "--connection-buffer-bytes",
+        "1048576",
+    ])
+    .await;
+    let mut announcers = Vec::new();
+    for client in 2..=5u8 {
+        for _ in 0..2 {
+            let mut stream = raw::connect_from(&app, std::net::Ipv4Addr::new(127, 0, 0, client)).await;
+            let head = "POST /api/v1/auth/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+                        Content-Length: 1048576\r\n\r\n{";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            announcers.push(stream);
+        }
+    }
+    // Eight announced megabytes against a 4 MiB server budget.
+    let resp = app.login("someone@example.com", "not the password").await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED,
+        "an ordinary login is judged, not refused for room"
+    );
+    drop(announcers);
+}
