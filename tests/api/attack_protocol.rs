@@ -174,12 +174,7 @@ async fn regression_a_pipelined_double_framed_request_is_refused() {
         "the first request is only malformed: {}",
         first.text()
     );
-    let at = received
-        .windows(9)
-        .rposition(|w| w == b"HTTP/1.1 ")
-        .filter(|&at| at > 0)
-        .expect("a second answer");
-    let second = raw::RawResponse::parse(&received[at..]).expect("a second answer");
+    let second = last_of_two_answers(&received);
     assert_eq!(second.status, 400, "{}", second.text());
     assert!(
         second.text().contains("frames its body ambiguously"),
@@ -232,12 +227,17 @@ async fn regression_a_pipelined_refusal_is_problem_json_too() {
         .unwrap();
     stream.write_all(request).await.unwrap();
     let received = raw::read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let second = last_of_two_answers(&received);
+    assert_eq!(second.status, 400);
+    second.assert_problem("obs-fold pipelined behind a good request");
+}
+
+/// The second of two answers read back to back on one connection.
+fn last_of_two_answers(received: &[u8]) -> raw::RawResponse {
     let at = received
         .windows(9)
         .rposition(|w| w == b"HTTP/1.1 ")
         .filter(|&at| at > 0)
         .expect("a second answer");
-    let second = raw::RawResponse::parse(&received[at..]).expect("a second answer");
-    assert_eq!(second.status, 400);
-    second.assert_problem("obs-fold pipelined behind a good request");
+    raw::RawResponse::parse(&received[at..]).expect("a second answer")
 }
