@@ -346,7 +346,6 @@ fn serve_options(settings: &Settings) -> ServeOptions {
         http2_max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
         http2_keepalive_interval: settings.http2_keepalive_interval,
         http2_keepalive_timeout: settings.http2_keepalive_timeout,
-        connection_buffer_bytes: settings.connection_buffer_bytes,
     }
 }
 

@@ -9,7 +9,10 @@
 //! hyper that closes it outright when:
 //! - response bytes are owed but none has moved for `write_timeout` (a
 //!   client that does not read, over HTTP/1.1 or with an HTTP/2 window of
-//!   zero; nginx's `send_timeout`), or
+//!   zero or one byte; nginx's `send_timeout`). Over HTTP/2 an answer's
+//!   bytes stay owed until they have left as DATA frames (the connection
+//!   layer counts them), since hyper takes small answers whole into its
+//!   stream buffers; or
 //! - no request has started or ended for `idle_timeout` and none is in
 //!   progress (HTTP/2 pings and settings do not count: a connection with no
 //!   stream open is idle); a graceful close is tried first, for a second.
@@ -57,8 +60,6 @@ pub struct ServeOptions {
     pub http2_max_header_list: u32,
     pub http2_keepalive_interval: Duration,
     pub http2_keepalive_timeout: Duration,
-    /// Bytes of request and response bodies one connection may hold.
-    pub connection_buffer_bytes: usize,
 }
 
 /// What the server knows of one open connection. Requests find it in their
@@ -267,25 +268,6 @@ impl BufferPermit {
         })
     }
 
-    /// Waits until the three budgets have `bytes` free (always taken in the
-    /// same order, so waiters cannot hold each other up in a cycle).
-    pub async fn acquire(connection: &Connection, server: &Arc<Semaphore>, bytes: usize) -> Option<Self> {
-        // Callers never ask for more than a budget holds (the wait would
-        // never end).
-        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let held_by_connection = connection.buffer.clone().acquire_many_owned(n).await.ok()?;
-        let client = match &connection.client_buffer {
-            Some(client) => Some(client.clone().acquire_many_owned(n).await.ok()?),
-            None => None,
-        };
-        let server = server.clone().acquire_many_owned(n).await.ok()?;
-        Some(Self {
-            connection: Some(held_by_connection),
-            client,
-            server: Some(server),
-        })
-    }
-
     /// Adds `more`'s bytes to these.
     pub fn merge(&mut self, more: BufferPermit) {
         let pairs = [
@@ -298,23 +280,6 @@ impl BufferPermit {
                 (Some(held), Some(extra)) => held.merge(extra),
                 (None, extra) => *held = extra,
                 (Some(_), None) => {}
-            }
-        }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.server.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
-    }
-
-    /// Gives back all but `keep` bytes.
-    pub fn shrink_to(&mut self, keep: usize) {
-        for permit in [&mut self.connection, &mut self.client, &mut self.server] {
-            if let Some(held) = permit.as_mut() {
-                let extra = held.num_permits().saturating_sub(keep);
-                if extra > 0 {
-                    drop(held.split(extra));
-                }
             }
         }
     }
@@ -527,14 +492,9 @@ async fn serve_connection<T, E>(
                 let permit = handled.as_mut().take_value().and_then(|c| c.permit.into_inner());
                 connection.in_progress.fetch_sub(1, Ordering::Relaxed);
                 connection.request_activity();
+                // The permit the front layer left counts exactly the
+                // answer's bytes (see `middleware::buffers`).
                 let resp: hyper::Response<BoxBody<Bytes, std::io::Error>> = resp.into();
-                let permit = permit.map(|mut permit| {
-                    // Keep what the body holds: its exact size for a
-                    // buffered body.
-                    let size = resp.body().size_hint().upper().unwrap_or(u64::MAX);
-                    permit.shrink_to(usize::try_from(size).unwrap_or(usize::MAX));
-                    permit
-                });
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, connection, permit)))
             }
         })

@@ -79,9 +79,4 @@ impl Buffers {
             .map(Some)
             .ok_or(NoRoom)
     }
-
-    /// Bytes free in the server's budget (for tests and logs).
-    pub fn available(&self) -> usize {
-        self.server.available_permits()
-    }
 }

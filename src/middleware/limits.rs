@@ -19,6 +19,9 @@ fn too_large(limit: usize) -> Response {
     )
 }
 
+/// Bytes of a body allocated before any has arrived.
+const BODY_UPFRONT: usize = 16 * 1024;
+
 /// Whether a route may read this request's body: a POST, PUT or PATCH to
 /// the API.
 pub fn takes_body(req: &Request) -> bool {
@@ -53,7 +56,9 @@ pub async fn check_body(
         let err = Error::BadRequest("The request body could not be read.".to_owned());
         problem_response(&err.to_problem())
     };
-    let mut body = Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)).min(limit));
+    // Room for a typical body up front, never for what is only announced.
+    let announced = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let mut body = Vec::with_capacity(announced.min(limit).min(BODY_UPFRONT));
     let mut pieces = req.take_body().into_bytes_stream();
     while let Some(piece) = pieces.next().await {
         let piece = piece.map_err(|_| unreadable())?;

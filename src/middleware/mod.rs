@@ -122,7 +122,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
 }
 
 /// Reads the body (bounded) and calls the routes, with the bodies counted
-/// against the memory budgets: a body before it is read, an answer once it
+/// against the memory budgets: a body as it arrives, an answer once it
 /// exists (see [`buffers`]).
 async fn handle<E: Endpoint>(
     next: &E,
