@@ -559,3 +559,43 @@ async fn serve_connection<T, E>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn bodies_are_bounded_per_connection_per_client_and_for_the_server() {
+        let server = Arc::new(Semaphore::new(4 * MIB));
+        let alice = Arc::new(Semaphore::new(2 * MIB));
+        let bob = Arc::new(Semaphore::new(2 * MIB));
+        let connection = |client: &Arc<Semaphore>| {
+            Connection::new(IpAddr::from([127, 0, 0, 1]), MIB, Some(client.clone()))
+        };
+        let (a1, a2, a3) = (connection(&alice), connection(&alice), connection(&alice));
+        let first = BufferPermit::try_acquire(&a1, &server, MIB).expect("room");
+        assert!(
+            BufferPermit::try_acquire(&a1, &server, 1).is_none(),
+            "the connection's budget is spent"
+        );
+        let second = BufferPermit::try_acquire(&a2, &server, MIB).expect("room on another connection");
+        assert!(
+            BufferPermit::try_acquire(&a3, &server, 1).is_none(),
+            "the client's budget is spent over its connections"
+        );
+        let b1 = connection(&bob);
+        let third = BufferPermit::try_acquire(&b1, &server, MIB).expect("another client has its own");
+        let b2 = connection(&bob);
+        let fourth = BufferPermit::try_acquire(&b2, &server, MIB).expect("room");
+        let carol = Arc::new(Semaphore::new(2 * MIB));
+        assert!(
+            BufferPermit::try_acquire(&connection(&carol), &server, 1).is_none(),
+            "the server's budget is spent"
+        );
+        drop((first, second, third, fourth));
+        assert_eq!(server.available_permits(), 4 * MIB, "all given back");
+        assert_eq!(alice.available_permits(), 2 * MIB);
+    }
+}

@@ -633,6 +633,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn searches_per_account_are_capped_and_given_back() {
+        let slots = SearchSlots {
+            per_account: 1,
+            running: Mutex::default(),
+        };
+        let (alice, bob) = (UserId::generate(), UserId::generate());
+        let running = slots.enter(alice).expect("the first search");
+        assert!(slots.enter(alice).is_none(), "a second one at once is refused");
+        assert!(slots.enter(bob).is_some(), "per account");
+        drop(running);
+        assert!(slots.enter(alice).is_some(), "given back when it ends");
+    }
+
+    #[test]
     fn serde_and_openapi_serialise_a_note_alike() {
         use poem_openapi::types::{Example, ToJSON};
         let note = Note::example();
