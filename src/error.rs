@@ -42,9 +42,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
-    /// For validation failures: each invalid field.
-    #[oai(skip_serializing_if_is_empty)]
-    pub errors: Vec<FieldError>,
+    /// For validation failures (400): each invalid field. Absent from
+    /// every other problem.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<FieldError>>,
 }
 
 impl poem_openapi::types::Example for Problem {
@@ -139,64 +140,64 @@ impl Error {
                 "validation",
                 "Invalid request",
                 "One or more fields are invalid.".to_owned(),
-                errors.clone(),
+                Some(errors.clone()),
             ),
-            Error::BadRequest(detail) => ("bad-request", "Bad request", detail.clone(), vec![]),
+            Error::BadRequest(detail) => ("bad-request", "Bad request", detail.clone(), None),
             Error::Unauthorized => (
                 "unauthorized",
                 "Unauthorized",
                 "Missing, invalid or expired credentials.".to_owned(),
-                vec![],
+                None,
             ),
             Error::Forbidden => (
                 "forbidden",
                 "Forbidden",
                 "You are not allowed to do this.".to_owned(),
-                vec![],
+                None,
             ),
             Error::QuotaExceeded => (
                 "quota-exceeded",
                 "Quota exceeded",
                 "This would take the account past its quota of notes or bytes; delete or shorten notes first."
                     .to_owned(),
-                vec![],
+                None,
             ),
             Error::NotFound => (
                 "not-found",
                 "Not found",
                 "The resource does not exist.".to_owned(),
-                vec![],
+                None,
             ),
-            Error::Conflict(detail) => ("conflict", "Conflict", (*detail).to_owned(), vec![]),
+            Error::Conflict(detail) => ("conflict", "Conflict", (*detail).to_owned(), None),
             Error::PreconditionFailed => (
                 "precondition-failed",
                 "Precondition failed",
                 "The resource has changed since the version named in If-Match.".to_owned(),
-                vec![],
+                None,
             ),
             Error::UnsupportedMediaType => (
                 "unsupported-media-type",
                 "Unsupported media type",
                 "Send the body as application/json.".to_owned(),
-                vec![],
+                None,
             ),
             Error::TooManyRequests { .. } => (
                 "too-many-requests",
                 "Too many requests",
                 "Slow down; retry after the time in Retry-After.".to_owned(),
-                vec![],
+                None,
             ),
             Error::Unavailable { .. } => (
                 "unavailable",
                 "Service unavailable",
                 "The server is busy; retry after the time in Retry-After.".to_owned(),
-                vec![],
+                None,
             ),
             Error::Http { detail, .. } => (
                 "http",
                 status.canonical_reason().unwrap_or("Error"),
                 detail.clone(),
-                vec![],
+                None,
             ),
             Error::Internal(source) => {
                 tracing::error!(error = %source, "internal error");
@@ -204,7 +205,7 @@ impl Error {
                     "internal",
                     "Internal server error",
                     "The server could not complete the request.".to_owned(),
-                    vec![],
+                    None,
                 )
             }
         };

@@ -48,9 +48,8 @@ pub fn service() -> OpenApiService<Apis, ()> {
         "notesd",
         env!("CARGO_PKG_VERSION"),
     )
-    .summary("A secure notes API in one executable")
     .description(
-        "Sign up or log in under **Auth**, press *Authorize* and paste the \
+        "A secure notes API in one executable.\n\nSign up or log in under **Auth**, press *Authorize* and paste the \
          `access_token`. Access tokens are PASETO v4.public and are read only \
          from the `Authorization: Bearer` header. Errors are \
          `application/problem+json` (RFC 9457).",
