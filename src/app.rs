@@ -203,6 +203,7 @@ impl Application {
             headers,
             cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
             buffers: Arc::new(crate::middleware::buffers::Buffers::new(&self.settings)),
+            allowed: Arc::new(api::AllowedMethods::from_operations()),
         };
         let endpoint = routes(self.state, config, docs);
         let limits = connection_limits(&self.settings, keys);
@@ -473,6 +474,20 @@ impl Docs {
     }
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.method() != poem::http::Method::GET && req.method() != poem::http::Method::HEAD {
+            let mut resp = crate::error::problem_response(
+                &crate::error::Error::Http {
+                    status: poem::http::StatusCode::METHOD_NOT_ALLOWED,
+                    detail: "The documentation is read with GET.".to_owned(),
+                }
+                .to_problem(),
+            );
+            resp.headers_mut().insert(
+                poem::http::header::ALLOW,
+                poem::http::HeaderValue::from_static("GET, HEAD"),
+            );
+            return Ok(resp);
+        }
         let (bytes, content_type) = match req.uri().path() {
             "/openapi.json" => (&self.spec, "application/json"),
             "/docs" | "/docs/" => (&self.html, "text/html; charset=utf-8"),

@@ -61,3 +61,74 @@ pub fn service() -> OpenApiService<Apis, ()> {
 pub fn spec_json() -> String {
     service().spec()
 }
+
+/// The methods each documented path answers, for the `Allow` header a 405
+/// must carry (RFC 9110 §15.5.6). Built from the same operations as the
+/// OpenAPI document, so the two cannot disagree.
+pub struct AllowedMethods {
+    /// Each path template's segments (`None` for a parameter) with the
+    /// header value for it.
+    routes: Vec<(Vec<Option<String>>, poem::http::HeaderValue)>,
+}
+
+impl AllowedMethods {
+    pub fn from_operations() -> Self {
+        use poem::http::Method;
+        let mut routes = Vec::new();
+        for api in <Apis as poem_openapi::OpenApi>::meta() {
+            for path in api.paths {
+                let mut methods: Vec<Method> = path.operations.iter().map(|op| op.method.clone()).collect();
+                // poem answers HEAD wherever it answers GET.
+                if methods.contains(&Method::GET) {
+                    methods.push(Method::HEAD);
+                }
+                let value = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+                let segments = path
+                    .path
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                    .collect();
+                if let Ok(value) = poem::http::HeaderValue::from_str(&value) {
+                    routes.push((segments, value));
+                }
+            }
+        }
+        Self { routes }
+    }
+
+    /// The `Allow` value for a request path, if a documented path matches.
+    pub fn for_path(&self, path: &str) -> Option<&poem::http::HeaderValue> {
+        self.routes.iter().find_map(|(template, value)| {
+            let mut parts = path.split('/');
+            let matches = template.iter().all(|segment| {
+                parts
+                    .next()
+                    .is_some_and(|part| segment.as_ref().is_none_or(|s| s == part))
+            }) && parts.next().is_none();
+            matches.then_some(value)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_documented_methods_of_the_matching_path() {
+        let allowed = AllowedMethods::from_operations();
+        let value = |path| {
+            allowed
+                .for_path(path)
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(value("/api/v1/notes").as_deref(), Some("POST, GET, HEAD"));
+        assert_eq!(
+            value("/api/v1/notes/0190d9a1-1111-7000-8000-000000000000").as_deref(),
+            Some("GET, PUT, PATCH, DELETE, HEAD")
+        );
+        assert_eq!(value("/healthz").as_deref(), Some("GET, HEAD"));
+        assert_eq!(value("/api/v1/notes/a/b"), None);
+        assert_eq!(value("/api/v1/nope"), None);
+    }
+}

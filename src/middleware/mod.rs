@@ -36,6 +36,8 @@ pub struct FrontConfig {
     pub headers: Arc<headers::SecurityHeaders>,
     pub cors: Arc<cors::CorsPolicy>,
     pub buffers: Arc<buffers::Buffers>,
+    /// Methods per documented path, for the `Allow` header of a 405.
+    pub allowed: Arc<crate::api::AllowedMethods>,
 }
 
 pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
@@ -132,6 +134,8 @@ async fn handle<E: Endpoint>(
     api: bool,
 ) -> Response {
     let mut body_permit = None;
+    // A refcount, not a copy: the path is needed again only for a 405.
+    let uri = req.uri().clone();
     let count = |bytes: usize| match connection {
         Some(connection) => config.buffers.count_body(connection, &mut body_permit, bytes),
         None => true,
@@ -141,6 +145,11 @@ async fn handle<E: Endpoint>(
         Err(refused) => refused,
     };
     drop(body_permit);
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = config.allowed.for_path(uri.path())
+    {
+        resp.headers_mut().insert(header::ALLOW, allow.clone());
+    }
     if let (Some(connection), true) = (connection, api) {
         let body: BoxBody<Bytes, std::io::Error> = resp.take_body().into();
         let size = http_body::Body::size_hint(&body).upper().unwrap_or(u64::MAX);

@@ -254,3 +254,30 @@ async fn oversized_headers_and_deep_json_are_4xx() {
         .unwrap();
     assert_problem(resp, StatusCode::BAD_REQUEST, "100 000 nested arrays").await;
 }
+
+/// RFC 9110 §15.5.6: a 405 says which methods the resource answers.
+#[tokio::test]
+async fn a_wrong_method_is_told_the_allowed_ones() {
+    let app = spawn_app().await;
+    let cases = [
+        (Method::DELETE, "/healthz", "GET, HEAD"),
+        (Method::GET, "/api/v1/auth/login", "POST"),
+        (Method::PUT, "/api/v1/notes", "POST, GET, HEAD"),
+        (
+            Method::POST,
+            "/api/v1/notes/0190d9a1-1111-7000-8000-000000000000",
+            "GET, PUT, PATCH, DELETE, HEAD",
+        ),
+        (Method::TRACE, "/api/v1/me", "GET, HEAD"),
+        (Method::POST, "/openapi.json", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = app.request(method.clone(), path, None).send().await.unwrap();
+        let header = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+        assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, path).await;
+    }
+}
