@@ -105,10 +105,10 @@ impl Application {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
         }
-        let tls = match settings.tls {
+        let tls = match settings.tls.mode {
             TlsMode::Off => None,
             TlsMode::Files => {
-                let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+                let (Some(cert), Some(key)) = (&settings.tls.tls_cert, &settings.tls.tls_key) else {
                     return Err(StartupError::Settings(
                         "--tls files needs --tls-cert and --tls-key".into(),
                     ));
@@ -121,7 +121,7 @@ impl Application {
                 Acme::prepare(&settings).map_err(StartupError::Tls)?,
             )),
         };
-        let redirect = match settings.http_redirect_listen {
+        let redirect = match settings.tls.http_redirect_listen {
             Some(at) => {
                 let listener = tokio::net::TcpListener::bind(at)
                     .await
@@ -167,10 +167,10 @@ impl Application {
     /// in flight finish (up to the configured grace) and closes the database.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let hsts = self
-            .tls
-            .is_some()
-            .then_some((self.settings.hsts_max_age, self.settings.hsts_include_subdomains));
+        let hsts = self.tls.is_some().then_some((
+            self.settings.tls.hsts_max_age,
+            self.settings.tls.hsts_include_subdomains,
+        ));
         let redirect_hosts = match &self.tls {
             Some(TlsSource::Files(files)) => RedirectHosts::Certificate(files.clone()),
             _ => RedirectHosts::Listed(self.settings.acme_domains()),
@@ -178,15 +178,15 @@ impl Application {
         // First what can fail, so a failure leaves nothing running.
         let tls = start_tls(self.tls, &self.settings)?;
         tracing::info!(addr = %self.addr, scheme, "notesd listening");
-        let keys = ClientKeys::new(self.settings.ipv6_prefix);
+        let keys = ClientKeys::new(self.settings.http.ipv6_prefix);
         let limiters = Arc::new(Limiters::new(&RateLimitConfig {
-            per_minute: self.settings.rate_limit,
-            auth_per_minute: self.settings.auth_rate_limit,
-            trusted_proxies: self.settings.trusted_proxies.clone(),
+            per_minute: self.settings.limits.rate_limit,
+            auth_per_minute: self.settings.limits.auth_rate_limit,
+            trusted_proxies: self.settings.http.trusted_proxies.clone(),
             keys,
         }));
         let sweeper = spawn_sweeper(limiters.clone(), self.state.clone());
-        let docs = if self.settings.docs {
+        let docs = if self.settings.http.docs {
             Some(Docs::build().await)
         } else {
             None
@@ -196,12 +196,12 @@ impl Application {
         let headers = Arc::new(SecurityHeaders::new(docs.as_ref().map(Docs::html_text), hsts));
         let answers: ParserAnswers = Arc::new(crate::middleware::parser_answers(&headers));
         let config = FrontConfig {
-            max_body_bytes: self.settings.max_body_bytes,
-            request_timeout: self.settings.request_timeout,
-            max_header_bytes: self.settings.max_header_bytes,
+            max_body_bytes: self.settings.limits.max_body_bytes,
+            request_timeout: self.settings.connections.request_timeout,
+            max_header_bytes: self.settings.connections.max_header_bytes,
             limiters,
             headers,
-            cors: Arc::new(CorsPolicy::new(&self.settings.cors_origins)),
+            cors: Arc::new(CorsPolicy::new(&self.settings.http.cors_origins)),
             buffers: Arc::new(crate::middleware::buffers::Buffers::new(&self.settings)),
             allowed: Arc::new(api::AllowedMethods::from_operations()),
         };
@@ -280,7 +280,7 @@ fn start_tls(
                 config,
                 acme_challenge: None,
             };
-            Some((handshake, files.watch(settings.tls_reload_interval)))
+            Some((handshake, files.watch(settings.tls.tls_reload_interval)))
         }
         Some(TlsSource::Acme(acme)) => Some(acme.start().map_err(std::io::Error::other)?),
     })
@@ -325,59 +325,59 @@ fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::
 /// The connection caps both listeners share.
 fn connection_limits(settings: &Settings, keys: ClientKeys) -> ConnectionLimits {
     ConnectionLimits {
-        max_connections: settings.max_connections,
-        max_per_client: settings.max_connections_per_client,
-        header_timeout: settings.header_timeout,
-        max_head_bytes: settings.max_header_bytes.saturating_mul(4),
-        connection_buffer_bytes: settings.connection_buffer_bytes,
-        client_buffer_bytes: settings.client_buffer_bytes,
+        max_connections: settings.connections.max_connections,
+        max_per_client: settings.connections.max_connections_per_client,
+        header_timeout: settings.connections.header_timeout,
+        max_head_bytes: settings.connections.max_header_bytes.saturating_mul(4),
+        connection_buffer_bytes: settings.connections.connection_buffer_bytes,
+        client_buffer_bytes: settings.connections.client_buffer_bytes,
         keys,
-        trusted_proxies: settings.trusted_proxies.clone(),
+        trusted_proxies: settings.http.trusted_proxies.clone(),
     }
 }
 
 /// The connection settings both listeners share.
 fn serve_options(settings: &Settings) -> ServeOptions {
     ServeOptions {
-        idle_timeout: settings.idle_timeout,
-        write_timeout: settings.write_timeout,
-        shutdown_grace: settings.shutdown_grace,
+        idle_timeout: settings.connections.idle_timeout,
+        write_timeout: settings.connections.write_timeout,
+        shutdown_grace: settings.http.shutdown_grace,
         // poem's default is no limit at all; hyper's own would be 200.
-        http2_max_streams: settings.http2_max_streams,
-        http2_max_header_list: u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX),
-        http2_keepalive_interval: settings.http2_keepalive_interval,
-        http2_keepalive_timeout: settings.http2_keepalive_timeout,
+        http2_max_streams: settings.connections.http2_max_streams,
+        http2_max_header_list: u32::try_from(settings.connections.max_header_bytes).unwrap_or(u32::MAX),
+        http2_keepalive_interval: settings.connections.http2_keepalive_interval,
+        http2_keepalive_timeout: settings.connections.http2_keepalive_timeout,
     }
 }
 
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
-    let dir = &settings.data_dir;
+    let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
     let store = Store::open_with_cache(
         &prepare_db_file(dir)?,
-        settings.db_cache_mib.saturating_mul(1024 * 1024),
+        settings.storage.db_cache_mib.saturating_mul(1024 * 1024),
     )?;
     let keyring = Arc::new(RwLock::new(KeyRing::load_or_create(dir)?));
 
     let now = clock.now();
     let revoked = store
-        .sessions_revoked_since(now - settings.access_token_ttl)?
+        .sessions_revoked_since(now - settings.auth.access_token_ttl)?
         .into_iter()
         .map(|sid| (sid, now));
-    let revoked = RevokedSessions::new(settings.access_token_ttl, revoked);
+    let revoked = RevokedSessions::new(settings.auth.access_token_ttl, revoked);
 
     let passwords = Passwords::new(
         settings.hash_cost(),
         settings.hash_pool(),
-        settings.min_password_score,
+        settings.auth.min_password_score,
     )
     .map_err(|e| StartupError::Settings(e.to_string()))?;
     let tokens = Tokens::new(
         keyring,
-        settings.token_issuer.clone(),
-        settings.token_audience.clone(),
-        settings.access_token_ttl,
-        settings.token_cache_capacity,
+        settings.auth.token_issuer.clone(),
+        settings.auth.token_audience.clone(),
+        settings.auth.access_token_ttl,
+        settings.auth.token_cache_capacity,
     );
     let db = Db::new(store).map_err(|e| StartupError::Other(e.to_string()))?;
     let auth = Auth {
@@ -386,16 +386,16 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         tokens,
         revoked,
         limits: SessionLimits {
-            idle: settings.session_idle_ttl,
-            absolute: settings.session_absolute_ttl,
-            reuse_grace: settings.refresh_reuse_grace,
+            idle: settings.auth.session_idle_ttl,
+            absolute: settings.auth.session_absolute_ttl,
+            reuse_grace: settings.auth.refresh_reuse_grace,
         },
         attempts: Attempts::new(
             BackoffPolicy {
-                free_failures: settings.login_free_failures,
-                max: settings.login_backoff_max,
+                free_failures: settings.auth.login_free_failures,
+                max: settings.auth.login_backoff_max,
             },
-            settings.max_login_counters,
+            settings.auth.max_login_counters,
         ),
         clock,
     };
@@ -404,8 +404,8 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         db,
         notes: crate::api::notes::NotesConfig::new(settings),
         clients: crate::client::ClientResolver::new(
-            settings.trusted_proxies.clone(),
-            ClientKeys::new(settings.ipv6_prefix),
+            settings.http.trusted_proxies.clone(),
+            ClientKeys::new(settings.http.ipv6_prefix),
         ),
     })
 }

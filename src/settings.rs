@@ -9,16 +9,126 @@ use clap::Args;
 
 use crate::auth::password::{HashCost, HashPoolSize};
 
+/// Every setting of `notesd serve`, grouped by concern. Each group is a
+/// section of the configuration file (see [`crate::cli::config`]); each
+/// setting is a flag, a `NOTESD_*` variable and a key of its section.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
+    #[command(flatten)]
+    pub http: HttpSettings,
+
+    #[command(flatten)]
+    pub tls: TlsSettings,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    #[command(flatten)]
+    pub connections: ConnectionSettings,
+
+    #[command(flatten)]
+    pub limits: LimitSettings,
+
+    #[command(flatten)]
+    pub storage: StorageSettings,
+}
+
+/// Where the API listens and who may call it.
+#[derive(Debug, Clone, Args)]
+#[group(id = "http")]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpSettings {
     /// Address and port to listen on.
     #[arg(long, env = "NOTESD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
-    /// Directory for the database and the token signing keys (made 0700).
-    #[arg(long, env = "NOTESD_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    /// Serve Swagger UI at /docs and the spec at /openapi.json.
+    #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub docs: bool,
 
+    /// Origins (e.g. `https://app.example.com`, comma-separated) allowed to
+    /// call the API from a browser; none by default.
+    #[arg(long, env = "NOTESD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed;
+    /// none by default.
+    #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Length of the IPv6 prefix that counts as one client for every
+    /// per-client limit (a host is routinely given a whole /64).
+    #[arg(long, env = "NOTESD_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+
+    /// How long shutdown waits for requests in flight.
+    #[arg(long, env = "NOTESD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// HTTPS: certificates from files or ACME, the redirect listener, HSTS.
+#[derive(Debug, Clone, Args)]
+#[group(id = "tls")]
+#[command(next_help_heading = "TLS")]
+pub struct TlsSettings {
+    /// HTTPS: `off` (plain HTTP, for local use or behind a proxy), `files`
+    /// (`--tls-cert` and `--tls-key`) or `acme` (certificates obtained and
+    /// renewed automatically for `--acme-domain`).
+    #[arg(long = "tls", env = "NOTESD_TLS", value_enum, default_value_t = TlsMode::Off)]
+    pub mode: TlsMode,
+
+    /// PEM certificate chain (leaf first) for `--tls files`; re-read when it
+    /// changes or on SIGHUP.
+    #[arg(long, env = "NOTESD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls files` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "NOTESD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often `--tls files` reads the files to see whether they changed.
+    #[arg(long, env = "NOTESD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Domain to obtain a certificate for with `--tls acme` (repeat the flag,
+    /// or separate with commas in the environment).
+    #[arg(long, env = "NOTESD_ACME_DOMAIN", value_delimiter = ',')]
+    pub acme_domain: Vec<String>,
+
+    /// Contact address given to the certificate authority (expiry notices).
+    #[arg(long, env = "NOTESD_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory: `production` or `staging` (Let's Encrypt), or the
+    /// https URL of another directory.
+    #[arg(long, env = "NOTESD_ACME_DIRECTORY", default_value = "production")]
+    pub acme_directory: String,
+
+    /// PEM file of an extra root certificate trusted when talking to the
+    /// ACME directory (for a private certificate authority).
+    #[arg(long, env = "NOTESD_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// Also listen here for plain HTTP and answer every request with a 308
+    /// redirect to the https URL, e.g. `:80` (every address, as `[::]:80`).
+    #[arg(long, env = "NOTESD_HTTP_REDIRECT_LISTEN", value_parser = parse_listen)]
+    pub http_redirect_listen: Option<SocketAddr>,
+
+    /// `max-age` of the Strict-Transport-Security header sent on every
+    /// HTTPS answer (0 tells browsers to forget an earlier policy).
+    #[arg(long, env = "NOTESD_HSTS_MAX_AGE", default_value_t = 63_072_000)]
+    pub hsts_max_age: u64,
+
+    /// Whether the HSTS policy also covers every subdomain.
+    #[arg(long, env = "NOTESD_HSTS_INCLUDE_SUBDOMAINS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+}
+
+/// Tokens, sessions, password hashing and the login backoff.
+#[derive(Debug, Clone, Args)]
+#[group(id = "auth")]
+#[command(next_help_heading = "Auth")]
+pub struct AuthSettings {
     /// Life of an access token, e.g. `15m`.
     #[arg(long, env = "NOTESD_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
@@ -69,21 +179,6 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
     pub token_cache_capacity: usize,
 
-    /// Requests per minute per client IP on `/api/` routes; 0 switches the
-    /// limit off.
-    #[arg(long, env = "NOTESD_RATE_LIMIT", default_value_t = 600)]
-    pub rate_limit: u32,
-
-    /// Requests per minute per client IP on signup, login and refresh; 0
-    /// switches the limit off.
-    #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
-    pub auth_rate_limit: u32,
-
-    /// Origins (e.g. `https://app.example.com`, comma-separated) allowed to
-    /// call the API from a browser; none by default.
-    #[arg(long, env = "NOTESD_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
-
     /// After a refresh, presenting the refresh token it replaced within this
     /// long (a retry after a lost answer) returns the same new refresh
     /// token instead of ending the session; later, it ends the session.
@@ -102,16 +197,13 @@ pub struct Settings {
     /// Longest wait an account backing off imposes, e.g. `15m`.
     #[arg(long, env = "NOTESD_LOGIN_BACKOFF_MAX", default_value = "15m", value_parser = humantime::parse_duration)]
     pub login_backoff_max: Duration,
+}
 
-    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For is believed;
-    /// none by default.
-    #[arg(long, env = "NOTESD_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-
-    /// Database page cache, in MiB; pages beyond it come from the OS cache.
-    #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
-    pub db_cache_mib: usize,
-
+/// Timeouts, connection caps, HTTP/2 and the memory budgets of bodies in flight.
+#[derive(Debug, Clone, Args)]
+#[group(id = "connections")]
+#[command(next_help_heading = "Connections")]
+pub struct ConnectionSettings {
     /// Time a connection has to deliver a complete request head (slowloris
     /// defence), e.g. `10s`.
     #[arg(long, env = "NOTESD_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -125,10 +217,21 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// A connection that owes response bytes and has moved none for this
+    /// long (its peer does not read) is closed.
+    #[arg(long, env = "NOTESD_WRITE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
     /// Open connections at most; beyond, new ones wait in the kernel's
     /// backlog.
     #[arg(long, env = "NOTESD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Open connections one client may hold (an IPv4 address or an IPv6
+    /// prefix, see `--ipv6-prefix`); more are closed at once. Trusted
+    /// proxies are exempt. 0 switches the cap off.
+    #[arg(long, env = "NOTESD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 16)]
+    pub max_connections_per_client: usize,
 
     /// Largest request head (all header lines) accepted, in bytes; larger
     /// ones get 431, and one over four times this closes the connection.
@@ -140,26 +243,6 @@ pub struct Settings {
     #[arg(long, env = "NOTESD_HTTP2_MAX_STREAMS", default_value_t = 100)]
     pub http2_max_streams: u32,
 
-    /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    pub max_body_bytes: usize,
-
-    /// Open connections one client may hold (an IPv4 address or an IPv6
-    /// prefix, see `--ipv6-prefix`); more are closed at once. Trusted
-    /// proxies are exempt. 0 switches the cap off.
-    #[arg(long, env = "NOTESD_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 16)]
-    pub max_connections_per_client: usize,
-
-    /// Length of the IPv6 prefix that counts as one client for every
-    /// per-client limit (a host is routinely given a whole /64).
-    #[arg(long, env = "NOTESD_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128))]
-    pub ipv6_prefix: u8,
-
-    /// A connection that owes response bytes and has moved none for this
-    /// long (its peer does not read) is closed.
-    #[arg(long, env = "NOTESD_WRITE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
-    pub write_timeout: Duration,
-
     /// How often an HTTP/2 connection is pinged.
     #[arg(long, env = "NOTESD_HTTP2_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
     pub http2_keepalive_interval: Duration,
@@ -167,11 +250,6 @@ pub struct Settings {
     /// An HTTP/2 connection whose ping is not answered within this is closed.
     #[arg(long, env = "NOTESD_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http2_keepalive_timeout: Duration,
-
-    /// Largest list page, in bytes of JSON; a page that would be larger ends
-    /// early with a `next_cursor` (a single note is always sent whole).
-    #[arg(long, env = "NOTESD_MAX_PAGE_BYTES", default_value_t = 1024 * 1024)]
-    pub max_page_bytes: usize,
 
     /// Request and response body bytes one connection may hold in memory at
     /// once; its further requests wait.
@@ -187,6 +265,31 @@ pub struct Settings {
     /// at once; further requests wait (503 after `--write-timeout`).
     #[arg(long, env = "NOTESD_MAX_BUFFERED_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub max_buffered_bytes: usize,
+}
+
+/// Request rates, sizes, account quotas and search budgets.
+#[derive(Debug, Clone, Args)]
+#[group(id = "limits")]
+#[command(next_help_heading = "Limits")]
+pub struct LimitSettings {
+    /// Requests per minute per client IP on `/api/` routes; 0 switches the
+    /// limit off.
+    #[arg(long, env = "NOTESD_RATE_LIMIT", default_value_t = 600)]
+    pub rate_limit: u32,
+
+    /// Requests per minute per client IP on signup, login and refresh; 0
+    /// switches the limit off.
+    #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
+    pub auth_rate_limit: u32,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest list page, in bytes of JSON; a page that would be larger ends
+    /// early with a `next_cursor` (a single note is always sent whole).
+    #[arg(long, env = "NOTESD_MAX_PAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_page_bytes: usize,
 
     /// Notes one account may hold.
     #[arg(long, env = "NOTESD_MAX_NOTES_PER_ACCOUNT", default_value_t = 100_000)]
@@ -209,66 +312,20 @@ pub struct Settings {
     /// Searches one account may run at once; more get 429.
     #[arg(long, env = "NOTESD_MAX_SEARCHES_PER_ACCOUNT", default_value_t = 2)]
     pub max_searches_per_account: usize,
+}
 
-    /// Serve Swagger UI at /docs and the spec at /openapi.json.
-    #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub docs: bool,
+/// The data directory and the database.
+#[derive(Debug, Clone, Args)]
+#[group(id = "storage")]
+#[command(next_help_heading = "Storage")]
+pub struct StorageSettings {
+    /// Directory for the database and the token signing keys (made 0700).
+    #[arg(long, env = "NOTESD_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
 
-    /// How long shutdown waits for requests in flight.
-    #[arg(long, env = "NOTESD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
-
-    /// HTTPS: `off` (plain HTTP, for local use or behind a proxy), `files`
-    /// (`--tls-cert` and `--tls-key`) or `acme` (certificates obtained and
-    /// renewed automatically for `--acme-domain`).
-    #[arg(long, env = "NOTESD_TLS", value_enum, default_value_t = TlsMode::Off)]
-    pub tls: TlsMode,
-
-    /// PEM certificate chain (leaf first) for `--tls files`; re-read when it
-    /// changes or on SIGHUP.
-    #[arg(long, env = "NOTESD_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key for `--tls files` (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "NOTESD_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-
-    /// How often `--tls files` reads the files to see whether they changed.
-    #[arg(long, env = "NOTESD_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub tls_reload_interval: Duration,
-
-    /// Domain to obtain a certificate for with `--tls acme` (repeat the flag,
-    /// or separate with commas in the environment).
-    #[arg(long, env = "NOTESD_ACME_DOMAIN", value_delimiter = ',')]
-    pub acme_domain: Vec<String>,
-
-    /// Contact address given to the certificate authority (expiry notices).
-    #[arg(long, env = "NOTESD_ACME_EMAIL")]
-    pub acme_email: Option<String>,
-
-    /// ACME directory: `production` or `staging` (Let's Encrypt), or the
-    /// https URL of another directory.
-    #[arg(long, env = "NOTESD_ACME_DIRECTORY", default_value = "production")]
-    pub acme_directory: String,
-
-    /// PEM file of an extra root certificate trusted when talking to the
-    /// ACME directory (for a private certificate authority).
-    #[arg(long, env = "NOTESD_ACME_CA_ROOT")]
-    pub acme_ca_root: Option<PathBuf>,
-
-    /// Also listen here for plain HTTP and answer every request with a 308
-    /// redirect to the https URL, e.g. `:80` (every address, as `[::]:80`).
-    #[arg(long, env = "NOTESD_HTTP_REDIRECT_LISTEN", value_parser = parse_listen)]
-    pub http_redirect_listen: Option<SocketAddr>,
-
-    /// `max-age` of the Strict-Transport-Security header sent on every
-    /// HTTPS answer (0 tells browsers to forget an earlier policy).
-    #[arg(long, env = "NOTESD_HSTS_MAX_AGE", default_value_t = 63_072_000)]
-    pub hsts_max_age: u64,
-
-    /// Whether the HSTS policy also covers every subdomain.
-    #[arg(long, env = "NOTESD_HSTS_INCLUDE_SUBDOMAINS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub hsts_include_subdomains: bool,
+    /// Database page cache, in MiB; pages beyond it come from the OS cache.
+    #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
+    pub db_cache_mib: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -306,111 +363,116 @@ impl Settings {
 
     pub fn hash_cost(&self) -> HashCost {
         HashCost {
-            memory_kib: self.argon2_memory_kib,
-            iterations: self.argon2_iterations,
-            parallelism: self.argon2_parallelism,
+            memory_kib: self.auth.argon2_memory_kib,
+            iterations: self.auth.argon2_iterations,
+            parallelism: self.auth.argon2_parallelism,
         }
     }
 
     pub fn hash_pool(&self) -> HashPoolSize {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         HashPoolSize {
-            threads: self.hash_concurrency.unwrap_or(cores.saturating_sub(1)).max(1),
-            queue: self.hash_queue,
+            threads: self
+                .auth
+                .hash_concurrency
+                .unwrap_or(cores.saturating_sub(1))
+                .max(1),
+            queue: self.auth.hash_queue,
         }
     }
 
     /// Rejects combinations that would weaken a guarantee.
     pub fn validate(&self) -> Result<(), String> {
         const DAY: u64 = 86_400;
-        if self.access_token_ttl < Duration::from_secs(1) {
+        if self.auth.access_token_ttl < Duration::from_secs(1) {
             return Err("--access-token-ttl must be at least 1s".into());
         }
         // Purging expired sessions relies on their access tokens being
         // expired too.
-        if self.session_idle_ttl <= self.access_token_ttl {
+        if self.auth.session_idle_ttl <= self.auth.access_token_ttl {
             return Err("--session-idle-ttl must be longer than --access-token-ttl".into());
         }
-        if self.session_absolute_ttl < self.session_idle_ttl {
+        if self.auth.session_absolute_ttl < self.auth.session_idle_ttl {
             return Err("--session-absolute-ttl must not be shorter than --session-idle-ttl".into());
         }
         // Bounds that keep every date computation far from overflow.
-        if self.access_token_ttl > Duration::from_secs(DAY) {
+        if self.auth.access_token_ttl > Duration::from_secs(DAY) {
             return Err("--access-token-ttl must be at most 1 day".into());
         }
-        if self.session_absolute_ttl > Duration::from_secs(3650 * DAY) {
+        if self.auth.session_absolute_ttl > Duration::from_secs(3650 * DAY) {
             return Err("--session-absolute-ttl must be at most 10 years".into());
         }
         // A cap, not a lockout: the owner can always try again the next day.
-        if self.login_backoff_max > Duration::from_secs(DAY) {
+        if self.auth.login_backoff_max > Duration::from_secs(DAY) {
             return Err("--login-backoff-max must be at most 1 day".into());
         }
-        if self.max_body_bytes < 1024 {
+        if self.limits.max_body_bytes < 1024 {
             return Err("--max-body-bytes must be at least 1024".into());
         }
-        if self.search_scan_limit == 0 {
+        if self.limits.search_scan_limit == 0 {
             return Err("--search-scan-limit must be at least 1".into());
         }
-        if self.write_timeout < Duration::from_millis(100) {
+        if self.connections.write_timeout < Duration::from_millis(100) {
             return Err("--write-timeout must be at least 100ms".into());
         }
-        if self.http2_keepalive_interval < Duration::from_millis(100)
-            || self.http2_keepalive_timeout < Duration::from_millis(100)
+        if self.connections.http2_keepalive_interval < Duration::from_millis(100)
+            || self.connections.http2_keepalive_timeout < Duration::from_millis(100)
         {
             return Err(
                 "--http2-keepalive-interval and --http2-keepalive-timeout must be at least 100ms".into(),
             );
         }
-        if self.max_page_bytes < 4096 {
+        if self.limits.max_page_bytes < 4096 {
             return Err("--max-page-bytes must be at least 4096".into());
         }
-        if self.connection_buffer_bytes < 64 * 1024 {
+        if self.connections.connection_buffer_bytes < 64 * 1024 {
             return Err("--connection-buffer-bytes must be at least 65536".into());
         }
-        if self.client_buffer_bytes < self.connection_buffer_bytes {
+        if self.connections.client_buffer_bytes < self.connections.connection_buffer_bytes {
             return Err("--client-buffer-bytes must be at least --connection-buffer-bytes".into());
         }
-        if self.max_buffered_bytes < self.client_buffer_bytes {
+        if self.connections.max_buffered_bytes < self.connections.client_buffer_bytes {
             return Err("--max-buffered-bytes must be at least --client-buffer-bytes".into());
         }
-        if self.search_scan_bytes == 0 || self.max_searches_per_account == 0 {
+        if self.limits.search_scan_bytes == 0 || self.limits.max_searches_per_account == 0 {
             return Err("--search-scan-bytes and --max-searches-per-account must be at least 1".into());
         }
-        if self.refresh_reuse_grace > Duration::from_secs(300) {
+        if self.auth.refresh_reuse_grace > Duration::from_secs(300) {
             return Err("--refresh-reuse-grace must be at most 5m".into());
         }
-        if self.http2_max_streams == 0 {
+        if self.connections.http2_max_streams == 0 {
             return Err("--http2-max-streams must be at least 1".into());
         }
-        if self.token_issuer.is_empty() || self.token_audience.is_empty() {
+        if self.auth.token_issuer.is_empty() || self.auth.token_audience.is_empty() {
             return Err("--token-issuer and --token-audience must not be empty".into());
         }
         self.validate_tls()
     }
 
     fn validate_tls(&self) -> Result<(), String> {
-        let files_set = self.tls_cert.is_some() || self.tls_key.is_some();
-        let acme_set =
-            !self.acme_domain.is_empty() || self.acme_email.is_some() || self.acme_ca_root.is_some();
-        match self.tls {
+        let files_set = self.tls.tls_cert.is_some() || self.tls.tls_key.is_some();
+        let acme_set = !self.tls.acme_domain.is_empty()
+            || self.tls.acme_email.is_some()
+            || self.tls.acme_ca_root.is_some();
+        match self.tls.mode {
             TlsMode::Off => {
                 // A certificate or domain that is silently ignored would
                 // leave the operator believing traffic is encrypted.
                 if files_set || acme_set {
                     return Err("TLS options are given but --tls is off".into());
                 }
-                if self.http_redirect_listen.is_some() {
+                if self.tls.http_redirect_listen.is_some() {
                     return Err("--http-redirect-listen needs --tls files or --tls acme".into());
                 }
             }
             TlsMode::Files => {
-                if self.tls_cert.is_none() || self.tls_key.is_none() {
+                if self.tls.tls_cert.is_none() || self.tls.tls_key.is_none() {
                     return Err("--tls files needs --tls-cert and --tls-key".into());
                 }
                 if acme_set {
                     return Err("--acme-* options need --tls acme".into());
                 }
-                if self.tls_reload_interval < Duration::from_millis(100) {
+                if self.tls.tls_reload_interval < Duration::from_millis(100) {
                     return Err("--tls-reload-interval must be at least 100ms".into());
                 }
             }
@@ -418,21 +480,30 @@ impl Settings {
                 if files_set {
                     return Err("--tls-cert and --tls-key need --tls files".into());
                 }
-                if self.acme_domain.is_empty() {
+                if self.tls.acme_domain.is_empty() {
                     return Err("--tls acme needs at least one --acme-domain".into());
                 }
-                for domain in &self.acme_domain {
+                for domain in &self.tls.acme_domain {
                     if !is_dns_name(&domain.to_ascii_lowercase()) {
                         return Err(format!("--acme-domain `{domain}` is not a DNS name"));
                     }
                 }
-                if self.acme_email.as_deref().is_some_and(|e| !is_contact_email(e)) {
+                if self
+                    .tls
+                    .acme_email
+                    .as_deref()
+                    .is_some_and(|e| !is_contact_email(e))
+                {
                     return Err("--acme-email is not an email address".into());
                 }
                 self.acme_directory_url()?;
             }
         }
-        if self.http_redirect_listen.is_some_and(|r| r == self.listen) {
+        if self
+            .tls
+            .http_redirect_listen
+            .is_some_and(|r| r == self.http.listen)
+        {
             return Err("--http-redirect-listen must differ from --listen".into());
         }
         Ok(())
@@ -440,7 +511,7 @@ impl Settings {
 
     /// The ACME directory URL `--acme-directory` names.
     pub fn acme_directory_url(&self) -> Result<String, String> {
-        match self.acme_directory.as_str() {
+        match self.tls.acme_directory.as_str() {
             "production" => Ok("https://acme-v02.api.letsencrypt.org/directory".into()),
             "staging" => Ok("https://acme-staging-v02.api.letsencrypt.org/directory".into()),
             url => {
@@ -459,8 +530,8 @@ impl Settings {
 
     /// The ACME domains, lower-cased, each once, in the order given.
     pub fn acme_domains(&self) -> Vec<String> {
-        let mut domains: Vec<String> = Vec::with_capacity(self.acme_domain.len());
-        for domain in &self.acme_domain {
+        let mut domains: Vec<String> = Vec::with_capacity(self.tls.acme_domain.len());
+        for domain in &self.tls.acme_domain {
             let domain = domain.to_ascii_lowercase();
             if !domains.contains(&domain) {
                 domains.push(domain);
@@ -516,12 +587,12 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let s = parse(&[]);
-        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
-        assert_eq!(s.session_idle_ttl, Duration::from_secs(30 * 86_400));
-        assert_eq!(s.session_absolute_ttl, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.auth.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.auth.session_idle_ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.auth.session_absolute_ttl, Duration::from_secs(90 * 86_400));
         assert_eq!(s.hash_cost(), HashCost::default());
-        assert!(s.docs);
+        assert!(s.http.docs);
         assert!(s.validate().is_ok());
     }
 
@@ -576,7 +647,7 @@ mod tests {
         assert!(s.validate().is_ok());
         assert_eq!(s.acme_domains(), ["a.org"], "lower-cased, each once");
         assert_eq!(
-            s.http_redirect_listen.map(|a| a.to_string()).as_deref(),
+            s.tls.http_redirect_listen.map(|a| a.to_string()).as_deref(),
             Some("[::]:80")
         );
         assert_eq!(

@@ -38,15 +38,15 @@ pub struct NotesConfig {
 impl NotesConfig {
     pub fn new(settings: &crate::Settings) -> Self {
         Self {
-            search_scan_limit: settings.search_scan_limit,
-            search_scan_bytes: settings.search_scan_bytes,
-            max_page_bytes: settings.max_page_bytes,
+            search_scan_limit: settings.limits.search_scan_limit,
+            search_scan_bytes: settings.limits.search_scan_bytes,
+            max_page_bytes: settings.limits.max_page_bytes,
             quota: crate::store::Quota {
-                notes: settings.max_notes_per_account,
-                bytes: settings.max_bytes_per_account,
+                notes: settings.limits.max_notes_per_account,
+                bytes: settings.limits.max_bytes_per_account,
             },
             searches: SearchSlots {
-                per_account: settings.max_searches_per_account,
+                per_account: settings.limits.max_searches_per_account,
                 running: Mutex::default(),
             },
         }

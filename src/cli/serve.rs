@@ -14,9 +14,9 @@ pub async fn run(settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     // Unhandled, SIGHUP would kill the server.
     let mut hangup = signal(SignalKind::hangup())?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
+    let listener = tokio::net::TcpListener::bind(settings.http.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.http.listen))?;
     let app = Application::build(settings, listener).await?;
     let cert_files = app.cert_files();
     tokio::spawn(async move {

@@ -43,12 +43,15 @@ pub struct Buffers {
 
 impl Buffers {
     pub fn new(settings: &Settings) -> Self {
-        let server = settings.max_buffered_bytes.min(Semaphore::MAX_PERMITS);
+        let server = settings
+            .connections
+            .max_buffered_bytes
+            .min(Semaphore::MAX_PERMITS);
         Self {
             server: Arc::new(Semaphore::new(server)),
             ceiling: server
-                .min(settings.connection_buffer_bytes)
-                .min(settings.client_buffer_bytes),
+                .min(settings.connections.connection_buffer_bytes)
+                .min(settings.connections.client_buffer_bytes),
         }
     }
 

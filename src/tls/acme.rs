@@ -34,14 +34,14 @@ impl Acme {
     /// Checks everything the CA will not: the cache directory and the
     /// extra root certificate. Nothing is sent to the CA yet.
     pub fn prepare(settings: &Settings) -> Result<Self, String> {
-        let dir = settings.data_dir.join(ACME_DIR);
+        let dir = settings.storage.data_dir.join(ACME_DIR);
         prepare_cache_dir(&dir)?;
         let directory = settings.acme_directory_url()?;
-        let client = client_config(settings.acme_ca_root.as_deref())?;
+        let client = client_config(settings.tls.acme_ca_root.as_deref())?;
         let mut config = AcmeConfig::new_with_client_config(settings.acme_domains(), client)
             .directory(directory)
             .cache(PrivateDirCache { dir });
-        if let Some(email) = &settings.acme_email {
+        if let Some(email) = &settings.tls.acme_email {
             config = config.contact_push(format!("mailto:{email}"));
         }
         Ok(Self { config })
