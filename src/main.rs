@@ -1,22 +1,55 @@
-//! The `notesd` binary: parse the command line, start logging, dispatch.
+//! The `notesd` binary: parse the command line (and the configuration file
+//! it names), start logging, dispatch.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use notesd::cli::{self, Cli, Command};
+use notesd::cli::config::{self, ConfigError};
+use notesd::cli::{self, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    notesd::telemetry::init(cli.log_format);
+    let loaded = match config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        // Help, version and usage errors print as clap prints them.
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("notesd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    notesd::telemetry::init(loaded.cli.log.log_format);
     for name in cli::unknown_env_vars() {
         tracing::warn!(variable = %name, "unknown NOTESD_ environment variable ignored");
     }
-    match cli.command {
+    if let Some(file) = &loaded.file {
+        if config::loosely_permitted(file) {
+            tracing::warn!(file = %file.display(), "configuration file is writable by other users");
+        }
+        tracing::info!(file = %file.display(), "configuration file read");
+    }
+    let shown = loaded.settings_subcommand().map(|name| loaded.effective(name));
+    match loaded.cli.command {
         Command::Openapi => {
             cli::openapi::run();
             ExitCode::SUCCESS
         }
-        Command::Serve(settings) => {
+        Command::CheckConfig { example: true, .. } => {
+            print!("{}", config::example());
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { args, .. } => {
+            print!("{}", shown.unwrap_or_default());
+            match args.settings.validate() {
+                Ok(()) => {
+                    println!("\n# The settings are valid.");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("notesd: invalid settings: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -24,7 +57,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(cli::serve::run(*settings)) {
+            match runtime.block_on(cli::serve::run(args.settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "notesd failed");

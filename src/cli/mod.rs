@@ -1,9 +1,10 @@
 //! The command line: one clap enum, one module per subcommand.
 
+pub mod config;
 pub mod openapi;
 pub mod serve;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::settings::Settings;
 use crate::telemetry::LogFormat;
@@ -11,6 +12,17 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "notesd", version, about = "A secure notes REST API in one executable")]
 pub struct Cli {
+    #[command(flatten)]
+    pub log: LogSettings,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging; the level comes from `NOTESD_LOG` (e.g. `debug`, `notesd=debug`).
+#[derive(Debug, Args)]
+#[group(id = "log")]
+pub struct LogSettings {
     /// Log output: human-readable text or JSON lines.
     #[arg(
         long,
@@ -20,17 +32,35 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
-
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
-    Serve(Box<Settings>),
+    Serve(Box<ServeArgs>),
+    /// Check the settings and print the effective ones, with where each
+    /// came from (flag, environment, file or default); secrets redacted.
+    CheckConfig {
+        /// Print a commented example configuration file instead.
+        #[arg(long)]
+        example: bool,
+        #[command(flatten)]
+        args: Box<ServeArgs>,
+    },
     /// Print the OpenAPI document (JSON) to standard output.
     Openapi,
+}
+
+/// The settings of `notesd serve`, and the file they may come from.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file of settings (see `notesd check-config --example`); flags
+    /// and NOTESD_* variables win over it.
+    #[arg(long, env = "NOTESD_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// `NOTESD_*` variables that no flag reads: most likely typos, which would

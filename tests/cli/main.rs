@@ -12,6 +12,7 @@ use openapiv3::{OpenAPI, ReferenceOr};
 mod acme;
 #[path = "../common/certs.rs"]
 mod certs;
+mod config;
 mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notesd");
