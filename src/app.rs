@@ -26,6 +26,7 @@ use crate::client::ClientKeys;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::listener::{ConnectionLimits, GuardedAcceptor, ParserAnswers};
+use crate::metrics::{Metrics, Sources};
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::rate_limit::{Limiters, RateLimitConfig};
@@ -70,6 +71,7 @@ pub struct Application {
     state: Arc<AppState>,
     tls: Option<TlsSource>,
     redirect: Option<(TcpAcceptor, SocketAddr)>,
+    metrics: Option<(TcpAcceptor, SocketAddr)>,
 }
 
 impl Application {
@@ -122,17 +124,11 @@ impl Application {
             )),
         };
         let redirect = match settings.tls.http_redirect_listen {
-            Some(at) => {
-                let listener = tokio::net::TcpListener::bind(at)
-                    .await
-                    .map_err(|e| StartupError::Other(format!("cannot listen on {at}: {e}")))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| StartupError::Other(e.to_string()))?;
-                let acceptor =
-                    TcpAcceptor::from_tokio(listener).map_err(|e| StartupError::Other(e.to_string()))?;
-                Some((acceptor, bound))
-            }
+            Some(at) => Some(bind(at).await?),
+            None => None,
+        };
+        let metrics = match settings.http.metrics_listen {
+            Some(at) => Some(bind(at).await?),
             None => None,
         };
         Ok(Self {
@@ -142,6 +138,7 @@ impl Application {
             state,
             tls,
             redirect,
+            metrics,
         })
     }
 
@@ -153,6 +150,28 @@ impl Application {
     /// The plain-HTTP redirect listener's address, if there is one.
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// What `/metrics` shows, read from the running parts.
+    fn metrics_registry(&self) -> Arc<Metrics> {
+        let cert = match &self.tls {
+            Some(TlsSource::Files(files)) => Some(files.expiry()),
+            Some(TlsSource::Acme(acme)) => Some(acme.expiry()),
+            None => None,
+        };
+        Arc::new(Metrics::new(Sources {
+            auth: self.state.auth.events.clone(),
+            hashing: self.state.auth.passwords.queue_stats(),
+            writes: self.state.db.write_stats(),
+            db_file: self.settings.storage.data_dir.join(DB_FILE),
+            db: self.state.db.clone(),
+            cert,
+        }))
+    }
+
+    /// The metrics listener's address, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// With `--tls files`, the certificate files (to reload on SIGHUP).
@@ -175,6 +194,7 @@ impl Application {
             Some(TlsSource::Files(files)) => RedirectHosts::Certificate(files.clone()),
             _ => RedirectHosts::Listed(self.settings.acme_domains()),
         };
+        let metrics = self.metrics.as_ref().map(|_| self.metrics_registry());
         // First what can fail, so a failure leaves nothing running.
         let tls = start_tls(self.tls, &self.settings)?;
         tracing::info!(addr = %self.addr, scheme, "notesd listening");
@@ -204,6 +224,8 @@ impl Application {
             cors: Arc::new(CorsPolicy::new(&self.settings.http.cors_origins)),
             buffers: Arc::new(crate::middleware::buffers::Buffers::new(&self.settings)),
             allowed: Arc::new(api::AllowedMethods::from_operations()),
+            events: self.state.auth.events.clone(),
+            metrics: metrics.clone(),
         };
         let endpoint = routes(self.state, config, docs);
         let limits = connection_limits(&self.settings, keys);
@@ -217,6 +239,15 @@ impl Application {
             let endpoint = RedirectToHttps::new(self.addr.port(), redirect_hosts);
             let acceptor = GuardedAcceptor::new(acceptor, limits.clone(), answers.clone());
             spawn_redirect(acceptor, addr, endpoint, stopped, options)
+        });
+        // So does the metrics listener.
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = self.metrics.zip(metrics).map(|((acceptor, addr), metrics)| {
+            let stopped = async move {
+                let _ = metrics_stopped.await;
+            };
+            let acceptor = GuardedAcceptor::new(acceptor, limits.clone(), answers.clone());
+            spawn_metrics(acceptor, addr, metrics, stopped, options)
         });
         let (handshake, mut cert_task) = tls.unzip();
         // Should the task that keeps certificates current ever end, renewals
@@ -236,6 +267,7 @@ impl Application {
                 None => shutdown.await,
             }
             drop(stop_redirect);
+            drop(stop_metrics);
         };
         let mut result = match handshake {
             None => {
@@ -254,7 +286,7 @@ impl Application {
         if cert_task_ended.load(Ordering::Relaxed) {
             result = result.and(Err(std::io::Error::other("the certificate task stopped")));
         }
-        if let Some(task) = redirect {
+        for task in redirect.into_iter().chain(metrics_task) {
             let _ = task.await;
         }
         sweeper.abort();
@@ -283,6 +315,35 @@ fn start_tls(
             Some((handshake, files.watch(settings.tls.tls_reload_interval)))
         }
         Some(TlsSource::Acme(acme)) => Some(acme.start().map_err(std::io::Error::other)?),
+    })
+}
+
+/// Binds an extra listener (redirect, metrics) at start, so a taken port
+/// stops the start rather than a task later.
+async fn bind(at: SocketAddr) -> Result<(TcpAcceptor, SocketAddr), StartupError> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|e| StartupError::Other(format!("cannot listen on {at}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+    let acceptor = TcpAcceptor::from_tokio(listener).map_err(|e| StartupError::Other(e.to_string()))?;
+    Ok((acceptor, bound))
+}
+
+fn spawn_metrics(
+    acceptor: GuardedAcceptor,
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> tokio::task::JoinHandle<()> {
+    tracing::info!(%addr, "serving metrics");
+    tokio::spawn(async move {
+        let endpoint = crate::metrics::MetricsEndpoint::new(metrics);
+        if let Err(e) = crate::server::serve(acceptor, endpoint, stopped, options).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
     })
 }
 
@@ -398,6 +459,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
             settings.auth.max_login_counters,
         ),
         clock,
+        events: Arc::default(),
     };
     Ok(AppState {
         auth,

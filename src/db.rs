@@ -19,9 +19,12 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
+use crate::metrics::WriteStats;
 use crate::pool::{IdlePool, PoolError};
 use crate::store::{Store, StoreError};
 
@@ -33,6 +36,7 @@ pub struct Db {
     store: Arc<Store>,
     writer: Arc<Semaphore>,
     scanners: Arc<IdlePool<()>>,
+    writes: Arc<WriteStats>,
 }
 
 impl Db {
@@ -42,6 +46,7 @@ impl Db {
             store: Arc::new(store),
             writer: Arc::new(Semaphore::new(1)),
             scanners: Arc::new(IdlePool::new("scan", cores.saturating_sub(1).max(1), SCAN_QUEUE)?),
+            writes: Arc::default(),
         })
     }
 
@@ -78,10 +83,15 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit = permits
-            .acquire()
-            .await
-            .map_err(|e| Error::internal(format!("store queue closed: {e}")))?;
+        let permit = {
+            // Counted down however the wait ends (a request can be dropped
+            // at its deadline while it waits).
+            let _waiting = Waiting::enter(&self.writes.waiting);
+            permits.acquire().await
+        };
+        let _permit = permit.map_err(|e| Error::internal(format!("store queue closed: {e}")))?;
+        // One write per durable commit, for now.
+        self.writes.batch.observe(1.0);
         let store = self.store.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
@@ -90,8 +100,29 @@ impl Db {
             .map_err(Error::from)
     }
 
+    /// Writes waiting and commit sizes, for the metrics.
+    pub fn write_stats(&self) -> Arc<WriteStats> {
+        self.writes.clone()
+    }
+
     /// Direct access for start-up and command-line work, off any runtime.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+}
+
+/// One write waiting for the writer, for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod fsutil;
 pub mod listener;
+pub mod metrics;
 pub mod middleware;
 pub mod pool;
 pub mod redirect;

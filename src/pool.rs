@@ -10,8 +10,11 @@
 //! 7.7×). A full queue refuses at once (503 + `Retry-After`) rather than
 //! letting waiting work pile up.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+
+use crate::metrics::QueueStats;
 
 pub(crate) type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
@@ -27,14 +30,17 @@ pub enum PoolError {
 /// Threads that each keep a reusable `S` (working memory) between jobs.
 pub struct IdlePool<S> {
     jobs: SyncSender<Job<S>>,
+    stats: Arc<QueueStats>,
 }
 
 impl<S: Default + 'static> IdlePool<S> {
     pub fn new(name: &str, threads: usize, queue: usize) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::sync_channel::<Job<S>>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
+        let queue_stats = Arc::new(QueueStats::default());
         for i in 0..threads.max(1) {
             let receiver = receiver.clone();
+            let queue_stats = queue_stats.clone();
             std::thread::Builder::new()
                 .name(format!("notesd-{name}-{i}"))
                 .spawn(move || {
@@ -47,13 +53,29 @@ impl<S: Default + 'static> IdlePool<S> {
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(&mut state),
+                            Ok(job) => {
+                                let _ = queue_stats.waiting.fetch_update(
+                                    Ordering::Relaxed,
+                                    Ordering::Relaxed,
+                                    |w| Some(w.saturating_sub(1)),
+                                );
+                                job(&mut state);
+                            }
                             Err(_) => return, // the pool was dropped
                         }
                     }
                 })?;
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            stats: queue_stats,
+        })
+    }
+
+    /// Jobs waiting for a thread, and jobs refused because the queue was
+    /// full.
+    pub fn stats(&self) -> Arc<QueueStats> {
+        self.stats.clone()
     }
 
     /// The queue itself, for tests that fill it.
@@ -72,9 +94,18 @@ impl<S: Default + 'static> IdlePool<S> {
         let job: Job<S> = Box::new(move |state| {
             let _ = done.send(span.in_scope(|| work(state)));
         });
-        match self.jobs.try_send(job) {
+        // Counted before the send: a thread may take the job at once.
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let sent = self.jobs.try_send(job);
+        if sent.is_err() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        match sent {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(PoolError::Full),
+            Err(TrySendError::Full(_)) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(PoolError::Full);
+            }
             Err(TrySendError::Disconnected(_)) => return Err(PoolError::Stopped),
         }
         result.await.map_err(|_| PoolError::Stopped)

@@ -42,6 +42,12 @@ pub struct HttpSettings {
     #[arg(long, env = "NOTESD_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
+    /// Also listen here for Prometheus scrapes of `GET /metrics` (e.g.
+    /// `127.0.0.1:9090`); off by default. Keep it off the public network:
+    /// the figures describe the server's load and its users' activity.
+    #[arg(long, env = "NOTESD_METRICS_LISTEN", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Serve Swagger UI at /docs and the spec at /openapi.json.
     #[arg(long, env = "NOTESD_DOCS", default_value_t = true, action = clap::ArgAction::Set)]
     pub docs: bool,
@@ -505,6 +511,13 @@ impl Settings {
             .is_some_and(|r| r == self.http.listen)
         {
             return Err("--http-redirect-listen must differ from --listen".into());
+        }
+        // Port 0 (any free port) is never a clash.
+        if let Some(at) = self.http.metrics_listen
+            && at.port() != 0
+            && (at == self.http.listen || Some(at) == self.tls.http_redirect_listen)
+        {
+            return Err("--metrics-listen must differ from --listen and --http-redirect-listen".into());
         }
         Ok(())
     }

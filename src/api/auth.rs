@@ -1,5 +1,6 @@
 //! `/api/v1/auth`: signup, login, refresh, logout and the public keys.
 
+use crate::metrics::AuthEvent;
 use std::sync::Arc;
 
 use poem::Request;
@@ -236,6 +237,7 @@ impl AuthApi {
         let (email, password) = parse_credentials(&email.0, password.0)?;
         let client = state.clients.client_key(req);
         let (user, pair) = state.auth.signup(email, password, client).await?;
+        state.auth.events.record(AuthEvent::Signup);
         Ok(SignupResponse::Created(Json(SignupBody {
             user: UserProfile::from(&user),
             tokens: TokenPairBody::new(pair),
@@ -263,9 +265,10 @@ impl AuthApi {
         let Ok((email, password)) = parse_credentials(&email.0, password.0) else {
             let filler = Password::parse("x".repeat(16)).map_err(Error::from)?;
             state.auth.passwords.verify(filler, None).await?;
+            state.auth.events.record(AuthEvent::LoginFailed);
             return Err(Error::Unauthorized.into());
         };
-        let pair = state
+        let outcome = state
             .auth
             .login(LoginAttempt {
                 email,
@@ -273,7 +276,17 @@ impl AuthApi {
                 device_token: device_token.map(|t| t.0),
                 client: state.clients.client_key(req),
             })
-            .await?;
+            .await;
+        let event = match &outcome {
+            Ok(_) => Some(AuthEvent::LoginSucceeded),
+            Err(Error::Unauthorized) => Some(AuthEvent::LoginFailed),
+            Err(Error::TooManyRequests { .. }) => Some(AuthEvent::LoginBackedOff),
+            Err(_) => None,
+        };
+        if let Some(event) = event {
+            state.auth.events.record(event);
+        }
+        let pair = outcome?;
         Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
     }
 
@@ -288,7 +301,13 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: Json<RefreshRequest>,
     ) -> Result<TokensResponse, RefreshError> {
-        let pair = state.auth.refresh(&body.0.refresh_token.0).await?;
+        let outcome = state.auth.refresh(&body.0.refresh_token.0).await;
+        match &outcome {
+            Ok(_) => state.auth.events.record(AuthEvent::Refreshed),
+            Err(Error::Unauthorized) => state.auth.events.record(AuthEvent::RefreshFailed),
+            Err(_) => {}
+        }
+        let pair = outcome?;
         Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
     }
 
@@ -303,6 +322,7 @@ impl AuthApi {
         auth: BearerAuth,
     ) -> Result<LogoutResponse, AuthOnlyError> {
         state.auth.logout(auth.0).await?;
+        state.auth.events.record(AuthEvent::Logout);
         Ok(LogoutResponse::NoContent)
     }
 

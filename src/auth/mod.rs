@@ -87,6 +87,8 @@ pub struct Auth {
     pub limits: SessionLimits,
     pub attempts: Attempts,
     pub clock: Clock,
+    /// Counts of security events, for the metrics.
+    pub events: std::sync::Arc<crate::metrics::AuthCounters>,
 }
 
 impl Auth {
@@ -296,6 +298,7 @@ impl Auth {
             }
             RefreshOutcome::ReuseDetected => {
                 self.revoked.revoke(sid, now);
+                self.events.record(crate::metrics::AuthEvent::RefreshReused);
                 warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.owner(), session_id = %sid);
                 return Err(Error::Unauthorized);
             }
@@ -335,11 +338,13 @@ impl Auth {
             Ok(claims) => claims,
             Err(reason) => {
                 tracing::debug!(%reason, "access token refused");
+                self.events.record(crate::metrics::AuthEvent::TokenRejected);
                 return None;
             }
         };
         if self.revoked.is_revoked(claims.session_id) {
             tracing::debug!(session_id = %claims.session_id, "access token of a revoked session");
+            self.events.record(crate::metrics::AuthEvent::TokenRejected);
             return None;
         }
         Some(AuthUser {

@@ -126,6 +126,11 @@ impl Passwords {
 
     /// Checks the strength policy, then hashes. `context` holds words the
     /// password must not lean on (the email and its parts).
+    /// The hashing queue's depth and refusals, for the metrics.
+    pub fn queue_stats(&self) -> std::sync::Arc<crate::metrics::QueueStats> {
+        self.pool.0.stats()
+    }
+
     pub async fn hash_new(&self, password: Password, context: Vec<String>) -> Result<String, Error> {
         let params = self.params.clone();
         let min_score = self.min_score;

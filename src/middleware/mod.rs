@@ -38,6 +38,10 @@ pub struct FrontConfig {
     pub buffers: Arc<buffers::Buffers>,
     /// Methods per documented path, for the `Allow` header of a 405.
     pub allowed: Arc<crate::api::AllowedMethods>,
+    /// Counts requests refused by a rate limit.
+    pub events: Arc<crate::metrics::AuthCounters>,
+    /// Request counts and latencies, when metrics are served.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
@@ -82,6 +86,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 .to_problem(),
             ),
             Err(Some(refusal)) => {
+                config.events.rate_limited(rate_limit::is_credential_route(path));
                 let mut resp = too_many(refusal.retry_after_secs);
                 resp.headers_mut().extend(refusal.headers);
                 resp
@@ -117,6 +122,10 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
         };
         config.headers.apply(&mut resp, api, docs);
         trace::finish(&mut resp, &request_id, started);
+        if let Some(metrics) = &config.metrics {
+            let operation = resp.data::<OperationId>().map(|op| op.0);
+            metrics.http.record(operation, resp.status(), started.elapsed());
+        }
         Ok(resp)
     }
     .instrument(span)

@@ -69,7 +69,7 @@ fn limiter(per_minute: u32) -> Option<Limiter> {
     })
 }
 
-fn is_credential_route(path: &str) -> bool {
+pub(crate) fn is_credential_route(path: &str) -> bool {
     matches!(
         path,
         "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh"

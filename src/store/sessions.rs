@@ -3,7 +3,7 @@
 //! be recognised (and the session revoked) without keeping every token ever
 //! issued.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -102,6 +102,12 @@ impl Store {
                 Ok(other.map(|(result, _)| result))
             }
         }
+    }
+
+    /// Sessions stored (redb keeps the count: no scan).
+    pub fn session_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(SESSION_TO_RECORD)?.len()?)
     }
 
     /// Ids of sessions revoked at or after `since`: the ones whose access

@@ -7,6 +7,7 @@
 //! 2 s, 4 s … up to 18 h, rustls-acme's schedule) while the current
 //! certificate keeps being served.
 
+use crate::metrics::CertExpiry;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub const ACME_DIR: &str = "acme";
 /// A prepared ACME client: call [`Acme::start`] to begin ordering.
 pub struct Acme {
     config: AcmeConfig<std::io::Error>,
+    expiry: Arc<CertExpiry>,
 }
 
 impl Acme {
@@ -38,13 +40,23 @@ impl Acme {
         prepare_cache_dir(&dir)?;
         let directory = settings.acme_directory_url()?;
         let client = client_config(settings.tls.acme_ca_root.as_deref())?;
+        let expiry = Arc::new(CertExpiry::default());
+        let cache = PrivateDirCache {
+            dir,
+            expiry: expiry.clone(),
+        };
         let mut config = AcmeConfig::new_with_client_config(settings.acme_domains(), client)
             .directory(directory)
-            .cache(PrivateDirCache { dir });
+            .cache(cache);
         if let Some(email) = &settings.tls.acme_email {
             config = config.contact_push(format!("mailto:{email}"));
         }
-        Ok(Self { config })
+        Ok(Self { config, expiry })
+    }
+
+    /// When the certificate served now expires (known once one is).
+    pub fn expiry(&self) -> Arc<CertExpiry> {
+        self.expiry.clone()
     }
 
     /// Starts the ordering and renewal task (which logs every event) and
@@ -126,6 +138,18 @@ fn client_config(extra_root: Option<&Path>) -> Result<Arc<ClientConfig>, String>
 /// not atomically; this one writes 0600 files whole or not at all.
 struct PrivateDirCache {
     dir: PathBuf,
+    /// Set from each certificate loaded from or stored in the cache: the
+    /// ones rustls-acme goes on to serve.
+    expiry: Arc<CertExpiry>,
+}
+
+impl PrivateDirCache {
+    /// rustls-acme keeps the key and the chain in one PEM file.
+    fn note_expiry(&self, pem: &[u8]) {
+        if let Some(Ok(leaf)) = rustls_pki_types::CertificateDer::pem_slice_iter(pem).next() {
+            self.expiry.served(&leaf);
+        }
+    }
 }
 
 impl PrivateDirCache {
@@ -173,12 +197,18 @@ impl CertCache for PrivateDirCache {
     type EC = std::io::Error;
 
     async fn load_cert(&self, domains: &[String], directory_url: &str) -> Result<Option<Vec<u8>>, Self::EC> {
-        self.read(Self::file_name("cert", domains, directory_url)).await
+        let cert = self.read(Self::file_name("cert", domains, directory_url)).await?;
+        if let Some(pem) = &cert {
+            self.note_expiry(pem);
+        }
+        Ok(cert)
     }
 
     async fn store_cert(&self, domains: &[String], directory_url: &str, cert: &[u8]) -> Result<(), Self::EC> {
         self.write(Self::file_name("cert", domains, directory_url), cert)
-            .await
+            .await?;
+        self.note_expiry(cert);
+        Ok(())
     }
 }
 

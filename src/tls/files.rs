@@ -4,6 +4,7 @@
 //! matching the certificate, expired or not yet valid) is logged and the
 //! current certificate stays.
 
+use crate::metrics::CertExpiry;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct CertFiles {
     /// The host names (and IP literals) the current certificate covers.
     hosts: RwLock<Vec<String>>,
     tried: Mutex<Tried>,
+    /// When the certificate served now expires, for the metrics.
+    expiry: Arc<CertExpiry>,
 }
 
 impl fmt::Debug for CertFiles {
@@ -77,6 +80,10 @@ impl CertFiles {
             }
             validity.log();
         }
+        let expiry = Arc::new(CertExpiry::default());
+        if let Some(leaf) = key.cert.first() {
+            expiry.served(leaf);
+        }
         Ok(Self {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
@@ -86,7 +93,13 @@ impl CertFiles {
                 digest: Some(pair.digest()),
                 settled: true,
             }),
+            expiry,
         })
+    }
+
+    /// When the certificate served now expires.
+    pub fn expiry(&self) -> Arc<CertExpiry> {
+        self.expiry.clone()
     }
 
     /// Reloads if the files' contents changed. A replacement that does not
@@ -144,6 +157,9 @@ impl CertFiles {
         if let Some(validity) = &validity {
             validity.check()?;
             validity.log();
+        }
+        if let Some(leaf) = key.cert.first() {
+            self.expiry.served(leaf);
         }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
         *self.hosts.write().unwrap_or_else(PoisonError::into_inner) =

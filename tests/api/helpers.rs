@@ -15,6 +15,8 @@ static TRACING: Once = Once::new();
 
 pub struct TestApp {
     pub base: String,
+    /// `http://addr` of the metrics listener, with `--metrics-listen`.
+    pub metrics: Option<String>,
     pub client: reqwest::Client,
     pub clock: Clock,
     /// Kept so the directory lives as long as the app (restart tests reuse it).
@@ -71,12 +73,14 @@ async fn start(data_dir: &Path, flags: &[&str], clock: Clock) -> TestApp {
         .await
         .expect("app builds");
     let base = format!("http://{}", app.local_addr());
+    let metrics = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
     TestApp {
         base,
+        metrics,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -12,6 +12,7 @@ mod errors;
 mod headers;
 mod helpers;
 mod limits;
+mod metrics;
 mod notes;
 mod ops;
 mod raw;

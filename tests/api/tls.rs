@@ -38,6 +38,8 @@ struct TlsApp {
     key_path: PathBuf,
     _dir: tempfile::TempDir,
     _server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// `http://addr` of the metrics listener, with `--metrics-listen`.
+    metrics: Option<String>,
 }
 
 /// `--tls files` settings for `cert.pem` and `key.pem` in `dir` (data in
@@ -80,6 +82,7 @@ async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
     let https = format!("https://{}", app.local_addr());
     let redirect = format!("http://{}", app.redirect_addr().unwrap());
     let files = app.cert_files().unwrap();
+    let metrics = app.metrics_addr().map(|addr| format!("http://{addr}"));
     let server = tokio::spawn(app.run_until(std::future::pending()));
     TlsApp {
         https,
@@ -89,6 +92,7 @@ async fn spawn_tls_app(leaf: &certs::Leaf, flags: &[&str]) -> TlsApp {
         key_path,
         _dir: dir,
         _server: server,
+        metrics,
     }
 }
 
@@ -367,4 +371,23 @@ async fn old_protocols_and_weak_ciphers_are_refused() {
         (ALERT, HANDSHAKE_FAILURE),
         "weak suites refused: {answer:?}"
     );
+}
+
+#[tokio::test]
+async fn the_metrics_show_when_the_served_certificate_expires() {
+    let ca = TestCa::new();
+    let not_after = rcgen::date_time_ymd(2031, 5, 6);
+    let leaf = ca.leaf_with(|params| params.not_after = not_after);
+    let app = spawn_tls_app(&leaf, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let body = reqwest::get(format!("{}/metrics", app.metrics.as_deref().unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "notesd_tls_certificate_expiry_timestamp_seconds {}",
+        not_after.unix_timestamp()
+    );
+    assert!(body.lines().any(|l| l == line), "{line} in {body}");
 }
