@@ -125,6 +125,8 @@ def parse_args():
     # (c)
     p.add_argument("--flood-connections", type=int, default=16)
     p.add_argument("--flood-delay-ms", type=int, default=20)
+    p.add_argument("--results", metavar="TSV",
+                   help="append each wrk run's figures to this file (bench/run.sh's rows for bench/chart.py)")
     args = p.parse_args()
     args.scenarios = set(args.scenarios.split(","))
     return args
@@ -456,6 +458,9 @@ def wrk(a, name, url, connections, duration, token):
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = f"  non-2xx={non2xx.group(1)}" if non2xx else ""
     print(f"{name:<34} {rps:>10.0f} req/s   p50 {pct(50):>7.2f} ms   p99 {pct(99):>7.2f} ms{errors}", flush=True)
+    if a.results:
+        with open(a.results, "a") as f:
+            f.write(f"{name}\t{rps:.2f}\t{pct(50):.4g}\t{pct(99):.4g}\t{connections}\n")
     return pct(99)
 
 

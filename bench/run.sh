@@ -2,7 +2,9 @@
 # `make bench`: load figures for notesd against a bare poem route, on this
 # machine. The server is pinned to core 0 and wrk to core 1 (when there are
 # two cores), 32 connections, loopback only. Prints req/s, p50, p99 per
-# scenario and the server's peak RSS.
+# scenario and the server's peak RSS. The figures also go to
+# bench/latest.tsv, drawn by bench/chart.py as bench/latest.svg (each run
+# overwrites both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,13 @@ trap cleanup EXIT
 cargo build --release --quiet --examples
 cargo build --release --quiet --bin notesd
 
-echo "# notesd bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "# wrk -c$CONNS -d$DURATION, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
+# Machine-readable copy of the summary lines, for bench/chart.py.
+RESULTS=$WORK/results.tsv
+{
+  echo "# notesd bench: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo "# wrk -c$CONNS -d$DURATION, server on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
+} | tee "$RESULTS"
+printf 'scenario\treq_per_s\tp50_ms\tp99_ms\tconnections\n' >>"$RESULTS"
 
 "$TARGET/release/examples/bench_seed" "$WORK/data" small@bench.test:1000 large@bench.test:100000 >"$WORK/seed.out"
 # The second hash: the first also pays for one-time set-up (memory, the
@@ -71,12 +78,12 @@ cat "$WORK/login.lua" >"$WORK/flood.lua"
 echo "function delay() return $FLOOD_DELAY end" >>"$WORK/flood.lua"
 
 # run NAME URL [wrk args...]: one wrk run, one summary line (also kept in
-# $WORK/last.rps for the ceiling comparison).
+# $WORK/last.rps for the ceiling comparison, and as a row of $RESULTS).
 run() {
   local name=$1 url=$2; shift 2
   if [ -n "${BENCH_ONLY:-}" ] && ! [[ "$name" =~ $BENCH_ONLY ]]; then return; fi
   taskset -c $CLIENT_CPU wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$WORK/wrk.out"
-  python3 - "$name" "$WORK/wrk.out" "$WORK/last.rps" <<'PY'
+  python3 - "$name" "$WORK/wrk.out" "$WORK/last.rps" "$RESULTS" "$CONNS" <<'PY'
 import re, sys
 name, text = sys.argv[1], open(sys.argv[2]).read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -88,6 +95,8 @@ def pct(p):
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = f"  non-2xx={non2xx.group(1)}" if non2xx else ""
 print(f"{name:<34} {rps:>10.0f} req/s   p50 {pct(50):>7.2f} ms   p99 {pct(99):>7.2f} ms{errors}")
+with open(sys.argv[4], "a") as f:
+    f.write(f"{name}\t{rps:.2f}\t{pct(50):.4g}\t{pct(99):.4g}\t{sys.argv[5]}\n")
 PY
 }
 
@@ -172,5 +181,10 @@ fi
 if [ -z "${BENCH_ONLY:-}" ] || [[ "attack" =~ $BENCH_ONLY ]]; then
   kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
   python3 bench/attack.py --target-dir "$TARGET" --port $((PORT + 20)) --duration "$DURATION" \
-    --server-cpu $SERVER_CPU --client-cpu $CLIENT_CPU ${BENCH_ATTACK_ARGS:-}
+    --server-cpu $SERVER_CPU --client-cpu $CLIENT_CPU --results "$RESULTS" ${BENCH_ATTACK_ARGS:-}
 fi
+
+# The chart of this run: req/s against the bare route, p99 beside it.
+cp "$RESULTS" bench/latest.tsv
+python3 bench/chart.py bench/latest.tsv -o bench/latest.svg
+echo "chart: bench/latest.svg (figures: bench/latest.tsv)" >&2
