@@ -46,17 +46,29 @@ LOOPBACK_ARGS="--max-connections-per-client 0 --login-free-failures 1000"
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
   --rate-limit 0 --auth-rate-limit 0 $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
 SERVER=$!; PIDS+=("$SERVER")
+# The same data served by a second server with --metrics-listen: the cost
+# of counting every request, measured in the same rounds.
+METRICS_PORT=$((PORT + 1))
+cp -a "$WORK/data" "$WORK/data-metrics"
+NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$METRICS_PORT --data-dir "$WORK/data-metrics" \
+  --metrics-listen 127.0.0.1:$((PORT + 2)) --rate-limit 0 --auth-rate-limit 0 $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} \
+  >"$WORK/server-metrics.log" 2>&1 &
+METRICS_SERVER=$!; PIDS+=("$METRICS_SERVER")
 taskset -c $SERVER_CPU "$TARGET/release/examples/bare" 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
 PIDS+=("$!")
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+for port in $PORT $METRICS_PORT; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+done
 
 login() {
   curl -sf -H 'content-type: application/json' \
-    -d "{\"email\":\"$1\",\"password\":\"bench otter cathedral\"}" "http://127.0.0.1:$PORT/api/v1/auth/login" |
+    -d "{\"email\":\"$1\",\"password\":\"bench otter cathedral\"}" "http://127.0.0.1:${2:-$PORT}/api/v1/auth/login" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 SMALL=$(login small@bench.test)
 LARGE=$(login large@bench.test)
+# The metrics server's own session (sessions live in each copy).
+SMALL_METRICS=$(login small@bench.test $METRICS_PORT)
 NOTE=$(curl -sf -H "authorization: Bearer $SMALL" "http://127.0.0.1:$PORT/api/v1/notes?limit=1" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
 
@@ -106,18 +118,27 @@ PY
 ROUNDS=${BENCH_ROUNDS:-3}
 if [ -z "${BENCH_ONLY:-}" ] || [[ "ceiling" =~ $BENCH_ONLY ]]; then
   : >"$WORK/ratios"
+  : >"$WORK/ratios-metrics"
   for round in $(seq "$ROUNDS"); do
     BENCH_ONLY= run "bare poem route (ceiling) #$round" "http://127.0.0.1:$BARE_PORT/hello"
     bare=$(cat "$WORK/last.rps")
     BENCH_ONLY= run "GET /notes/{id} (authenticated) #$round" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL"
     echo "$(cat "$WORK/last.rps") $bare" >>"$WORK/ratios"
+    BENCH_ONLY= run "GET /notes/{id}, metrics on #$round" "http://127.0.0.1:$METRICS_PORT/api/v1/notes/$NOTE" -H "Authorization: Bearer $SMALL_METRICS"
+    echo "$(cat "$WORK/last.rps") $bare" >>"$WORK/ratios-metrics"
   done
-  python3 - "$WORK/ratios" <<'PY'
+  python3 - "$WORK/ratios" "$WORK/ratios-metrics" <<'PY'
 import statistics, sys
-ratios = [float(a) / float(b) for a, b in (l.split() for l in open(sys.argv[1]) if l.strip())]
-print(f"GET by id / bare route, median of {len(ratios)} rounds: {statistics.median(ratios):.0%} "
-      f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)})")
+def ratios(path):
+    return [float(a) / float(b) for a, b in (l.split() for l in open(path) if l.strip())]
+plain, counted = ratios(sys.argv[1]), ratios(sys.argv[2])
+for label, r in (("GET by id / bare route", plain), ("GET by id, metrics on / bare route", counted)):
+    print(f"{label}, median of {len(r)} rounds: {statistics.median(r):.0%} "
+          f"(rounds: {', '.join(f'{x:.0%}' for x in r)})")
+print(f"metrics cost: {(statistics.median(plain) - statistics.median(counted)) * 100:+.1f} points of the bare route")
 PY
+  # Scraped once under no load: what the exposition holds after the rounds.
+  curl -sf "http://127.0.0.1:$((PORT + 2))/metrics" | grep -E '^notesd_http_requests_total\{method="GET",route="/api/v1/notes/\{id\}",status="2xx"\}' || true
 fi
 
 run "GET /notes first page, 1k notes" "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $SMALL"
@@ -151,6 +172,7 @@ print(f"GET p99 under the flood / alone: {ms(sys.argv[3]) / ms(sys.argv[2]):.2f}
 PY
 fi
 
+kill "$METRICS_SERVER" 2>/dev/null || true
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
 
 # HTTPS: the same data directory served again with --tls files (a
