@@ -461,6 +461,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_loads() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        let loaded = with_file(block, &["--acme-email", "me@example.org"]).unwrap();
+        let s = settings(&loaded);
+        assert_eq!(s.tls.acme_domain, ["notes.example.org"]);
+        assert_eq!(s.limits.max_body_bytes, 262_144);
+        assert!(s.http.metrics_listen.is_some());
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
     fn the_committed_example_is_the_generated_one() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE_PATH);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
