@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test build release lint fmt bench tls-scan openapi clean
+.PHONY: run test build release lint fmt bench tls-scan openapi contract clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
@@ -30,6 +30,10 @@ tls-scan: release
 
 openapi:
 	@$(CARGO) run --quiet -- openapi
+
+## contract: the debug server against its own OpenAPI document (needs python3 and PyPI)
+contract: build
+	tests/contract/run.sh
 
 clean:
 	$(CARGO) clean
