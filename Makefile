@@ -2,17 +2,26 @@
 
 CARGO ?= cargo
 
-.PHONY: run test build release lint fmt bench tls-scan openapi contract clean
+.PHONY: run test test-deps build release lint fmt bench tls-scan openapi contract clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
 	$(CARGO) run --release -- serve --listen 127.0.0.1:8080 --data-dir data
 
-## test: every test (unit, integration, CLI), then format and lint checks
-test:
-	$(CARGO) test --all-targets
+## test: installs what the tests need (test-deps), then every test (unit,
+## integration, CLI), the contract run against the OpenAPI document, the
+## bench chart's self-test, and the format and lint checks
+test: test-deps
+	NOTESD_TEST_TOOLS=required $(CARGO) test --all-targets
+	tests/contract/run.sh $${CARGO_TARGET_DIR:-target}/debug/notesd
+	python3 bench/chart.py --selftest
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## test-deps: Debian packages (chromium, pebble, python3-venv) and the
+## pinned Python tools of the contract tests in .venv
+test-deps:
+	./scripts/test-deps.sh
 
 build:
 	$(CARGO) build

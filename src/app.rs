@@ -526,7 +526,7 @@ impl Docs {
         let html = resp.into_body().into_bytes().await.unwrap_or_default();
         Self {
             html,
-            spec: Bytes::from(service.spec()),
+            spec: Bytes::from(api::spec_json()),
             ui: Box::new(poem::endpoint::ToDynEndpoint(ui.map_to_response())),
         }
     }

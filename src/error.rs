@@ -276,6 +276,8 @@ impl Error {
             format!("must satisfy {}", rule.trim())
         } else if message.contains("is required") {
             "is required".to_owned()
+        } else if message.contains("must not be null") {
+            "must not be null; leave the member out instead".to_owned()
         } else {
             "has the wrong type or format".to_owned()
         };
@@ -348,10 +350,12 @@ macro_rules! problem_responses {
                 #[oai(status = $status, content_type = "application/problem+json")]
                 $variant(poem_openapi::payload::Json<$crate::error::Problem>),
             )*
-            /// Any other failure: 429 with `Retry-After` over a rate limit,
-            /// 503 with `Retry-After` when the server is saturated, 500 when
-            /// it cannot complete the request (details go to the server
-            /// log).
+            /// Any other refusal or failure: 405 (with `Allow`) for a method
+            /// the path does not answer, 408 past the request deadline, 413
+            /// for a body over the limit, 431 for headers over the limit,
+            /// 429 with `Retry-After` over a rate limit, 503 with
+            /// `Retry-After` when the server is saturated, 500 when it
+            /// cannot complete the request (details go to the server log).
             #[oai(content_type = "application/problem+json")]
             Other(
                 poem::http::StatusCode,

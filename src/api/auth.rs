@@ -23,7 +23,9 @@ pub struct AuthApi;
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct SignupRequest {
-    /// Email address; compared case-insensitively.
+    /// Email address: compared after Unicode NFKC case folding (`ALICE`
+    /// and `ａlice` are `alice`), at most 254 characters once folded;
+    /// letters and digits of any script and RFC 5322 `atext` punctuation.
     #[oai(deserialize_with = "email_field", validator(min_length = 3, max_length = 254))]
     pub email: Text,
     /// 8 to 1024 characters, not a common or easily guessed password.
@@ -56,7 +58,11 @@ pub struct LoginRequest {
     /// The `device_token` of an earlier login or signup on this device.
     /// With it, failed guesses from other clients do not hold this login
     /// back (they make the account back off for unknown clients only).
-    #[oai(deserialize_with = "device_token_field", validator(max_length = 128))]
+    #[oai(
+        deserialize_with = "device_token_field",
+        validator(max_length = 128),
+        skip_serializing_if_is_none
+    )]
     pub device_token: Option<Text>,
 }
 

@@ -57,9 +57,47 @@ pub fn service() -> OpenApiService<Apis, ()> {
     .license(poem_openapi::LicenseObject::new("MIT"))
 }
 
-/// The OpenAPI document as JSON, as `notesd openapi` prints it.
+/// The OpenAPI document as JSON, as `notesd openapi` prints it and
+/// `/openapi.json` serves it.
 pub fn spec_json() -> String {
-    service().spec()
+    let spec = service().spec();
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&spec) else {
+        return spec;
+    };
+    close_request_schemas(&mut doc);
+    // A format poem-openapi has no attribute for.
+    doc["components"]["schemas"]["SignupRequest"]["properties"]["email"]["format"] = "email".into();
+    serde_json::to_string_pretty(&doc).unwrap_or(spec)
+}
+
+/// Every request body type refuses members it does not define
+/// (`deny_unknown_fields`), which poem-openapi does not write into the
+/// schema: say it there, as `additionalProperties: false`.
+fn close_request_schemas(doc: &mut serde_json::Value) {
+    let mut names = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for operation in paths
+            .values()
+            .filter_map(|p| p.as_object())
+            .flat_map(|p| p.values())
+        {
+            if let Some(content) = operation["requestBody"]["content"].as_object() {
+                for media in content.values() {
+                    if let Some(name) = media["schema"]["$ref"]
+                        .as_str()
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    for name in names {
+        if let Some(schema) = doc["components"]["schemas"][&name].as_object_mut() {
+            schema.insert("additionalProperties".to_owned(), serde_json::Value::Bool(false));
+        }
+    }
 }
 
 /// The methods each documented path answers, for the `Allow` header a 405

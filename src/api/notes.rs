@@ -174,15 +174,26 @@ impl From<NoteRecord> for Note {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct NoteInput {
-    /// 1 to 200 characters.
-    #[oai(deserialize_with = "title_field", validator(min_length = 1, max_length = 200))]
+    /// 1 to 200 characters, not all white space.
+    #[oai(
+        deserialize_with = "title_field",
+        validator(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub title: Text,
     /// Up to 100 000 characters; empty when absent.
-    #[oai(deserialize_with = "content_field", validator(max_length = 100000))]
+    #[oai(
+        deserialize_with = "content_field",
+        validator(max_length = 100000),
+        skip_serializing_if_is_none
+    )]
     pub content: Option<Text>,
     /// Up to 20 tags, each 1 to 32 characters of `a-z`, `0-9`, `_`, `-`;
     /// none when absent.
-    #[oai(deserialize_with = "tags_field")]
+    #[oai(deserialize_with = "tags_field", skip_serializing_if_is_none)]
     pub tags: Option<TagList>,
 }
 
@@ -200,17 +211,26 @@ impl poem_openapi::types::Example for NoteInput {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct NotePatch {
-    /// 1 to 200 characters.
+    /// 1 to 200 characters, not all white space.
     #[oai(
         deserialize_with = "title_patch_field",
-        validator(min_length = 1, max_length = 200)
+        validator(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        ),
+        skip_serializing_if_is_none
     )]
     pub title: Option<Text>,
     /// Up to 100 000 characters.
-    #[oai(deserialize_with = "content_field", validator(max_length = 100000))]
+    #[oai(
+        deserialize_with = "content_field",
+        validator(max_length = 100000),
+        skip_serializing_if_is_none
+    )]
     pub content: Option<Text>,
     /// Replaces the whole tag set.
-    #[oai(deserialize_with = "tags_field")]
+    #[oai(deserialize_with = "tags_field", skip_serializing_if_is_none)]
     pub tags: Option<TagList>,
 }
 
@@ -225,6 +245,8 @@ crate::field_parsers! {
 pub struct NotePage {
     pub items: Vec<Note>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 

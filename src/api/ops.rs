@@ -34,18 +34,24 @@ pub enum ReadyResponse {
     Unavailable(Json<Health>),
 }
 
+crate::problem_responses! {
+    /// A probe is answered unless the request itself is refused (headers
+    /// too large, a method other than GET).
+    pub enum ProbeError {}
+}
+
 #[OpenApi(tag = "ApiTags::Operations")]
 impl OpsApi {
     /// Liveness
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
-    async fn healthz(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(Health { status: "ok".into() }))
+    async fn healthz(&self) -> Result<HealthResponse, ProbeError> {
+        Ok(HealthResponse::Ok(Json(Health { status: "ok".into() })))
     }
 
     /// Readiness
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
-    async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
-        match state.db.read(crate::store::Store::ping) {
+    async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, ProbeError> {
+        Ok(match state.db.read(crate::store::Store::ping) {
             Ok(()) => ReadyResponse::Ready(Json(Health { status: "ok".into() })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");
@@ -53,6 +59,6 @@ impl OpsApi {
                     status: "unavailable".into(),
                 }))
             }
-        }
+        })
     }
 }

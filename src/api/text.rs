@@ -128,7 +128,8 @@ impl ToJSON for TagList {
 /// `deserialize_with` for an optional tag list: absent or `null` is none.
 pub fn tags_field(value: Option<Value>) -> ParseResult<Option<TagList>> {
     match value {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
+        Some(Value::Null) => Err(ParseError::custom("field `tags` must not be null")),
         value => TagList::parse_from_json(value)
             .map(Some)
             .map_err(ParseError::propagate),
@@ -199,8 +200,15 @@ impl From<&str> for Text {
 /// and why, in words of our own. poem-openapi's derived parser reports a bad
 /// field without its name (and with its value); our error mapping looks for
 /// ``field `name` `` in the message.
+///
+/// `null` is never a value: an optional member is left out, not set to
+/// `null` (the document declares no member nullable, and a `null` meant as
+/// "clear this" must not pass as "keep this").
 pub fn parse_field<T: ParseFromJSON>(value: Option<Value>, field: &str) -> ParseResult<T> {
-    let missing = matches!(value, None | Some(Value::Null));
+    if matches!(value, Some(Value::Null)) {
+        return Err(ParseError::custom(format!("field `{field}` must not be null")));
+    }
+    let missing = value.is_none();
     T::parse_from_json(value).map_err(|_| {
         if missing {
             ParseError::custom(format!("field `{field}` is required"))

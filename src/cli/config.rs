@@ -462,7 +462,8 @@ mod tests {
 
     #[test]
     fn the_readme_example_loads() {
-        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
         let block = readme
             .split("```toml\n")
             .nth(1)

@@ -2,7 +2,9 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{assert_problem, spawn_app};
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, assert_problem, spawn_app};
 
 #[tokio::test]
 async fn malformed_json_is_400() {
@@ -280,4 +282,116 @@ async fn a_wrong_method_is_told_the_allowed_ones() {
         assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
         assert_problem(resp, StatusCode::METHOD_NOT_ALLOWED, path).await;
     }
+}
+
+/// The document declares no member nullable: `null` is refused, never read
+/// as "absent" (a PATCH `{"content": null}` meant as "clear" must not pass as
+/// "keep").
+#[tokio::test]
+async fn null_is_never_a_value() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let note = app.new_note(&user, "kept", &["a"]).await;
+    let id = note["id"].as_str().unwrap();
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/notes".to_owned(),
+            json!({"title": "x", "content": null}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/notes".to_owned(),
+            json!({"title": "x", "tags": null}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/notes/{id}"),
+            json!({"tags": null}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/notes/{id}"),
+            json!({"content": null}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/notes/{id}"),
+            json!({"title": null}),
+        ),
+    ] {
+        let resp = app
+            .request(method.clone(), &path, Some(&user.access))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, &body.to_string()).await;
+        assert!(problem.to_string().contains("must not be null"), "{problem}");
+    }
+    let resp = app
+        .request(Method::POST, "/api/v1/auth/login", None)
+        .json(&json!({"email": user.email, "password": PASSWORD, "device_token": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "a null device_token").await;
+    let unchanged = app
+        .get_note(&user.access, id)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["version"], 1, "nothing was written");
+}
+
+/// What the document says about bodies is what the server does: the last
+/// page has no `next_cursor` member (not `null`), a title of white space
+/// only breaks the title's pattern and is refused, and every request body
+/// schema is closed (`additionalProperties: false`), as the server refuses
+/// unknown members.
+#[tokio::test]
+async fn bodies_match_the_document() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let page: Value = app.list_notes(&user.access, "").await.json().await.unwrap();
+    assert!(page.as_object().unwrap().get("next_cursor").is_none(), "{page}");
+
+    let spec: Value = app
+        .request(Method::GET, "/openapi.json", None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let pattern = schemas["NoteInput"]["properties"]["title"]["pattern"]
+        .as_str()
+        .unwrap();
+    for title in [" ", "\t\n", "\u{3000}\u{a0}", "\u{85}\u{2028}"] {
+        assert!(title.chars().all(char::is_whitespace));
+        let resp = app.create_note(&user.access, &json!({ "title": title })).await;
+        assert_problem(resp, StatusCode::BAD_REQUEST, "a blank title").await;
+    }
+    assert!(
+        pattern.contains(r"\u3000") && pattern.starts_with("[^"),
+        "{pattern}"
+    );
+    for name in [
+        "SignupRequest",
+        "LoginRequest",
+        "RefreshRequest",
+        "NoteInput",
+        "NotePatch",
+    ] {
+        assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
+    }
+    assert_eq!(schemas["SignupRequest"]["properties"]["email"]["format"], "email");
+    assert!(
+        !schemas["Problem"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("errors"))
+    );
 }
