@@ -357,14 +357,7 @@ async fn bodies_match_the_document() {
     let page: Value = app.list_notes(&user.access, "").await.json().await.unwrap();
     assert!(page.as_object().unwrap().get("next_cursor").is_none(), "{page}");
 
-    let spec: Value = app
-        .request(Method::GET, "/openapi.json", None)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.spec().await;
     let schemas = &spec["components"]["schemas"];
     let pattern = schemas["NoteInput"]["properties"]["title"]["pattern"]
         .as_str()

@@ -171,6 +171,17 @@ impl TestApp {
             .expect("me")
     }
 
+    /// The served OpenAPI document.
+    pub async fn spec(&self) -> Value {
+        self.request(Method::GET, "/openapi.json", None)
+            .send()
+            .await
+            .expect("spec")
+            .json()
+            .await
+            .expect("spec JSON")
+    }
+
     pub async fn keys(&self) -> Value {
         let resp = self
             .request(Method::GET, "/api/v1/auth/keys", None)

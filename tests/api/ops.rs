@@ -19,14 +19,7 @@ async fn health_and_readiness() {
 #[tokio::test]
 async fn docs_and_spec_are_served_from_the_binary() {
     let app = spawn_app().await;
-    let spec: Value = app
-        .request(Method::GET, "/openapi.json", None)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.spec().await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert!(spec["components"]["securitySchemes"]["BearerAuth"].is_object());
 
