@@ -93,3 +93,17 @@ fn check_config_refuses_settings_that_would_weaken_a_guarantee() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--session-idle-ttl"));
 }
+
+#[test]
+fn a_file_others_can_write_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[http]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["--config", path.to_str().unwrap()],
+        &[],
+    );
+    assert!(server.wait_for("writable by other users").is_some());
+}
