@@ -522,11 +522,13 @@ impl Docs {
     async fn build() -> Self {
         let service = api::service();
         let ui = service.swagger_ui();
-        let resp = ui.get_response(Request::builder().uri_str("/").finish()).await;
-        let html = resp.into_body().into_bytes().await.unwrap_or_default();
+        // The page embeds the document: the served one, not poem-openapi's
+        // (which lacks what `spec_json` adds).
+        let spec = api::spec_json();
+        let html = service.swagger_ui_html().replacen(&service.spec(), &spec, 1);
         Self {
-            html,
-            spec: Bytes::from(api::spec_json()),
+            html: Bytes::from(html),
+            spec: Bytes::from(spec),
             ui: Box::new(poem::endpoint::ToDynEndpoint(ui.map_to_response())),
         }
     }

@@ -31,6 +31,11 @@ async fn docs_and_spec_are_served_from_the_binary() {
         !html.contains("cdn.") && !html.contains("unpkg.com"),
         "no assets from a CDN"
     );
+    // The page embeds the served document, additions included.
+    assert!(
+        html.contains("\"additionalProperties\": false"),
+        "the served document"
+    );
 }
 
 #[tokio::test]
