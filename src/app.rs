@@ -58,6 +58,23 @@ pub enum StartupError {
     Other(String),
 }
 
+/// What `notesd check-config` checks beyond the settings themselves: the
+/// files the start would read (certificate and key, an extra ACME root),
+/// read now, without opening the database or binding a port.
+pub fn check_start(settings: &Settings) -> Result<(), StartupError> {
+    settings.validate().map_err(StartupError::Settings)?;
+    match settings.tls.mode {
+        TlsMode::Off => {}
+        TlsMode::Files => {
+            if let (Some(cert), Some(key)) = (&settings.tls.tls_cert, &settings.tls.tls_key) {
+                CertFiles::load(cert, key).map_err(StartupError::Tls)?;
+            }
+        }
+        TlsMode::Acme => crate::tls::acme::check_ca_root(settings).map_err(StartupError::Tls)?,
+    }
+    Ok(())
+}
+
 /// Where certificates come from, once checked at start.
 enum TlsSource {
     Files(Arc<CertFiles>),

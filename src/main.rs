@@ -38,13 +38,13 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { args, .. } => {
             print!("{}", shown.unwrap_or_default());
-            match args.settings.validate() {
+            match notesd::app::check_start(&args.settings) {
                 Ok(()) => {
-                    println!("\n# The settings are valid.");
+                    println!("\n# The settings are valid, and the files they name can be read.");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("notesd: invalid settings: {e}");
+                    eprintln!("notesd: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -449,6 +449,13 @@ impl Settings {
         if self.connections.http2_max_streams == 0 {
             return Err("--http2-max-streams must be at least 1".into());
         }
+        argon2::Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            self.auth.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| format!("--argon2-memory-kib, --argon2-iterations, --argon2-parallelism: {e}"))?;
         if self.auth.token_issuer.is_empty() || self.auth.token_audience.is_empty() {
             return Err("--token-issuer and --token-audience must not be empty".into());
         }

@@ -73,7 +73,9 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     let Some((name, sub)) = matches.subcommand() else {
         return finish(matches, None, HashSet::new());
     };
-    if !WITH_SETTINGS.contains(&name) {
+    // `check-config --example` prints the definitions, not a file.
+    let example = sub.try_get_one::<bool>("example").ok().flatten() == Some(&true);
+    if !WITH_SETTINGS.contains(&name) || example {
         return finish(matches, None, HashSet::new());
     }
     let Some(path) = sub.try_get_one::<PathBuf>("config").ok().flatten().cloned() else {
@@ -84,7 +86,7 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         path: shown.clone(),
         message,
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+    let text = read_file(&path).map_err(|source| ConfigError::Read {
         path: shown.clone(),
         source,
     })?;
@@ -96,6 +98,7 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
     };
     let keys = FileKeys::new(&command, sub_command);
     let mut extra = Vec::new();
+    let mut overridden = Vec::new();
     let mut from_file = HashSet::new();
     for (section, entries) in &table {
         let toml::Value::Table(entries) = entries else {
@@ -107,19 +110,36 @@ pub fn load(args: Vec<OsString>) -> Result<Loaded, ConfigError> {
         for (key, value) in entries {
             let arg = keys.find(section, key).map_err(invalid)?;
             let id = arg.get_id().as_str();
+            let values = flag_values(value).map_err(|m| invalid(format!("`{section}.{key}`: {m}")))?;
+            if values.len() != 1 && !takes_many(arg) {
+                return Err(invalid(format!("`{section}.{key}`: takes one value, not a list")));
+            }
+            let flags = values.into_iter().map(|value| {
+                let mut flag = OsString::from(format!("--{key}="));
+                flag.push(value);
+                flag
+            });
+            // A value a flag or variable overrides is still checked: a
+            // broken file must not wait for the day the override goes.
             if matches!(
                 sub.value_source(id),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             ) {
-                continue;
+                overridden.extend(flags);
+            } else {
+                extra.extend(flags);
+                from_file.insert(id.to_owned());
             }
-            for value in flag_values(value).map_err(|m| invalid(format!("`{section}.{key}`: {m}")))? {
-                let mut flag = OsString::from(format!("--{key}="));
-                flag.push(value);
-                extra.push(flag);
-            }
-            from_file.insert(id.to_owned());
         }
+    }
+    if !overridden.is_empty() {
+        let alone = [OsString::from("notesd"), OsString::from(name)]
+            .into_iter()
+            .chain(overridden);
+        command
+            .clone()
+            .try_get_matches_from(alone)
+            .map_err(|e| invalid(e.render().to_string().trim().to_owned()))?;
     }
     if extra.is_empty() {
         return finish(matches, Some(path), from_file);
@@ -145,6 +165,39 @@ fn finish(
         matches,
         from_file,
     })
+}
+
+/// Largest configuration file read.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads the configuration file: a regular file (not a FIFO that would
+/// block the start, not a device that never ends), of at most
+/// [`MAX_FILE_BYTES`], checked on the handle that is then read.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // A FIFO would block `open` itself until a writer came.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// A file value as the strings clap would have read from flags.

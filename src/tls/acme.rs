@@ -106,6 +106,11 @@ fn prepare_cache_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Web PKI roots for Let's Encrypt, plus the operator's extra root.
+/// Reads `--acme-ca-root` as the start would, without preparing anything.
+pub fn check_ca_root(settings: &Settings) -> Result<(), String> {
+    client_config(settings.tls.acme_ca_root.as_deref()).map(drop)
+}
+
 fn client_config(extra_root: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),

@@ -85,13 +85,69 @@ fn a_bad_file_stops_the_start_and_names_the_key() {
 }
 
 #[test]
-fn check_config_refuses_settings_that_would_weaken_a_guarantee() {
-    let out = Command::new(BIN)
-        .args(["check-config", "--session-idle-ttl", "1m"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--session-idle-ttl"));
+fn check_config_refuses_what_serve_would_refuse() {
+    for (args, needle) in [
+        (&["--session-idle-ttl", "1m"][..], "--session-idle-ttl"),
+        (&["--argon2-memory-kib", "1"][..], "--argon2-memory-kib"),
+        (
+            &[
+                "--tls",
+                "files",
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ][..],
+            "/nonexistent/c.pem",
+        ),
+    ] {
+        let out = Command::new(BIN).arg("check-config").args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn only_a_regular_file_of_bounded_size_is_read_and_every_value_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(2 * 1024 * 1024)).unwrap();
+    let check = |config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check-config", "--config"]).arg(config).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A FIFO would block the start; a device or a huge file would eat memory.
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero"), big.as_path()] {
+        let (code, stderr) = check(path, &[], &[]);
+        assert_eq!(code, Some(2), "{}: {stderr}", path.display());
+    }
+    // An empty list for a one-value setting is not "unset".
+    let empty = write_config(dir.path(), "[http]\nlisten = []\n");
+    let (code, stderr) = check(&empty, &[], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("http.listen"), "{stderr}");
+    // A broken value is refused even while a flag or variable overrides it.
+    let broken = write_config(
+        dir.path(),
+        "[limits]\nmax-body-bytes = \"garbage\"\nrate-limit = 1.5\n",
+    );
+    let (code, stderr) = check(
+        &broken,
+        &["--max-body-bytes", "4096"],
+        &[("NOTESD_RATE_LIMIT", "5")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
 }
 
 #[test]
