@@ -55,11 +55,19 @@ impl Email {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        let well_formed = !local.is_empty()
-            && !domain.is_empty()
-            && !domain.contains('@')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
+        // RFC 5321's dot-atom local part (atoms joined by single dots) and
+        // a domain of DNS labels (letters and digits of any script, inner
+        // hyphens, at most 63 characters each): what an `idn-email` is,
+        // but for quoted local parts and address literals, refused.
+        let label_ok = |label: &str| {
+            !label.is_empty()
+                && label.chars().count() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        };
+        let well_formed = local.split('.').all(|atom| !atom.is_empty())
+            && domain.split('.').all(label_ok)
             && !email.chars().any(|c| c.is_whitespace() || c.is_control());
         if !well_formed {
             return Err(invalid());
@@ -343,6 +351,14 @@ mod tests {
             ("a@b@c", "two @"),
             ("al ice@example.com", "inner space"),
             ("alice@.example.com", "domain starts with a dot"),
+            ("a..b@example.com", "two dots in a row"),
+            (".a@example.com", "local part starts with a dot"),
+            ("!@#", "a domain label of punctuation"),
+            ("-@-", "a label that is a hyphen"),
+            ("a@xn--", "a label ending with a hyphen"),
+            ("a@example..com", "an empty label"),
+            ("\"a b\"@example.com", "a quoted local part"),
+            ("a@[127.0.0.1]", "an address literal"),
         ] {
             assert!(Email::parse(raw).is_err(), "{raw:?} should be rejected: {why}");
         }
@@ -350,6 +366,13 @@ mod tests {
             Email::parse(&format!("{}@x.io", "a".repeat(260))).is_err(),
             "too long"
         );
+        assert!(
+            Email::parse(&format!("a@{}.io", "b".repeat(64))).is_err(),
+            "a label over 63"
+        );
+        for fine in ["a.b+tag@example.com", "josé@exämple.org", "o'neil@x-y.example", "!#$%&'*+/=?^_`{|}~-@example.com"] {
+            assert!(Email::parse(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -23,9 +23,12 @@ pub struct AuthApi;
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct SignupRequest {
-    /// Email address: compared after Unicode NFKC case folding (`ALICE`
-    /// and `ａlice` are `alice`), at most 254 characters once folded;
-    /// letters and digits of any script and RFC 5322 `atext` punctuation.
+    /// Email address (`idn-email`, but for quoted local parts and address
+    /// literals, which are refused): a dot-atom local part of letters,
+    /// digits and RFC 5322 `atext` punctuation, `@`, and a domain of labels
+    /// of letters, digits and inner hyphens. Compared after Unicode NFKC
+    /// case folding (`ALICE` and `ａlice` are `alice`); at most 254
+    /// characters once folded.
     #[oai(deserialize_with = "email_field", validator(min_length = 3, max_length = 254))]
     pub email: Text,
     /// 8 to 1024 characters, not a common or easily guessed password.

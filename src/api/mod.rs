@@ -65,9 +65,52 @@ pub fn spec_json() -> String {
         return spec;
     };
     close_request_schemas(&mut doc);
-    // A format poem-openapi has no attribute for.
-    doc["components"]["schemas"]["SignupRequest"]["properties"]["email"]["format"] = "email".into();
+    // What the parsers in `domain` enforce and poem-openapi has no
+    // attribute for (a `pattern` validator would compile its regex on every
+    // request): a title is not all white space.
+    let schemas = &mut doc["components"]["schemas"];
+    for name in ["NoteInput", "NotePatch"] {
+        if let Some(title) = schemas[name]["properties"]["title"].as_object_mut() {
+            title.insert("pattern".to_owned(), title_pattern().into());
+        }
+    }
+    if let Some(email) = schemas["SignupRequest"]["properties"]["email"].as_object_mut() {
+        email.insert("format".to_owned(), "idn-email".into());
+    }
     serde_json::to_string_pretty(&doc).unwrap_or(spec)
+}
+
+/// Unicode White_Space, as ranges: what `char::is_whitespace`, and so
+/// `Title::parse`'s trim, sees (a unit test compares every code point).
+const WHITE_SPACE: [(char, char); 10] = [
+    ('\u{9}', '\u{d}'),
+    (' ', ' '),
+    ('\u{85}', '\u{85}'),
+    ('\u{a0}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// A title's pattern: one character that is not white space, with every
+/// code point spelt `\uXXXX` so that every regex dialect (ECMA-262,
+/// Python, Rust) reads the class alike.
+pub fn title_pattern() -> String {
+    let escape = |c: char| format!("\\u{:04x}", u32::from(c));
+    let ranges: String = WHITE_SPACE
+        .iter()
+        .map(|&(from, to)| {
+            if from == to {
+                escape(from)
+            } else {
+                format!("{}-{}", escape(from), escape(to))
+            }
+        })
+        .collect();
+    format!("[^{ranges}]")
 }
 
 /// Every request body type refuses members it does not define
@@ -151,6 +194,15 @@ impl AllowedMethods {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_title_pattern_is_exactly_what_trim_removes() {
+        let listed = |c: char| WHITE_SPACE.iter().any(|&(from, to)| (from..=to).contains(&c));
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            assert_eq!(c.is_whitespace(), listed(c), "U+{:04X}", u32::from(c));
+        }
+        assert!(title_pattern().starts_with(r"[^\u0009-\u000d\u0020\u0085"));
+    }
 
     #[test]
     fn allow_lists_the_documented_methods_of_the_matching_path() {

@@ -177,11 +177,7 @@ pub struct NoteInput {
     /// 1 to 200 characters, not all white space.
     #[oai(
         deserialize_with = "title_field",
-        validator(
-            min_length = 1,
-            max_length = 200,
-            pattern = r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-        )
+        validator(min_length = 1, max_length = 200)
     )]
     pub title: Text,
     /// Up to 100 000 characters; empty when absent.
@@ -214,11 +210,7 @@ pub struct NotePatch {
     /// 1 to 200 characters, not all white space.
     #[oai(
         deserialize_with = "title_patch_field",
-        validator(
-            min_length = 1,
-            max_length = 200,
-            pattern = r"[^\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-        ),
+        validator(min_length = 1, max_length = 200),
         skip_serializing_if_is_none
     )]
     pub title: Option<Text>,

@@ -380,7 +380,7 @@ async fn bodies_match_the_document() {
     ] {
         assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
     }
-    assert_eq!(schemas["SignupRequest"]["properties"]["email"]["format"], "email");
+    assert_eq!(schemas["SignupRequest"]["properties"]["email"]["format"], "idn-email");
     assert!(
         !schemas["Problem"]["required"]
             .as_array()
