@@ -289,7 +289,10 @@ pub struct LimitSettings {
     pub auth_rate_limit: u32,
 
     /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    /// The default, 1.25 MiB, holds the largest note the document allows
+    /// even with every character written as a JSON escape (100 000 emoji
+    /// as surrogate-pair escapes are 1.2 MB).
+    #[arg(long, env = "NOTESD_MAX_BODY_BYTES", default_value_t = 1280 * 1024)]
     pub max_body_bytes: usize,
 
     /// Largest list page, in bytes of JSON; a page that would be larger ends

@@ -175,10 +175,7 @@ impl From<NoteRecord> for Note {
 #[oai(deny_unknown_fields, example)]
 pub struct NoteInput {
     /// 1 to 200 characters, not all white space.
-    #[oai(
-        deserialize_with = "title_field",
-        validator(min_length = 1, max_length = 200)
-    )]
+    #[oai(deserialize_with = "title_field", validator(min_length = 1, max_length = 200))]
     pub title: Text,
     /// Up to 100 000 characters; empty when absent.
     #[oai(

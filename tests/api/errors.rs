@@ -380,11 +380,39 @@ async fn bodies_match_the_document() {
     ] {
         assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
     }
-    assert_eq!(schemas["SignupRequest"]["properties"]["email"]["format"], "idn-email");
+    assert_eq!(
+        schemas["SignupRequest"]["properties"]["email"]["format"],
+        "idn-email"
+    );
     assert!(
         !schemas["Problem"]["required"]
             .as_array()
             .unwrap()
             .contains(&json!("errors"))
     );
+}
+
+/// The body limit holds the largest note the document allows, written in
+/// the longest JSON it can take: every character a surrogate-pair escape.
+#[tokio::test]
+async fn the_largest_valid_note_fits_the_default_body_limit() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let emoji = r"\ud83d\ude00";
+    let tags: Vec<String> = (0..20).map(|i| format!("\"{}{i:02}\"", "t".repeat(30))).collect();
+    let body = format!(
+        r#"{{"title":"{}","content":"{}","tags":[{}]}}"#,
+        emoji.repeat(200),
+        emoji.repeat(100_000),
+        tags.join(",")
+    );
+    assert!(body.len() > 1_200_000, "{}", body.len());
+    let resp = app
+        .request(Method::POST, "/api/v1/notes", Some(&user.access))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
 }
