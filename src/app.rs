@@ -263,7 +263,7 @@ impl Application {
             let stopped = async move {
                 let _ = metrics_stopped.await;
             };
-            let acceptor = GuardedAcceptor::new(acceptor, limits.clone(), answers.clone());
+            let acceptor = GuardedAcceptor::new(acceptor, metrics_limits(&limits), answers.clone());
             spawn_metrics(acceptor, addr, metrics, stopped, options)
         });
         let (handshake, mut cert_task) = tls.unzip();
@@ -348,6 +348,19 @@ async fn bind(at: SocketAddr) -> Result<(TcpAcceptor, SocketAddr), StartupError>
     Ok((acceptor, bound))
 }
 
+/// Connections the metrics listener holds open at most.
+const METRICS_MAX_CONNECTIONS: usize = 8;
+
+/// A scraper needs a connection or two: the metrics listener has a small
+/// cap of its own, so it cannot add `--max-connections` open files.
+fn metrics_limits(api: &ConnectionLimits) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: METRICS_MAX_CONNECTIONS,
+        max_per_client: api.max_per_client.min(METRICS_MAX_CONNECTIONS),
+        ..api.clone()
+    }
+}
+
 fn spawn_metrics(
     acceptor: GuardedAcceptor,
     addr: SocketAddr,
@@ -356,6 +369,9 @@ fn spawn_metrics(
     options: ServeOptions,
 ) -> tokio::task::JoinHandle<()> {
     tracing::info!(%addr, "serving metrics");
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics are served beyond loopback, without authentication; keep the port off public networks");
+    }
     tokio::spawn(async move {
         let endpoint = crate::metrics::MetricsEndpoint::new(metrics);
         if let Err(e) = crate::server::serve(acceptor, endpoint, stopped, options).await {

@@ -90,14 +90,15 @@ impl Db {
             permits.acquire().await
         };
         let _permit = permit.map_err(|e| Error::internal(format!("store queue closed: {e}")))?;
-        // One write per durable commit, for now.
-        self.writes.batch.observe(1.0);
         let store = self.store.clone();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
+        let done = tokio::task::spawn_blocking(move || span.in_scope(|| work(&store)))
             .await
             .map_err(|e| Error::internal(format!("store task failed: {e}")))?
-            .map_err(Error::from)
+            .map_err(Error::from)?;
+        // One write per durable commit, for now.
+        self.writes.batch.observe(1.0);
+        Ok(done)
     }
 
     /// Writes waiting and commit sizes, for the metrics.

@@ -125,7 +125,8 @@ impl ToJSON for TagList {
     }
 }
 
-/// `deserialize_with` for an optional tag list: absent or `null` is none.
+/// `deserialize_with` for an optional tag list: absent is none; `null` is
+/// refused, like every `null` (see [`parse_field`]).
 pub fn tags_field(value: Option<Value>) -> ParseResult<Option<TagList>> {
     match value {
         None => Ok(None),

@@ -86,7 +86,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                 .to_problem(),
             ),
             Err(Some(refusal)) => {
-                config.events.rate_limited(rate_limit::is_credential_route(path));
+                config.events.rate_limited(refusal.by_auth_limit);
                 let mut resp = too_many(refusal.retry_after_secs);
                 resp.headers_mut().extend(refusal.headers);
                 resp

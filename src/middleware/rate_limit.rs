@@ -60,6 +60,9 @@ pub struct Limiters {
 pub struct Refusal {
     pub retry_after_secs: u64,
     pub headers: HeaderMap,
+    /// Refused by the stricter limit of the credential routes, rather
+    /// than the general one.
+    pub by_auth_limit: bool,
 }
 
 fn limiter(per_minute: u32) -> Option<Limiter> {
@@ -69,7 +72,7 @@ fn limiter(per_minute: u32) -> Option<Limiter> {
     })
 }
 
-pub(crate) fn is_credential_route(path: &str) -> bool {
+fn is_credential_route(path: &str) -> bool {
     matches!(
         path,
         "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh"
@@ -126,6 +129,7 @@ impl Limiters {
                     return Err(Refusal {
                         retry_after_secs,
                         headers,
+                        by_auth_limit: strict.is_some_and(|s| std::ptr::eq(s, limiter)),
                     });
                 }
             }

@@ -148,3 +148,48 @@ async fn metrics_are_not_on_the_api_listener_and_only_at_their_path() {
     assert_eq!(resp.headers()["allow"], "GET, HEAD");
     assert!(spawn_app().await.metrics.is_none(), "off by default");
 }
+
+/// The metrics listener holds 8 connections at most, whatever
+/// `--max-connections` says: a ninth waits until one of them ends.
+#[tokio::test]
+async fn the_metrics_listener_holds_a_few_connections() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let addr: SocketAddr = app
+        .metrics
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let connect = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 0))
+            .unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let scrape = crate::raw::get_request("/metrics", "");
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut stream = connect(10 + i).await;
+        stream.write_all(&scrape).await.unwrap();
+        assert_eq!(crate::raw::read_one_response(&mut stream).await.status, 200);
+        held.push(stream);
+    }
+    let mut ninth = connect(30).await;
+    ninth.write_all(&scrape).await.unwrap();
+    // Served at once if the cap did not hold; waiting in the backlog if it does.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(std::time::Duration::from_secs(1), ninth.read(&mut byte)).await;
+    assert!(early.is_err(), "a ninth connection waits while 8 are open");
+    held.pop();
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::raw::read_one_response(&mut ninth),
+    )
+    .await
+    .expect("served once a connection ends");
+    assert_eq!(resp.status, 200);
+}
