@@ -77,6 +77,20 @@ pub fn spec_json() -> String {
     if let Some(email) = schemas["SignupRequest"]["properties"]["email"].as_object_mut() {
         email.insert("format".to_owned(), "idn-email".into());
     }
+    // The list's query: a cursor is a note id in its canonical form, a tag
+    // a tag (both checked by the handler with the same rules).
+    if let Some(parameters) = doc["paths"]["/api/v1/notes"]["get"]["parameters"].as_array_mut() {
+        for parameter in parameters {
+            let pattern = match parameter["name"].as_str() {
+                Some("cursor") => text::CANONICAL_ID_PATTERN,
+                Some("tag") => text::TAG_PATTERN,
+                _ => continue,
+            };
+            if let Some(schema) = parameter["schema"].as_object_mut() {
+                schema.insert("pattern".to_owned(), pattern.into());
+            }
+        }
+    }
     serde_json::to_string_pretty(&doc).unwrap_or(spec)
 }
 

@@ -16,7 +16,7 @@ use super::payload::JsonBody;
 use super::security::BearerAuth;
 use super::text::{CanonicalId, TagList, tags_field};
 use super::{ApiTags, AppState, Text};
-use crate::domain::{Content, NoteId, Tags, Title, UserId};
+use crate::domain::{Content, NoteId, Tag, Tags, Title, UserId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
 use crate::store::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
@@ -501,7 +501,7 @@ impl NotesApi {
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<String>>,
         /// Only notes with this tag.
-        #[oai(validator(pattern = "^[a-z0-9_-]{1,32}$"))]
+        #[oai(validator(min_length = 1, max_length = 32))]
         tag: Query<Option<String>>,
         /// Only notes whose title or content contains this text.
         #[oai(validator(min_length = 1, max_length = 200))]
@@ -515,6 +515,18 @@ impl NotesApi {
             )),
             None => None,
         };
+        // Checked here rather than by a `pattern` validator, which would
+        // compile its regex on every request; the document carries the
+        // pattern (see `api::spec_json`).
+        let tag = match tag.0 {
+            Some(t) => Some(Tag::parse(&t).map_err(|_| {
+                Error::from(FieldError::new(
+                    "tag",
+                    "must be 1-32 characters of a-z, 0-9, _ or -",
+                ))
+            })?),
+            None => None,
+        };
         let config = &state.notes;
         let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let query = NoteQuery {
@@ -523,7 +535,7 @@ impl NotesApi {
             max_bytes: config.max_page_bytes.saturating_sub(96),
             weigh: json_weight,
             after,
-            tag: tag.0,
+            tag: tag.map(|t| t.as_str().to_owned()),
             q: q.0.map(|q| q.to_lowercase()),
             scan_limit: config.search_scan_limit,
             scan_bytes: config.search_scan_bytes,

@@ -78,7 +78,7 @@ impl Type for TagList {
         let mut tag = MetaSchema::new("string");
         tag.min_length = Some(1);
         tag.max_length = Some(TAG_MAX);
-        tag.pattern = Some("^[a-z0-9_-]{1,32}$".to_owned());
+        tag.pattern = Some(TAG_PATTERN.to_owned());
         let mut list = MetaSchema::new("array");
         list.items = Some(Box::new(MetaSchemaRef::Inline(Box::new(tag))));
         list.max_items = Some(TAGS_MAX);
@@ -144,7 +144,11 @@ pub fn tags_field(value: Option<Value>) -> ParseResult<Option<TagList>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CanonicalId(pub uuid::Uuid);
 
-const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+/// A canonical id, as a schema pattern.
+pub const CANONICAL_ID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/// A tag (`domain::Tag`), as a schema pattern.
+pub const TAG_PATTERN: &str = "^[a-z0-9_-]{1,32}$";
 
 impl CanonicalId {
     pub fn parse(s: &str) -> Option<Self> {
@@ -172,7 +176,7 @@ impl Type for CanonicalId {
 
     fn schema_ref() -> MetaSchemaRef {
         let mut schema = MetaSchema::new_with_format("string", "uuid");
-        schema.pattern = Some(UUID_PATTERN.to_owned());
+        schema.pattern = Some(CANONICAL_ID_PATTERN.to_owned());
         MetaSchemaRef::Inline(Box::new(schema))
     }
 

@@ -33,7 +33,7 @@ def _header(case, name: str):
 
 @schemathesis.hook
 def filter_failure(context, failure, case, response) -> bool:
-    """Keep every failure except the three below (return False to drop)."""
+    """Keep every failure except the two below (return False to drop)."""
     # 3. negative_data_rejection ("Schema-violating request accepted", ST201)
     #    with 413: a schema-violating body (e.g. `content` over its maxLength
     #    plus generated junk) that is also over the server's body limit
@@ -54,15 +54,5 @@ def filter_failure(context, failure, case, response) -> bool:
         if_match = _header(case, "if-match")
         if if_match is not None and str(if_match).strip() != "*":
             return False
-
-    # 2. `cursor` is an opaque token only the server can mint (it is
-    #    authenticated); a made-up string of the declared shape gets the
-    #    declared 400 naming `cursor` and nothing else.
-    if (
-        response.status_code == 400
-        and (case.query or {}).get("cursor") is not None
-        and _problem_fields(response) == {"cursor"}
-    ):
-        return False
 
     return True
