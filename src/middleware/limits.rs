@@ -24,6 +24,31 @@ const BODY_UPFRONT: usize = 16 * 1024;
 
 /// Whether a route may read this request's body: a POST, PUT or PATCH to
 /// the API.
+/// poem-openapi reads any `…+json` media type, in any declared charset, as
+/// UTF-8 JSON; the document promises `application/json; charset=utf-8`. A
+/// body labelled otherwise as JSON (`application/problem+json`,
+/// `charset=utf-16`) is refused rather than misread. Types that are not
+/// JSON at all are left to poem-openapi, which refuses them where a body is
+/// read (and ignores them where none is, as on logout).
+fn json_as_documented(content_type: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(content_type) else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json_like = essence.ends_with("+json") || essence == "application/json";
+    if !json_like {
+        return true;
+    }
+    let charset_ok = parts.all(|param| match param.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    });
+    essence == "application/json" && charset_ok
+}
+
 pub fn takes_body(req: &Request) -> bool {
     matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
         && req.uri().path().starts_with("/api/")
@@ -51,6 +76,13 @@ pub async fn check_body(
     // no budget counts.
     if !takes_body(&req) {
         return Ok(req);
+    }
+    if req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| !json_as_documented(v.as_bytes()))
+    {
+        return Err(problem_response(&Error::UnsupportedMediaType.to_problem()));
     }
     let unreadable = || {
         let err = Error::BadRequest("The request body could not be read.".to_owned());

@@ -416,3 +416,41 @@ async fn the_largest_valid_note_fits_the_default_body_limit() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
+
+/// The document declares `application/json; charset=utf-8` for every body:
+/// JSON labelled as another type or another charset is refused, not read
+/// as UTF-8 JSON anyway.
+#[tokio::test]
+async fn json_under_another_label_is_415() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for content_type in [
+        "application/problem+json",
+        "application/merge-patch+json",
+        "application/json; charset=utf-16",
+        "application/json; charset=latin1",
+    ] {
+        let resp = app
+            .request(Method::POST, "/api/v1/notes", Some(&user.access))
+            .header("content-type", content_type)
+            .body(r#"{"title":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, content_type).await;
+    }
+    for content_type in [
+        "application/json",
+        "application/json; charset=UTF-8",
+        "Application/JSON;charset=\"utf-8\"",
+    ] {
+        let resp = app
+            .request(Method::POST, "/api/v1/notes", Some(&user.access))
+            .header("content-type", content_type)
+            .body(r#"{"title":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{content_type}");
+    }
+}
