@@ -14,7 +14,7 @@ NEW=${2:-$TARGET/release/notesd}
 ROUNDS=${BENCH_ROUNDS:-4}
 DURATION=${BENCH_DURATION:-10s}
 PORT=${BENCH_PORT:-18080}
-cargo build --release --quiet --examples
+cargo build --release --quiet --bin notesd --examples
 W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }

@@ -65,6 +65,7 @@ pub fn spec_json() -> String {
         return spec;
     };
     close_request_schemas(&mut doc);
+    name_headers_as_sent(&mut doc);
     // What the parsers in `domain` enforce and poem-openapi has no
     // attribute for (a `pattern` validator would compile its regex on every
     // request): a title is not all white space.
@@ -125,6 +126,39 @@ pub fn title_pattern() -> String {
         })
         .collect();
     format!("[^{ranges}]")
+}
+
+/// poem-openapi writes response header names in upper case (`ETAG`);
+/// header names are case-insensitive, but generators and readers show them
+/// as written: use the names as RFC 9110 spells them.
+fn name_headers_as_sent(doc: &mut serde_json::Value) {
+    const NAMES: [(&str, &str); 3] = [
+        ("ETAG", "ETag"),
+        ("LOCATION", "Location"),
+        ("RETRY-AFTER", "Retry-After"),
+    ];
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+    {
+        let Some(responses) = operation.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+            continue;
+        };
+        let all_headers = responses
+            .values_mut()
+            .filter_map(|r| r.get_mut("headers").and_then(|h| h.as_object_mut()));
+        for headers in all_headers {
+            for (upper, name) in NAMES {
+                if let Some(header) = headers.remove(upper) {
+                    headers.insert(name.to_owned(), header);
+                }
+            }
+        }
+    }
 }
 
 /// Every request body type refuses members it does not define
