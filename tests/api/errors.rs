@@ -384,6 +384,12 @@ async fn bodies_match_the_document() {
         schemas["SignupRequest"]["properties"]["email"]["format"],
         "idn-email"
     );
+    // Header names as RFC 9110 spells them, as generated clients show them.
+    let created = &spec["paths"]["/api/v1/notes"]["post"]["responses"]["201"]["headers"];
+    assert!(
+        created["ETag"].is_object() && created["Location"].is_object(),
+        "{created}"
+    );
     assert!(
         !schemas["Problem"]["required"]
             .as_array()
