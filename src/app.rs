@@ -369,7 +369,7 @@ fn spawn_metrics(
     options: ServeOptions,
 ) -> tokio::task::JoinHandle<()> {
     tracing::info!(%addr, "serving metrics");
-    if !addr.ip().is_loopback() {
+    if crate::metrics::exposed(addr) {
         tracing::warn!(%addr, "metrics are served beyond loopback, without authentication; keep the port off public networks");
     }
     tokio::spawn(async move {

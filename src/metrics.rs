@@ -112,6 +112,7 @@ impl HttpMetrics {
 
 /// Security events of the authentication flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum AuthEvent {
     Signup,
     LoginSucceeded,
@@ -167,9 +168,8 @@ pub struct AuthCounters {
 
 impl AuthCounters {
     pub fn record(&self, event: AuthEvent) {
-        if let Some(i) = AuthEvent::ALL.iter().position(|e| *e == event) {
-            self.events[i].fetch_add(1, Ordering::Relaxed);
-        }
+        // `ALL` lists the events in declaration order (a test checks it).
+        self.events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rate_limited(&self, auth_route: bool) {
@@ -410,5 +410,42 @@ impl poem::Endpoint for MetricsEndpoint {
             .content_type(CONTENT_TYPE)
             .header(header::CACHE_CONTROL, "no-store")
             .body(self.metrics.render()))
+    }
+}
+
+/// Whether the metrics listener is reachable beyond this host (warned
+/// about at start: the metrics have no authentication).
+pub fn exposed(addr: std::net::SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_has_its_own_counter() {
+        for (i, event) in AuthEvent::ALL.iter().enumerate() {
+            assert_eq!(*event as usize, i, "{event:?}");
+        }
+        let counters = AuthCounters::default();
+        counters.record(AuthEvent::TokenRejected);
+        assert_eq!(
+            counters.events[AuthEvent::ALL.len() - 1].load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn only_loopback_metrics_are_unexposed() {
+        for (addr, exposed_) in [
+            ("127.0.0.1:9090", false),
+            ("[::1]:9090", false),
+            ("0.0.0.0:9090", true),
+            ("[::]:9090", true),
+            ("192.168.1.2:9090", true),
+        ] {
+            assert_eq!(exposed(addr.parse().unwrap()), exposed_, "{addr}");
+        }
     }
 }

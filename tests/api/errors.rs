@@ -430,19 +430,19 @@ async fn the_largest_valid_note_fits_the_default_body_limit() {
 async fn json_under_another_label_is_415() {
     let app = spawn_app().await;
     let user = app.new_user().await;
+    let create_as = |content_type: &'static str| {
+        app.request(Method::POST, "/api/v1/notes", Some(&user.access))
+            .header("content-type", content_type)
+            .body(r#"{"title":"x"}"#)
+            .send()
+    };
     for content_type in [
         "application/problem+json",
         "application/merge-patch+json",
         "application/json; charset=utf-16",
         "application/json; charset=latin1",
     ] {
-        let resp = app
-            .request(Method::POST, "/api/v1/notes", Some(&user.access))
-            .header("content-type", content_type)
-            .body(r#"{"title":"x"}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = create_as(content_type).await.unwrap();
         assert_problem(resp, StatusCode::UNSUPPORTED_MEDIA_TYPE, content_type).await;
     }
     for content_type in [
@@ -450,13 +450,7 @@ async fn json_under_another_label_is_415() {
         "application/json; charset=UTF-8",
         "Application/JSON;charset=\"utf-8\"",
     ] {
-        let resp = app
-            .request(Method::POST, "/api/v1/notes", Some(&user.access))
-            .header("content-type", content_type)
-            .body(r#"{"title":"x"}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = create_as(content_type).await.unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED, "{content_type}");
     }
 }
