@@ -18,7 +18,6 @@
 //! The caller's tracing span is carried across.
 
 use std::sync::Arc;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
