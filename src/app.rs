@@ -368,6 +368,12 @@ fn spawn_metrics(
     stopped: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> tokio::task::JoinHandle<()> {
+    // Two scrapes in flight per HTTP/2 connection at most: with 8
+    // connections, 16 answers of the exposition held at once.
+    let options = ServeOptions {
+        http2_max_streams: 2,
+        ..options
+    };
     tracing::info!(%addr, "serving metrics");
     if crate::metrics::exposed(addr) {
         tracing::warn!(%addr, "metrics are served beyond loopback, without authentication; keep the port off public networks");

@@ -193,3 +193,25 @@ async fn the_metrics_listener_holds_a_few_connections() {
     .expect("served once a connection ends");
     assert_eq!(resp.status, 200);
 }
+
+/// An HTTP/2 client of the metrics listener may have two scrapes in flight
+/// per connection (so 8 connections hold 16 answers at most), whatever
+/// `--http2-max-streams` allows on the API.
+#[tokio::test]
+async fn the_metrics_listener_allows_two_streams_per_connection() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&["--metrics-listen", "127.0.0.1:0"]).await;
+    let addr = app.metrics.as_deref().unwrap().trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(crate::raw::h2::PREFACE).await.unwrap();
+    stream.write_all(&crate::raw::h2::EMPTY_SETTINGS).await.unwrap();
+    let settings = crate::raw::h2::read_frame(&mut stream)
+        .await
+        .expect("the server's SETTINGS");
+    assert_eq!(settings.kind, crate::raw::h2::SETTINGS);
+    // Entries of 6 bytes: identifier (3 is MAX_CONCURRENT_STREAMS), value.
+    let max_streams = settings.payload.chunks_exact(6).find_map(|entry| {
+        (entry[..2] == [0, 3]).then(|| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]))
+    });
+    assert_eq!(max_streams, Some(2));
+}

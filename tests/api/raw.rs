@@ -230,6 +230,7 @@ pub mod h2 {
     pub struct Frame {
         pub kind: u8,
         pub flags: u8,
+        pub payload: Vec<u8>,
     }
 
     /// The next frame (its payload skipped), or `None` once the server
@@ -243,6 +244,7 @@ pub mod h2 {
         Some(Frame {
             kind: head[3],
             flags: head[4],
+            payload,
         })
     }
 }
