@@ -8,8 +8,8 @@
 //! two bytes each and case-folded by a search: the costliest scan).
 
 use notesd::auth::password::{HashCost, HashPoolSize, Passwords};
-use notesd::domain::{NoteId, Password, Role, UserId};
-use notesd::store::{NoteRecord, Store, UserRecord};
+use notesd::domain::{NoteId, Password, Role, SessionId, UserId};
+use notesd::storage::{Backend, NoteRecord, SessionRecord, Storage, UserRecord, redb::Options};
 use time::OffsetDateTime;
 
 pub const PASSWORD: &str = "bench otter cathedral";
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: bench_seed DATA_DIR EMAIL:COUNT[:KIND]...")?,
     );
     std::fs::create_dir_all(&dir)?;
-    let store = Store::open(&dir.join(notesd::app::DB_FILE))?;
+    let store = Backend::open(&dir.join(notesd::app::DB_FILE), Options::default())?;
     let passwords = Passwords::new(HashCost::default(), HashPoolSize { threads: 1, queue: 4 }, 0)?;
     for spec in args {
         let mut fields = spec.split(':');
@@ -41,15 +41,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let hash = passwords.hash_new(password, vec![]).await?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         println!("argon2id hash at the default cost, strength check included: {ms:.1} ms");
+        let now = OffsetDateTime::now_utc();
         let user = UserRecord {
-            id: UserId::generate().as_u128(),
+            id: UserId::generate(),
             email: email.to_owned(),
             password_hash: hash,
             role: Role::User,
             disabled: false,
-            created_at: OffsetDateTime::now_utc(),
+            created_at: now,
         };
-        store.create_user_with_session(&user, None, &[])?;
+        // Its first session, as a signup leaves it (never used here).
+        let session = SessionRecord {
+            id: SessionId::generate(),
+            user_id: user.id,
+            refresh_hash: [0; 32],
+            previous_hashes: Vec::new(),
+            created_at: now,
+            last_refreshed_at: now,
+            revoked_at: None,
+        };
+        store.create_account(user.clone(), session, Vec::new()).await?;
         // Batches of about 64 MiB of content, so large notes do not all sit
         // in memory at once.
         let batch = ((64 << 20) / content.len().max(1)).max(1);
@@ -58,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|i| {
                     let now = OffsetDateTime::now_utc();
                     NoteRecord {
-                        id: NoteId::generate().as_u128(),
+                        id: NoteId::generate(),
                         title: format!("Note number {i}"),
                         content: content.clone(),
                         tags: vec![format!("t{}", i % 10)],
@@ -68,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 })
                 .collect();
-            store.insert_notes(user.user_id(), &notes)?;
+            store.import_notes(user.id, notes).await?;
         }
         println!("{email}: {count} notes");
     }

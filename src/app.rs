@@ -24,7 +24,6 @@ use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::client::ClientKeys;
 use crate::clock::Clock;
-use crate::db::Db;
 use crate::listener::{ConnectionLimits, GuardedAcceptor, ParserAnswers};
 use crate::metrics::{Metrics, Sources};
 use crate::middleware::cors::CorsPolicy;
@@ -34,7 +33,7 @@ use crate::middleware::{FrontConfig, front};
 use crate::redirect::{RedirectHosts, RedirectToHttps};
 use crate::server::ServeOptions;
 use crate::settings::{Settings, TlsMode};
-use crate::store::{Store, StoreError};
+use crate::storage::{Backend, Db, Storage, StorageError};
 use crate::tls::acme::Acme;
 use crate::tls::files::CertFiles;
 use crate::tls::{Handshake, TlsAcceptor};
@@ -49,7 +48,7 @@ pub enum StartupError {
     #[error("data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
     #[error("TLS: {0}")]
@@ -181,7 +180,7 @@ impl Application {
             hashing: self.state.auth.passwords.queue_stats(),
             writes: self.state.db.write_stats(),
             db_file: self.settings.storage.data_dir.join(DB_FILE),
-            db: self.state.db.clone(),
+            storage: self.state.db.clone(),
             cert,
         }))
     }
@@ -453,15 +452,20 @@ fn serve_options(settings: &Settings) -> ServeOptions {
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
-    let store = Store::open_with_cache(
+    let db: Db = Arc::new(Backend::open(
         &prepare_db_file(dir)?,
-        settings.storage.db_cache_mib.saturating_mul(1024 * 1024),
-    )?;
+        crate::storage::redb::Options {
+            cache_bytes: settings.storage.db_cache_mib.saturating_mul(1024 * 1024),
+            write_queue: settings.storage.write_queue as usize,
+        },
+    )?);
     let keyring = Arc::new(RwLock::new(KeyRing::load_or_create(dir)?));
 
     let now = clock.now();
-    let revoked = store
-        .sessions_revoked_since(now - settings.auth.access_token_ttl)?
+    // On a blocking thread of the runtime (see `build`): waiting here is
+    // allowed.
+    let revoked = tokio::runtime::Handle::current()
+        .block_on(db.sessions_revoked_since(now - settings.auth.access_token_ttl))?
         .into_iter()
         .map(|sid| (sid, now));
     let revoked = RevokedSessions::new(settings.auth.access_token_ttl, revoked);
@@ -479,7 +483,6 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         settings.auth.access_token_ttl,
         settings.auth.token_cache_capacity,
     );
-    let db = Db::new(store).map_err(|e| StartupError::Other(e.to_string()))?;
     let auth = Auth {
         db: db.clone(),
         passwords,

@@ -291,9 +291,13 @@ fn between<'a>(haystack: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&haystack[from..from + len])
 }
 
-impl From<crate::store::StoreError> for Error {
-    fn from(err: crate::store::StoreError) -> Self {
-        Error::internal(err)
+impl From<crate::storage::StorageError> for Error {
+    fn from(err: crate::storage::StorageError) -> Self {
+        match err {
+            // The writer's queue is full: shed the write at once.
+            crate::storage::StorageError::Busy => Error::Unavailable { retry_after: 1 },
+            other => Error::internal(other),
+        }
     }
 }
 
@@ -369,6 +373,12 @@ macro_rules! problem_responses {
         impl $name {
             fn from_request_error(err: poem::Error) -> Self {
                 $crate::error::Error::from_poem(&err).into()
+            }
+        }
+
+        impl From<$crate::storage::StorageError> for $name {
+            fn from(err: $crate::storage::StorageError) -> Self {
+                $crate::error::Error::from(err).into()
             }
         }
 

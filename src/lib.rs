@@ -11,7 +11,6 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod db;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
@@ -22,7 +21,7 @@ pub mod pool;
 pub mod redirect;
 pub mod server;
 pub mod settings;
-pub mod store;
+pub mod storage;
 pub mod telemetry;
 pub mod tls;
 

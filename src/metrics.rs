@@ -16,7 +16,7 @@ use std::time::Duration;
 use poem::http::StatusCode;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -208,14 +208,22 @@ impl CertExpiry {
 #[derive(Debug)]
 pub struct WriteStats {
     pub waiting: AtomicUsize,
+    /// Writes refused because the queue was full.
+    pub refused: AtomicU64,
     pub batch: Histogram,
+    /// The largest batch committed, for tests.
+    #[cfg(test)]
+    pub largest_batch: AtomicUsize,
 }
 
 impl Default for WriteStats {
     fn default() -> Self {
         Self {
             waiting: AtomicUsize::new(0),
-            batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+            refused: AtomicU64::new(0),
+            #[cfg(test)]
+            largest_batch: AtomicUsize::new(0),
+            batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         }
     }
 }
@@ -226,7 +234,8 @@ struct Live {
     hashing: Arc<QueueStats>,
     writes: Arc<WriteStats>,
     db_file: PathBuf,
-    db: crate::db::Db,
+    /// Sessions stored, as read just before the scrape (-1: unknown).
+    sessions: Arc<AtomicI64>,
     cert: Option<Arc<CertExpiry>>,
 }
 
@@ -287,6 +296,12 @@ impl Collector for Live {
         )?;
         encode(
             &mut encoder,
+            "db_writes_refused",
+            "Writes refused with 503 because the writer's queue was full",
+            &ConstCounter::new(self.writes.refused.load(Ordering::Relaxed)),
+        )?;
+        encode(
+            &mut encoder,
             "db_commit_batch_size",
             "Writes made durable by each commit",
             &self.writes.batch,
@@ -298,12 +313,12 @@ impl Collector for Live {
             "Size of the database file",
             &gauge(usize::try_from(size).unwrap_or(usize::MAX)),
         )?;
-        if let Ok(sessions) = self.db.store().session_count() {
+        if let Ok(sessions) = usize::try_from(self.sessions.load(Ordering::Relaxed)) {
             encode(
                 &mut encoder,
                 "sessions",
                 "Sessions stored (live, and ended ones not yet purged)",
-                &gauge(usize::try_from(sessions).unwrap_or(usize::MAX)),
+                &gauge(sessions),
             )?;
         }
         if let Some(expiry) = self.cert.as_ref().and_then(|c| c.get()) {
@@ -332,6 +347,8 @@ fn encode(
 pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
+    storage: Arc<crate::storage::Backend>,
+    sessions: Arc<AtomicI64>,
 }
 
 /// What the metrics read from the running server.
@@ -340,7 +357,7 @@ pub struct Sources {
     pub hashing: Arc<QueueStats>,
     pub writes: Arc<WriteStats>,
     pub db_file: PathBuf,
-    pub db: crate::db::Db,
+    pub storage: Arc<crate::storage::Backend>,
     pub cert: Option<Arc<CertExpiry>>,
 }
 
@@ -348,19 +365,31 @@ impl Metrics {
     pub fn new(sources: Sources) -> Self {
         let mut registry = Registry::with_prefix("notesd");
         let http = HttpMetrics::new(&mut registry);
+        let sessions = Arc::new(AtomicI64::new(-1));
         registry.register_collector(Box::new(Live {
             auth: sources.auth,
             hashing: sources.hashing,
             writes: sources.writes,
             db_file: sources.db_file,
-            db: sources.db,
+            sessions: sessions.clone(),
             cert: sources.cert,
         }));
-        Self { registry, http }
+        Self {
+            registry,
+            http,
+            storage: sources.storage,
+            sessions,
+        }
     }
 
     /// The OpenMetrics text exposition (which Prometheus reads).
-    pub fn render(&self) -> String {
+    pub async fn render(&self) -> String {
+        use crate::storage::Storage;
+        let sessions = self.storage.session_count().await.ok();
+        self.sessions.store(
+            sessions.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1),
+            Ordering::Relaxed,
+        );
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "could not encode the metrics");
@@ -409,7 +438,7 @@ impl poem::Endpoint for MetricsEndpoint {
         Ok(poem::Response::builder()
             .content_type(CONTENT_TYPE)
             .header(header::CACHE_CONTROL, "no-store")
-            .body(self.metrics.render()))
+            .body(self.metrics.render().await))
     }
 }
 

@@ -335,6 +335,11 @@ pub struct StorageSettings {
     /// Database page cache, in MiB; pages beyond it come from the OS cache.
     #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
     pub db_cache_mib: usize,
+
+    /// Writes that may wait for the database writer; past it, writes get
+    /// 503 with Retry-After at once.
+    #[arg(long, env = "NOTESD_WRITE_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_queue: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

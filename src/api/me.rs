@@ -11,7 +11,7 @@ use super::security::BearerAuth;
 use super::{ApiTags, AppState};
 use crate::error::Error;
 use crate::problem_responses;
-use crate::store::UserRecord;
+use crate::storage::{Storage, UserRecord};
 
 pub struct MeApi;
 
@@ -29,7 +29,7 @@ pub struct UserProfile {
 impl From<&UserRecord> for UserProfile {
     fn from(user: &UserRecord) -> Self {
         Self {
-            id: user.user_id().0,
+            id: user.id.0,
             email: user.email.clone(),
             role: user.role.as_str().to_owned(),
             created_at: user.created_at,
@@ -61,7 +61,7 @@ impl MeApi {
         auth: BearerAuth,
     ) -> Result<ProfileResponse, ProfileError> {
         let id = auth.0.user_id;
-        let user = state.db.read(|s| s.user(id))?;
+        let user = state.db.user(id).await?;
         // A valid token for a deleted account: treat like a bad token.
         let user = user.ok_or(Error::Unauthorized)?;
         Ok(ProfileResponse::Ok(Json(UserProfile::from(&user))))

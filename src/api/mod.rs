@@ -16,7 +16,7 @@ pub use text::Text;
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::auth::Auth;
-use crate::db::Db;
+use crate::storage::Db;
 
 /// What every operation can reach.
 pub struct AppState {

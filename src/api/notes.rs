@@ -19,7 +19,7 @@ use super::{ApiTags, AppState, Text};
 use crate::domain::{Content, NoteId, Tag, Tags, Title, UserId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
-use crate::store::{Conditional, NoteQuery, NoteRecord, NoteUpdate};
+use crate::storage::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Storage};
 
 pub struct NotesApi;
 
@@ -31,7 +31,7 @@ pub struct NotesConfig {
     pub search_scan_bytes: usize,
     /// Bytes of JSON one list page may take.
     pub max_page_bytes: usize,
-    pub quota: crate::store::Quota,
+    pub quota: crate::storage::Quota,
     searches: SearchSlots,
 }
 
@@ -41,7 +41,7 @@ impl NotesConfig {
             search_scan_limit: settings.limits.search_scan_limit,
             search_scan_bytes: settings.limits.search_scan_bytes,
             max_page_bytes: settings.limits.max_page_bytes,
-            quota: crate::store::Quota {
+            quota: crate::storage::Quota {
                 notes: settings.limits.max_notes_per_account,
                 bytes: settings.limits.max_bytes_per_account,
             },
@@ -159,7 +159,7 @@ impl poem_openapi::types::Example for Note {
 impl From<NoteRecord> for Note {
     fn from(n: NoteRecord) -> Self {
         Self {
-            id: n.note_id().0,
+            id: n.id.0,
             title: n.title,
             content: n.content,
             tags: n.tags,
@@ -430,11 +430,7 @@ async fn update_note(
     };
     let (owner, id) = (auth.0.user_id, NoteId(id));
     let quota = state.notes.quota;
-    match state
-        .db
-        .write(move |s| s.update_note(owner, id, update, &quota))
-        .await?
-    {
+    match state.db.update_note(owner, id, update, quota).await? {
         Conditional::Done(note) => {
             let tag = etag(note.version);
             Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
@@ -456,7 +452,7 @@ impl NotesApi {
         let (title, content, tags) = parse_input(body.0)?;
         let now = state.auth.clock.now();
         let note = NoteRecord {
-            id: NoteId::generate().as_u128(),
+            id: NoteId::generate(),
             title,
             content,
             tags,
@@ -465,17 +461,15 @@ impl NotesApi {
             version: 1,
         };
         let owner = auth.0.user_id;
-        let stored = note.clone();
-        let quota = state.notes.quota;
         match state
             .db
-            .write(move |s| s.insert_note(owner, &stored, &quota))
+            .create_note(owner, note.clone(), state.notes.quota)
             .await?
         {
             Conditional::Done(()) => {}
             other => return Err(refusal(&other).into()),
         }
-        let location = format!("/api/v1/notes/{}", note.note_id());
+        let location = format!("/api/v1/notes/{}", note.id);
         Ok(CreatedResponse::Created(JsonBody(note.into()), location, etag(1)))
     }
 
@@ -549,11 +543,11 @@ impl NotesApi {
             let Some(_slot) = config.searches.enter(owner) else {
                 return Err(Error::TooManyRequests { retry_after: 1 }.into());
             };
-            let found = state.db.scan(move |s| s.list_notes(owner, &query)).await?;
+            let found = state.db.list_notes(owner, query).await?;
             drop(cancel);
             found
         } else {
-            state.db.read(|s| s.list_notes(owner, &query))?
+            state.db.list_notes(owner, query).await?
         };
         Ok(PageResponse::Ok(JsonBody(NotePage {
             items: notes.into_iter().map(Note::from).collect(),
@@ -572,7 +566,7 @@ impl NotesApi {
         id: Path<CanonicalId>,
     ) -> Result<NoteResponse, ReadError> {
         let (owner, id) = (auth.0.user_id, NoteId(id.0.0));
-        let note = state.db.read(|s| s.note(owner, id))?.ok_or(Error::NotFound)?;
+        let note = state.db.note(owner, id).await?.ok_or(Error::NotFound)?;
         let tag = etag(note.version);
         Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
     }
@@ -636,11 +630,7 @@ impl NotesApi {
     ) -> Result<DeletedResponse, DeleteError> {
         let (owner, id) = (auth.0.user_id, NoteId(id.0.0));
         let expected = parse_if_match(if_match.0.as_deref());
-        match state
-            .db
-            .write(move |s| s.delete_note(owner, id, expected))
-            .await?
-        {
+        match state.db.delete_note(owner, id, expected).await? {
             Conditional::Done(()) => Ok(DeletedResponse::NoContent),
             other => Err(refusal(&other).into()),
         }

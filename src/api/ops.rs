@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::{ApiTags, AppState};
+use crate::storage::Storage;
 
 pub struct OpsApi;
 
@@ -51,7 +52,7 @@ impl OpsApi {
     /// Readiness
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> Result<ReadyResponse, ProbeError> {
-        Ok(match state.db.read(crate::store::Store::ping) {
+        Ok(match state.db.ping().await {
             Ok(()) => ReadyResponse::Ready(Json(Health { status: "ok".into() })),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness check failed");

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::store::BackoffRecord;
+use crate::storage::BackoffRecord;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffPolicy {
@@ -155,6 +155,15 @@ impl Attempts {
             live: Mutex::new(HashMap::new()),
             max_live: max_live.max(16),
         }
+    }
+
+    /// Whether memory holds the counter `key` (then [`Attempts::admit`]
+    /// does not read the stored one).
+    pub fn is_live(&self, key: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
     }
 
     /// Admits an attempt on the counter `key`, counting it as a failure at

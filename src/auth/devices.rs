@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::client::ClientKey;
 use crate::domain::Email;
-use crate::store::known::{KnownClient, KnownKind};
+use crate::storage::{KnownClient, KnownKind};
 
 const PREFIX: &str = "ndv_";
 

@@ -15,11 +15,11 @@ use tracing::{info, warn};
 
 use crate::client::ClientKey;
 use crate::clock::Clock;
-use crate::db::Db;
 use crate::domain::{Email, Password, Role, SessionId, UserId};
 use crate::error::Error;
-use crate::store::known::{KnownClient, KnownKind};
-use crate::store::{CounterOf, SessionRecord, UserRecord};
+use crate::storage::{
+    CounterOf, Db, KnownClient, KnownKind, SessionCutoffs, SessionRecord, Storage, UserRecord,
+};
 use backoff::{Admission, Attempts};
 use devices::ClientClass;
 use password::Passwords;
@@ -106,27 +106,25 @@ impl Auth {
             .await?;
         let now = self.clock.now();
         let user = UserRecord {
-            id: UserId::generate().as_u128(),
+            id: UserId::generate(),
             email: email.as_str().to_owned(),
             password_hash: hash,
             role: Role::User,
             disabled: false,
             created_at: now,
         };
-        let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        let (session, refresh) = Self::new_session(user.id, now)?;
         let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
         let seen = seen_clients(Some(device.hash), false, client, now);
-        let created = {
-            let (user, session) = (user.clone(), session.clone());
-            self.db
-                .write(move |s| s.create_user_with_session(&user, Some(&session), &seen))
-                .await?
-        };
+        let created = self
+            .db
+            .create_account(user.clone(), session.clone(), seen)
+            .await?;
         if !created {
             info!(target: "audit", event = "signup_refused", reason = "email taken");
             return Err(Error::Conflict("An account cannot be created with this email."));
         }
-        info!(target: "audit", event = "signup", user_id = %user.user_id(), session_id = %session.session_id());
+        info!(target: "audit", event = "signup", user_id = %user.id, session_id = %session.id);
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = Some(device.token);
         Ok((user, pair))
@@ -147,9 +145,9 @@ impl Auth {
             client,
         } = attempt;
         let now = self.clock.now();
-        let user = self.db.read(|s| s.user_by_email(&email))?;
+        let user = self.db.user_by_email(email.as_str()).await?;
         let known = match &user {
-            Some(user) => self.db.read(|s| s.known_clients(user.user_id()))?,
+            Some(user) => self.db.known_clients(user.id).await?,
             None => Vec::new(),
         };
         let presented = device_token.as_deref().and_then(devices::parse_device_token);
@@ -162,10 +160,13 @@ impl Auth {
                 cap: self.attempts.stored_ghosts(),
             }
         };
-        let admission = self.attempts.admit(key, now, || {
-            self.db
-                .read(|s| s.backoff(class.counter_key(&email).as_str(), of))
-        })?;
+        // The stored counter, unless memory holds this one already.
+        let stored = if self.attempts.is_live(&key) {
+            None
+        } else {
+            self.db.login_counter(&key, of).await?
+        };
+        let admission = self.attempts.admit(key, now, || Ok::<_, Error>(stored))?;
         let ticket = match admission {
             Admission::Go(ticket) => ticket,
             Admission::Wait(wait) => {
@@ -188,7 +189,7 @@ impl Auth {
             (Some(user), verified) if verified.ok && !user.disabled => (user, verified),
             (other, _) => {
                 if let Some(user) = &other {
-                    warn!(target: "audit", event = "login_failed", user_id = %user.user_id(), disabled = user.disabled);
+                    warn!(target: "audit", event = "login_failed", user_id = %user.id, disabled = user.disabled);
                 } else {
                     warn!(target: "audit", event = "login_failed", reason = "unknown account");
                 }
@@ -200,13 +201,13 @@ impl Auth {
         let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
         ticket.succeeded();
         if had_failures {
-            self.db.write(move |s| s.clear_backoff(&key)).await?;
+            self.db.clear_failures(key).await?;
         }
         if verified.needs_rehash {
-            self.upgrade_hash(user.user_id(), password).await;
+            self.upgrade_hash(user.id, password).await;
         }
         let now = self.clock.now();
-        let (session, refresh) = Self::new_session(user.user_id(), now)?;
+        let (session, refresh) = Self::new_session(user.id, now)?;
         // A device that showed a token of this account keeps it; any other
         // gets a new one.
         let device = match class {
@@ -218,11 +219,8 @@ impl Auth {
         };
         let proven = matches!(class, ClientClass::Device(_));
         let seen = seen_clients(device.as_ref().map(|d| d.hash), proven, client, now);
-        {
-            let session = session.clone();
-            self.db.write(move |s| s.create_session(&session, &seen)).await?;
-        }
-        info!(target: "audit", event = "login", user_id = %user.user_id(), session_id = %session.session_id());
+        self.db.create_session(session.clone(), seen).await?;
+        info!(target: "audit", event = "login", user_id = %user.id, session_id = %session.id);
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = device.map(|d| d.token);
         Ok(pair)
@@ -238,7 +236,7 @@ impl Auth {
         if record.until > now {
             warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
         }
-        if let Err(e) = self.db.write(move |s| s.put_backoff(&key, &record, of)).await {
+        if let Err(e) = self.db.record_failure(key, record, of).await {
             warn!(error = %e, "could not store a failed login");
         }
     }
@@ -246,14 +244,14 @@ impl Auth {
     /// Forgets failure counts nobody has added to for a day.
     pub async fn purge_stale_backoff(&self) -> Result<usize, Error> {
         let before = backoff::BackoffPolicy::stale_before(self.clock.now());
-        self.db.write(move |s| s.purge_backoff(before)).await
+        Ok(self.db.purge_counters(before).await?)
     }
 
     /// Rehash failures only cost the upgrade; the login itself stands.
     async fn upgrade_hash(&self, user: UserId, password: Password) {
         let result = async {
             let hash = self.passwords.rehash(password).await?;
-            self.db.write(move |s| s.set_password_hash(user, &hash)).await
+            Ok::<_, Error>(self.db.set_password_hash(user, hash).await?)
         }
         .await;
         match result {
@@ -276,36 +274,22 @@ impl Auth {
             .ok_or_else(|| Error::internal("key ring unavailable"))?;
         let replacement = sessions::next_refresh_token(&key, &presented)
             .ok_or_else(|| Error::internal("refresh token derivation failed"))?;
-        let new_hash = replacement.hash;
-        let limits = self.limits;
-        let outcome = self
-            .db
-            .write(move |s| {
-                s.update_session(sid, |session| {
-                    let (outcome, write) =
-                        sessions::apply_refresh(session, &presented_hash, new_hash, limits, now);
-                    ((outcome, session.clone()), write)
-                })
-            })
-            .await?;
-        let Some((outcome, session)) = outcome else {
-            return Err(Error::Unauthorized);
-        };
+        let (outcome, session) = self.rotate(sid, &presented_hash, replacement.hash, now).await?;
         match outcome {
             RefreshOutcome::Rotated => {}
             RefreshOutcome::Replayed => {
-                info!(target: "audit", event = "refresh_replayed", user_id = %session.owner(), session_id = %sid);
+                info!(target: "audit", event = "refresh_replayed", user_id = %session.user_id, session_id = %sid);
             }
             RefreshOutcome::ReuseDetected => {
                 self.revoked.revoke(sid, now);
                 self.events.record(crate::metrics::AuthEvent::RefreshReused);
-                warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.owner(), session_id = %sid);
+                warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.user_id, session_id = %sid);
                 return Err(Error::Unauthorized);
             }
             RefreshOutcome::Refused => return Err(Error::Unauthorized),
         }
-        let owner = session.owner();
-        let user = self.db.read(|s| s.user(owner))?;
+        let owner = session.user_id;
+        let user = self.db.user(owner).await?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
@@ -318,15 +302,7 @@ impl Auth {
         let now = self.clock.now();
         self.revoked.revoke(caller.session_id, now);
         let sid = caller.session_id;
-        self.db
-            .write(move |s| {
-                s.update_session(sid, |session| {
-                    let write = session.revoked_at.is_none();
-                    session.revoked_at.get_or_insert(now);
-                    ((), write)
-                })
-            })
-            .await?;
+        self.db.revoke_session(sid, now).await?;
         info!(target: "audit", event = "logout", user_id = %caller.user_id, session_id = %sid);
         Ok(())
     }
@@ -358,8 +334,8 @@ impl Auth {
         let sid = SessionId::generate();
         let refresh = sessions::new_refresh_token(sid).map_err(|e| Error::internal(e.to_string()))?;
         let record = SessionRecord {
-            id: sid.as_u128(),
-            user_id: user.as_u128(),
+            id: sid,
+            user_id: user,
             refresh_hash: refresh.hash,
             previous_hashes: Vec::new(),
             created_at: now,
@@ -379,8 +355,8 @@ impl Auth {
         let issued = self
             .tokens
             .issue(
-                user.user_id(),
-                session.session_id(),
+                user.id,
+                session.id,
                 user.role,
                 now,
                 self.limits.absolute_end(session),
@@ -391,7 +367,7 @@ impl Auth {
             access_issued_at: issued.issued_at,
             access_expires_at: issued.expires_at,
             refresh_token,
-            session_id: session.session_id(),
+            session_id: session.id,
             device_token: None,
         })
     }
@@ -400,18 +376,41 @@ impl Auth {
     /// one access-token life so a restart still refuses their tokens.
     pub async fn purge_dead_sessions(&self) -> Result<usize, Error> {
         let now = self.clock.now();
-        let limits = self.limits;
         let token_life: Duration = self.tokens.ttl();
-        self.db
-            .write(move |s| {
-                // An expired session's access tokens have expired too: they
-                // never outlive the absolute limit, and settings keep the
-                // idle limit longer than the token life.
-                s.purge_sessions(|session| match session.revoked_at {
-                    Some(at) => at + token_life + Duration::from_secs(60) < now,
-                    None => limits.is_expired(session, now),
-                })
-            })
-            .await
+        // An expired session's access tokens have expired too: they never
+        // outlive the absolute limit, and settings keep the idle limit
+        // longer than the token life.
+        let cutoffs = SessionCutoffs {
+            revoked_before: now - token_life - Duration::from_secs(60),
+            refreshed_before: now - self.limits.idle,
+            created_before: now - self.limits.absolute,
+        };
+        Ok(self.db.purge_sessions(cutoffs).await?)
+    }
+
+    /// Applies a refresh attempt to the stored session: compare-and-set,
+    /// read again when another refresh or a logout changed it meanwhile.
+    /// A session that is gone is `Unauthorized`.
+    async fn rotate(
+        &self,
+        sid: SessionId,
+        presented: &[u8; 32],
+        replacement: [u8; 32],
+        now: OffsetDateTime,
+    ) -> Result<(RefreshOutcome, SessionRecord), Error> {
+        // Each retry follows a change that won; a session changes a few
+        // times per refresh at most, so this bound is never met in use.
+        for _ in 0..8 {
+            let Some(current) = self.db.session(sid).await? else {
+                return Err(Error::Unauthorized);
+            };
+            let mut next = current.clone();
+            let (outcome, write) =
+                sessions::apply_refresh(&mut next, presented, replacement, self.limits, now);
+            if !write || self.db.replace_session(current, next.clone()).await? {
+                return Ok((outcome, next));
+            }
+        }
+        Err(Error::Unavailable { retry_after: 1 })
     }
 }

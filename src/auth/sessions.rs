@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::domain::SessionId;
-use crate::store::SessionRecord;
+use crate::storage::SessionRecord;
 
 const PREFIX: &str = "nrt_";
 /// How many rotated refresh tokens per session are remembered for reuse
@@ -247,8 +247,8 @@ mod tests {
 
     fn session(hash: [u8; 32], now: OffsetDateTime) -> SessionRecord {
         SessionRecord {
-            id: SessionId::generate().as_u128(),
-            user_id: UserId::generate().as_u128(),
+            id: SessionId::generate(),
+            user_id: UserId::generate(),
             refresh_hash: hash,
             previous_hashes: vec![],
             created_at: now,
@@ -320,7 +320,7 @@ mod tests {
             "keyed"
         );
         let mut s = session(first.hash, now);
-        s.id = presented.session.as_u128();
+        s.id = presented.session;
         assert_eq!(
             apply_refresh(&mut s, &first.hash, next.hash, LIMITS, now),
             (RefreshOutcome::Rotated, true)

@@ -1,4 +1,5 @@
-//! Every redb table, declared once. Keys put the owner first, so a range scan
+//! Every redb table, declared once: code names a table by its definition,
+//! and error messages take the name from it. Keys put the owner first, so a range scan
 //! over one owner's rows can never reach another owner's.
 
 use redb::TableDefinition;
@@ -29,3 +30,19 @@ pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = Tabl
 /// Owner id → (notes held, bytes of note text held); checked against the
 /// per-account quotas in the same transaction as every note write.
 pub const OWNER_TO_USAGE: TableDefinition<u128, (u64, u64)> = TableDefinition::new("owner_usage");
+
+/// Opens every table, creating the missing ones.
+pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(META)?;
+    txn.open_table(USER_TO_RECORD)?;
+    txn.open_table(EMAIL_TO_USER)?;
+    txn.open_table(SESSION_TO_RECORD)?;
+    txn.open_table(USER_SESSION_TO_UNIT)?;
+    txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    txn.open_table(EMAIL_TO_BACKOFF)?;
+    txn.open_table(GHOST_TO_BACKOFF)?;
+    txn.open_table(USER_TO_KNOWN_CLIENTS)?;
+    txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+    txn.open_table(OWNER_TO_USAGE)?;
+    Ok(())
+}

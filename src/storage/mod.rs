@@ -1,0 +1,407 @@
+//! The storage seam: every record notesd keeps, and the named operations
+//! the rest of the code asks of a backend ([`Storage`]). Nothing of a
+//! backend leaks through it: records carry typed ids and no encoding,
+//! errors are [`StorageError`], and no closure crosses it.
+//!
+//! redb ([`redb::RedbStorage`]) is the one backend. A second one
+//! (PostgreSQL, say) implements the same trait; [`Backend`] then becomes
+//! an enum that forwards to whichever was configured. The contract of each
+//! operation says what it must guarantee under concurrent callers: redb
+//! gets it from its single writer, a server database from a transaction
+//! and the conditions named there.
+//!
+//! Durability is part of every write's contract: when a write's future
+//! completes with `Ok`, the change is on disk (or on whatever the backend
+//! calls durable), so an HTTP 2xx built on it survives a crash.
+
+pub mod redb;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use time::OffsetDateTime;
+
+use crate::domain::{NoteId, Role, SessionId, UserId};
+
+pub use self::redb::RedbStorage;
+
+/// The backend this build serves from.
+pub type Backend = RedbStorage;
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    /// The normalised email (see [`crate::domain::Email`]).
+    pub email: String,
+    /// Argon2id PHC string; the only form in which a password is kept.
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// A login session. It holds the hash of its current refresh token and of
+/// a bounded number of rotated ones, so a replayed old token is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    /// BLAKE2b-256 of the current refresh secret.
+    pub refresh_hash: [u8; 32],
+    /// Hashes of rotated refresh secrets, newest last, bounded.
+    pub previous_hashes: Vec<[u8; 32]>,
+    pub created_at: OffsetDateTime,
+    pub last_refreshed_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// When sessions can no longer be used, for [`Storage::purge_sessions`].
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCutoffs {
+    /// A revoked session goes once it was revoked before this (its access
+    /// tokens have all expired).
+    pub revoked_before: OffsetDateTime,
+    /// A live session goes once it was last refreshed before this (idle).
+    pub refreshed_before: OffsetDateTime,
+    /// ... or created before this (absolute life).
+    pub created_before: OffsetDateTime,
+}
+
+impl SessionCutoffs {
+    pub fn is_dead(&self, session: &SessionRecord) -> bool {
+        match session.revoked_at {
+            Some(at) => at < self.revoked_before,
+            None => {
+                session.last_refreshed_at <= self.refreshed_before
+                    || session.created_at <= self.created_before
+            }
+        }
+    }
+}
+
+/// A note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteRecord {
+    pub id: NoteId,
+    pub title: String,
+    pub content: String,
+    pub tags: Vec<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// Starts at 1, grows by one on every change; the ETag.
+    pub version: u64,
+}
+
+impl NoteRecord {
+    /// Bytes of text the note holds, as the byte quota counts them.
+    pub fn text_bytes(&self) -> u64 {
+        let tags: usize = self.tags.iter().map(String::len).sum();
+        (self.title.len() + self.content.len() + tags) as u64
+    }
+}
+
+/// What one account may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub notes: u64,
+    pub bytes: u64,
+}
+
+impl Quota {
+    pub const UNLIMITED: Quota = Quota {
+        notes: u64::MAX,
+        bytes: u64::MAX,
+    };
+}
+
+/// A change to a note, applied only if the version still matches.
+#[derive(Debug, Clone)]
+pub struct NoteUpdate {
+    pub title: Option<String>,
+    pub content: Option<String>,
+    pub tags: Option<Vec<String>>,
+    /// `Some(vs)`: refuse unless the stored version is one of `vs`
+    /// (`If-Match`).
+    pub expected_version: Option<Vec<u64>>,
+    pub now: OffsetDateTime,
+}
+
+/// What a conditional write found. Only `Done` changed anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Conditional<T> {
+    Done(T),
+    NotFound,
+    VersionMismatch,
+    /// The write would take the owner past its quota.
+    OverQuota,
+}
+
+/// One page of a listing, newest first.
+#[derive(Clone)]
+pub struct NoteQuery {
+    pub limit: usize,
+    /// The page ends before the note that would take the summed
+    /// `weigh(note)` past this (a page always has at least one note).
+    pub max_bytes: usize,
+    /// What one note costs on the page (the caller's serialised size).
+    pub weigh: fn(&NoteRecord) -> usize,
+    /// Continue after this note (exclusive), as returned in `next_cursor`.
+    pub after: Option<NoteId>,
+    pub tag: Option<String>,
+    /// Lower-cased substring to look for in title and content.
+    pub q: Option<String>,
+    /// With `q`: read at most this many notes, then return what matched so
+    /// far with a cursor to continue (a search's cost stays bounded).
+    pub scan_limit: usize,
+    /// With `q`: also stop once this many bytes of text have been read.
+    pub scan_bytes: usize,
+    /// Set when the request went away: a search stops at the next note.
+    pub cancelled: Option<Arc<AtomicBool>>,
+}
+
+/// A page of notes and the cursor of the next page, if any.
+pub type NotePage = (Vec<NoteRecord>, Option<NoteId>);
+
+/// A failed-login counter (see `auth::backoff`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackoffRecord {
+    /// Failures since the last success (or since the count went stale).
+    pub failures: u32,
+    pub last_failure: OffsetDateTime,
+    /// No login attempt is examined before this instant.
+    pub until: OffsetDateTime,
+}
+
+/// Whose counter: an existing account's, or an email's with no account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterOf {
+    Account,
+    /// An email with no account; at most `cap` such counters are stored.
+    Ghost {
+        cap: u64,
+    },
+}
+
+/// How a known client is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownKind {
+    /// `id` is the BLAKE2b-256 hash of a device token.
+    Device,
+    /// `id` holds a client key (see `client::ClientKey::to_bytes`).
+    Address,
+}
+
+/// A client an account has logged in from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownClient {
+    pub kind: KnownKind,
+    pub id: [u8; 32],
+    pub last_seen: OffsetDateTime,
+    /// A device that has presented its token at a login (not only been
+    /// given one).
+    pub proven: bool,
+}
+
+/// Devices remembered per account.
+pub const DEVICES_MAX: usize = 32;
+/// Addresses remembered per account.
+pub const ADDRESSES_MAX: usize = 16;
+
+/// How many records of each kind a database holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    pub users: u64,
+    pub sessions: u64,
+    pub notes: u64,
+    pub tag_entries: u64,
+    pub login_counters: u64,
+    pub ghost_counters: u64,
+    pub known_client_lists: u64,
+}
+
+/// What a storage operation can fail with. The API answers every one of
+/// them with a generic problem; the detail goes to the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The write queue is full: try again shortly (HTTP 503).
+    #[error("the write queue is full")]
+    Busy,
+    /// The database was written by a newer notesd.
+    #[error(
+        "the database has schema version {found}, newer than this notesd understands ({understood}); upgrade notesd"
+    )]
+    NewerSchema { found: u64, understood: u64 },
+    /// Another process holds the database open.
+    #[error("the database is in use by another process (is notesd already running?)")]
+    Locked,
+    /// A stored record does not decode: a bug or a damaged file.
+    #[error("corrupt record in table {table}: {detail}")]
+    Corrupt { table: String, detail: String },
+    /// The writer or a reading pool has stopped (shutting down, or a bug).
+    #[error("storage stopped: {0}")]
+    Stopped(&'static str),
+    /// The backend failed (I/O, a full disk...).
+    #[error("storage failure: {0}")]
+    Backend(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The operations notesd asks of its storage. Reads are answered from a
+/// consistent snapshot; every write is atomic (all of it or none of it)
+/// and durable once its future completes with `Ok`.
+pub trait Storage: Send + Sync + 'static {
+    // Accounts.
+
+    /// Creates an account, its first session and its known clients, all
+    /// or nothing. Returns `false` (writing nothing) when the email is
+    /// taken. Uniqueness of the email holds under concurrent calls: of two
+    /// signups racing on one email exactly one returns `true` (a server
+    /// database: a unique index on the email, the insert in the same
+    /// transaction as the user row).
+    fn create_account(
+        &self,
+        user: UserRecord,
+        session: SessionRecord,
+        seen: Vec<KnownClient>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    fn user(&self, id: UserId) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
+
+    /// The account with this normalised email.
+    fn user_by_email(&self, email: &str) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
+
+    /// Replaces a user's password hash; `false` if there is no such user.
+    fn set_password_hash(&self, id: UserId, hash: String) -> impl Future<Output = Result<bool>> + Send;
+
+    // Sessions and known clients.
+
+    /// Stores a new session and adds or refreshes `seen` in the account's
+    /// known clients (each kind bounded, proven devices kept first), in one
+    /// transaction.
+    fn create_session(
+        &self,
+        session: SessionRecord,
+        seen: Vec<KnownClient>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn session(&self, id: SessionId) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
+
+    /// Compare-and-set: stores `next` only if the stored session is still
+    /// exactly `current`, and returns whether it did. Two refreshes racing
+    /// on one token both read the same `current`; only one can replace it,
+    /// and the other, reading again, sees a rotated token (reuse detection
+    /// rests on this). A server database: `UPDATE ... WHERE` every field
+    /// of `current`, or a row version.
+    fn replace_session(
+        &self,
+        current: SessionRecord,
+        next: SessionRecord,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Marks a session revoked at `at` unless it already is; `false` if it
+    /// does not exist or was revoked before.
+    fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Sessions stored, live and ended ones not yet purged.
+    fn session_count(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Ids of sessions revoked at or after `since` (their access tokens may
+    /// still be unexpired).
+    fn sessions_revoked_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<SessionId>>> + Send;
+
+    /// Deletes sessions dead by `cutoffs`, in small batches so no writer
+    /// is held for a whole scan. A session refreshed meanwhile is kept
+    /// (each is checked again when removed). Returns how many went.
+    fn purge_sessions(&self, cutoffs: SessionCutoffs) -> impl Future<Output = Result<usize>> + Send;
+
+    fn known_clients(&self, user: UserId) -> impl Future<Output = Result<Vec<KnownClient>>> + Send;
+
+    // Failed-login counters.
+
+    fn login_counter(
+        &self,
+        key: &str,
+        of: CounterOf,
+    ) -> impl Future<Output = Result<Option<BackoffRecord>>> + Send;
+
+    /// Stores a counter as it stands after a failure. A new ghost counter
+    /// past its cap is not stored (`false`); the cap holds under
+    /// concurrent calls.
+    fn record_failure(
+        &self,
+        key: String,
+        counter: BackoffRecord,
+        of: CounterOf,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Forgets an account's counter (after a successful login).
+    fn clear_failures(&self, key: String) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops counters whose last failure is older than `before`, in small
+    /// batches; one refreshed meanwhile is kept.
+    fn purge_counters(&self, before: OffsetDateTime) -> impl Future<Output = Result<usize>> + Send;
+
+    // Notes. Every note operation names its owner: one account's call can
+    // never reach another account's note.
+
+    /// Stores a new note if the owner's quota has room for it. The quota
+    /// holds under concurrent creates (the usage is read and charged in
+    /// the transaction that writes the note).
+    fn create_note(
+        &self,
+        owner: UserId,
+        note: NoteRecord,
+        quota: Quota,
+    ) -> impl Future<Output = Result<Conditional<()>>> + Send;
+
+    /// Stores many notes in one transaction (bulk import, benchmarks),
+    /// counted in the owner's usage but not held to a quota.
+    fn import_notes(&self, owner: UserId, notes: Vec<NoteRecord>) -> impl Future<Output = Result<()>> + Send;
+
+    fn note(&self, owner: UserId, id: NoteId) -> impl Future<Output = Result<Option<NoteRecord>>> + Send;
+
+    /// Applies `update` to the owner's note if it exists and, when asked,
+    /// only if its version still matches: compare-and-set on the version,
+    /// which grows by one per change, so of two writers sending one
+    /// `If-Match` exactly one wins. Also held to the quota.
+    fn update_note(
+        &self,
+        owner: UserId,
+        id: NoteId,
+        update: NoteUpdate,
+        quota: Quota,
+    ) -> impl Future<Output = Result<Conditional<NoteRecord>>> + Send;
+
+    /// Deletes the owner's note, under the same version condition.
+    fn delete_note(
+        &self,
+        owner: UserId,
+        id: NoteId,
+        expected_version: Option<Vec<u64>>,
+    ) -> impl Future<Output = Result<Conditional<()>>> + Send;
+
+    /// One page of the owner's notes, newest first. Without `q` the cost
+    /// follows the page size, not the collection; with `q` it is bounded by
+    /// the query's scan budget and must not hold up short reads.
+    fn list_notes(&self, owner: UserId, query: NoteQuery) -> impl Future<Output = Result<NotePage>> + Send;
+
+    /// Notes and bytes of text the owner holds.
+    fn usage(&self, owner: UserId) -> impl Future<Output = Result<(u64, u64)>> + Send;
+
+    // Operations.
+
+    /// A cheap round trip, for readiness.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// How many records of each kind are stored.
+    fn record_counts(&self) -> impl Future<Output = Result<RecordCounts>> + Send;
+}
+
+/// How the rest of notesd holds its storage.
+pub type Db = Arc<Backend>;

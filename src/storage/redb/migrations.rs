@@ -1,0 +1,111 @@
+//! Schema versions and the steps between them. Each version after the
+//! first has one step from the version before it; at start, every step the
+//! file still needs runs in order, all in one write transaction (an
+//! upgrade that fails leaves the file as it was), each logged with what it
+//! did and how long it took. A file from a newer notesd is refused.
+
+use std::time::Instant;
+
+use redb::{Database, ReadableTable, WriteTransaction};
+
+use super::tables::{self, META};
+use super::{notes, users};
+use crate::storage::{Result, StorageError};
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_KEY: &str = "schema_version";
+
+/// One upgrade: from `to - 1` to `to`.
+struct Step {
+    to: u64,
+    /// What the step changes, for the log.
+    what: &'static str,
+    /// Runs the step; returns a summary of what it found, for the log.
+    run: fn(&WriteTransaction) -> Result<String>,
+}
+
+/// Version 1: users, sessions, notes, tags, login backoff.
+const STEPS: &[Step] = &[Step {
+    to: 2,
+    what: "per-owner usage counted for the quotas; emails NFKC + case-folded; known clients; \
+           login counters per known client",
+    run: to_v2,
+}];
+
+fn to_v2(txn: &WriteTransaction) -> Result<String> {
+    tables::create_all(txn)?;
+    let owners = notes::count_usage(txn)?;
+    let rekeyed = users::renormalise_emails(txn)?;
+    Ok(format!(
+        "{owners} owners' usage counted, {rekeyed} emails re-keyed"
+    ))
+}
+
+/// Brings the file to [`SCHEMA_VERSION`] and creates missing tables.
+/// Returns the version found (0 for a new file).
+pub fn upgrade(db: &Database) -> Result<u64> {
+    let txn = db.begin_write()?;
+    let found = txn.open_table(META)?.get(SCHEMA_KEY)?.map(|v| v.value());
+    let from = match found {
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StorageError::NewerSchema {
+                found: v,
+                understood: SCHEMA_VERSION,
+            });
+        }
+        Some(v) => v,
+        None => {
+            tables::create_all(&txn)?;
+            txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+            txn.commit()?;
+            return Ok(0);
+        }
+    };
+    for step in STEPS.iter().filter(|s| s.to > from) {
+        let started = Instant::now();
+        let summary = (step.run)(&txn)?;
+        tracing::info!(
+            from = step.to - 1,
+            to = step.to,
+            change = step.what,
+            %summary,
+            ms = started.elapsed().as_millis(),
+            "database schema upgraded"
+        );
+    }
+    tables::create_all(&txn)?;
+    if from < SCHEMA_VERSION {
+        txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+        txn.commit()?;
+    } else {
+        // Nothing changed: no commit, no fsync.
+        txn.abort()?;
+    }
+    Ok(from)
+}
+
+/// The version recorded in the file.
+pub fn version(txn: &redb::ReadTransaction) -> Result<u64> {
+    Ok(txn.open_table(META)?.get(SCHEMA_KEY)?.map_or(0, |v| v.value()))
+}
+
+#[cfg(test)]
+pub fn set_version(db: &Database, version: u64) -> Result<()> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert(SCHEMA_KEY, version)?;
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_version_has_one_step_from_the_one_before() {
+        let versions: Vec<u64> = STEPS.iter().map(|s| s.to).collect();
+        let expected: Vec<u64> = (2..=SCHEMA_VERSION).collect();
+        assert_eq!(versions, expected);
+    }
+}

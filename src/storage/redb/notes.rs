@@ -1,0 +1,359 @@
+//! Notes, keyed by (owner id, note id): every read and write names its owner,
+//! so one user's request cannot reach another user's note by construction.
+//! The tag index and the owner's usage are kept in step with the notes in
+//! the same transaction.
+
+use std::sync::atomic::Ordering;
+
+use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
+
+use super::get_row;
+use super::rows::{NoteRow, NoteRowRef, decode, encode};
+use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE};
+use crate::domain::{NoteId, UserId};
+use crate::storage::{Conditional, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
+
+type NotesTable<'t> = Table<'t, (u128, u128), &'static [u8]>;
+type UsageTable<'t> = Table<'t, u128, (u64, u64)>;
+
+/// Applies a change of `notes` notes and `bytes` bytes to the owner's usage
+/// if it stays within `quota` (a change that shrinks usage always does).
+fn charge(usage: &mut UsageTable<'_>, owner: u128, notes: i64, bytes: i64, quota: &Quota) -> Result<bool> {
+    let (held_notes, held_bytes) = usage.get(owner)?.map_or((0, 0), |v| v.value());
+    let notes_after = held_notes.saturating_add_signed(notes);
+    let bytes_after = held_bytes.saturating_add_signed(bytes);
+    if (notes > 0 && notes_after > quota.notes) || (bytes > 0 && bytes_after > quota.bytes) {
+        return Ok(false);
+    }
+    if notes_after == 0 && bytes_after == 0 {
+        usage.remove(owner)?;
+    } else {
+        usage.insert(owner, (notes_after, bytes_after))?;
+    }
+    Ok(true)
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Schema 1 → 2: counts every owner's notes and bytes.
+pub fn count_usage(txn: &WriteTransaction) -> Result<usize> {
+    let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let mut usage = txn.open_table(OWNER_TO_USAGE)?;
+    let mut totals: std::collections::BTreeMap<u128, (u64, u64)> = std::collections::BTreeMap::new();
+    for entry in notes.iter()? {
+        let (key, value) = entry?;
+        let note: NoteRecord = decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.into();
+        let total = totals.entry(key.value().0).or_default();
+        total.0 += 1;
+        total.1 += note.text_bytes();
+    }
+    let owners = totals.len();
+    for (owner, total) in totals {
+        usage.insert(owner, total)?;
+    }
+    Ok(owners)
+}
+type TagsTable<'t> = Table<'t, (u128, &'static str, u128), ()>;
+
+fn put_note(
+    notes: &mut NotesTable<'_>,
+    tags: &mut TagsTable<'_>,
+    owner: u128,
+    note: &NoteRecord,
+    old_tags: &[String],
+) -> Result<()> {
+    let id = note.id.as_u128();
+    let bytes = encode(&OWNER_NOTE_TO_RECORD, &NoteRowRef::from(note))?;
+    notes.insert((owner, id), bytes.as_slice())?;
+    for tag in old_tags.iter().filter(|t| !note.tags.contains(t)) {
+        tags.remove((owner, tag.as_str(), id))?;
+    }
+    for tag in note.tags.iter().filter(|t| !old_tags.contains(t)) {
+        tags.insert((owner, tag.as_str(), id), ())?;
+    }
+    Ok(())
+}
+
+/// `If-Match` semantics: no condition, or the version is one of those listed.
+fn version_matches(expected: Option<&[u64]>, version: u64) -> bool {
+    expected.is_none_or(|versions| versions.contains(&version))
+}
+
+/// Stores a new note if the owner's quota has room for it.
+pub fn create(
+    txn: &WriteTransaction,
+    owner: UserId,
+    note: &NoteRecord,
+    quota: &Quota,
+) -> Result<Conditional<()>> {
+    let mut usage = txn.open_table(OWNER_TO_USAGE)?;
+    if !charge(&mut usage, owner.as_u128(), 1, signed(note.text_bytes()), quota)? {
+        return Ok(Conditional::OverQuota);
+    }
+    let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+    put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+    Ok(Conditional::Done(()))
+}
+
+/// Stores many notes, counted in the owner's usage but held to no quota.
+pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord]) -> Result<()> {
+    let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+    let mut usage = txn.open_table(OWNER_TO_USAGE)?;
+    let bytes: u64 = batch.iter().map(NoteRecord::text_bytes).sum();
+    charge(
+        &mut usage,
+        owner.as_u128(),
+        signed(batch.len() as u64),
+        signed(bytes),
+        &Quota::UNLIMITED,
+    )?;
+    for note in batch {
+        put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+    }
+    Ok(())
+}
+
+pub fn usage(txn: &ReadTransaction, owner: UserId) -> Result<(u64, u64)> {
+    let usage = txn.open_table(OWNER_TO_USAGE)?;
+    Ok(usage.get(owner.as_u128())?.map_or((0, 0), |v| v.value()))
+}
+
+pub fn get(txn: &ReadTransaction, owner: UserId, id: NoteId) -> Result<Option<NoteRecord>> {
+    let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    Ok(get_row::<_, NoteRow>(&notes, (owner.as_u128(), id.as_u128()))?.map(NoteRecord::from))
+}
+
+/// Applies `update` to the owner's note if it exists and, when asked, only
+/// if its version still matches.
+pub fn update(
+    txn: &WriteTransaction,
+    owner: UserId,
+    id: NoteId,
+    update: &NoteUpdate,
+    quota: &Quota,
+) -> Result<Conditional<NoteRecord>> {
+    let key = (owner.as_u128(), id.as_u128());
+    let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let Some(row) = get_row::<_, NoteRow>(&notes, key)? else {
+        return Ok(Conditional::NotFound);
+    };
+    if !version_matches(update.expected_version.as_deref(), row.version) {
+        return Ok(Conditional::VersionMismatch);
+    }
+    let mut note = NoteRecord::from(row);
+    let old_tags = note.tags.clone();
+    let old_bytes = note.text_bytes();
+    if let Some(title) = &update.title {
+        title.clone_into(&mut note.title);
+    }
+    if let Some(content) = &update.content {
+        content.clone_into(&mut note.content);
+    }
+    if let Some(new_tags) = &update.tags {
+        new_tags.clone_into(&mut note.tags);
+    }
+    note.version += 1;
+    note.updated_at = update.now;
+    let grown = signed(note.text_bytes()) - signed(old_bytes);
+    let mut usage = txn.open_table(OWNER_TO_USAGE)?;
+    if !charge(&mut usage, key.0, 0, grown, quota)? {
+        return Ok(Conditional::OverQuota);
+    }
+    let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+    put_note(&mut notes, &mut tags, key.0, &note, &old_tags)?;
+    Ok(Conditional::Done(note))
+}
+
+pub fn delete(
+    txn: &WriteTransaction,
+    owner: UserId,
+    id: NoteId,
+    expected_version: Option<&[u64]>,
+) -> Result<Conditional<()>> {
+    let key = (owner.as_u128(), id.as_u128());
+    let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let Some(row) = get_row::<_, NoteRow>(&notes, key)? else {
+        return Ok(Conditional::NotFound);
+    };
+    if !version_matches(expected_version, row.version) {
+        return Ok(Conditional::VersionMismatch);
+    }
+    notes.remove(key)?;
+    let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+    for tag in &row.tags {
+        tags.remove((key.0, tag.as_str(), key.1))?;
+    }
+    let note = NoteRecord::from(row);
+    let mut usage = txn.open_table(OWNER_TO_USAGE)?;
+    charge(
+        &mut usage,
+        key.0,
+        -1,
+        -signed(note.text_bytes()),
+        &Quota::UNLIMITED,
+    )?;
+    Ok(Conditional::Done(()))
+}
+
+/// One page of the owner's notes, newest first, and the cursor for the
+/// next page if there is one. Without `q` the cost follows the page size,
+/// not the collection: the scan starts at the cursor and stops after
+/// `limit + 1` matches (the tag filter walks its own index).
+pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery) -> Result<NotePage> {
+    let owner = owner.as_u128();
+    let upper = query.after.map_or(u128::MAX, NoteId::as_u128);
+    let inclusive = query.after.is_none();
+    let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+    let mut page = Page::new(query);
+
+    if let Some(tag) = &query.tag {
+        let index = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+        let range = if inclusive {
+            index.range((owner, tag.as_str(), 0)..=(owner, tag.as_str(), upper))?
+        } else {
+            index.range((owner, tag.as_str(), 0)..(owner, tag.as_str(), upper))?
+        };
+        for entry in range.rev() {
+            let (key, _) = entry?;
+            let (_, _, note_id) = key.value();
+            if let Some(row) = get_row::<_, NoteRow>(&notes, (owner, note_id))?
+                && page.offer(row.into())
+            {
+                break;
+            }
+        }
+    } else {
+        let range = if inclusive {
+            notes.range((owner, 0)..=(owner, upper))?
+        } else {
+            notes.range((owner, 0)..(owner, upper))?
+        };
+        for entry in range.rev() {
+            let (_, value) = entry?;
+            if page.offer(decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.into()) {
+                break;
+            }
+        }
+    }
+    Ok(page.finish())
+}
+
+/// Collects one page: `limit` matches plus one to know whether more exist,
+/// or fewer when the page's byte budget or a search's scan budget runs out
+/// first.
+struct Page<'q> {
+    query: &'q NoteQuery,
+    items: Vec<NoteRecord>,
+    bytes: usize,
+    scanned: usize,
+    scanned_bytes: usize,
+    last_scanned: Option<NoteId>,
+    /// The search budget ran out: continue after the last note read.
+    budget_spent: bool,
+    /// The byte budget is full: continue after the last note taken.
+    full: bool,
+    /// Reused for the lower-cased text of each note searched.
+    folded: String,
+}
+
+impl<'q> Page<'q> {
+    fn new(query: &'q NoteQuery) -> Self {
+        Self {
+            query,
+            items: Vec::with_capacity(query.limit.min(128) + 1),
+            bytes: 0,
+            scanned: 0,
+            scanned_bytes: 0,
+            last_scanned: None,
+            budget_spent: false,
+            full: false,
+            folded: String::new(),
+        }
+    }
+
+    /// Takes the next note in order; `true` when the page is complete.
+    fn offer(&mut self, note: NoteRecord) -> bool {
+        if let Some(q) = &self.query.q {
+            if self
+                .query
+                .cancelled
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                self.budget_spent = true;
+                return true;
+            }
+            self.scanned += 1;
+            self.scanned_bytes += note.title.len() + note.content.len();
+            self.last_scanned = Some(note.id);
+            let matches = contains_folded(&note.title, q, &mut self.folded)
+                || contains_folded(&note.content, q, &mut self.folded);
+            if matches && self.take(note) {
+                return true;
+            }
+            if self.scanned >= self.query.scan_limit || self.scanned_bytes >= self.query.scan_bytes {
+                self.budget_spent = true;
+                return true;
+            }
+            return false;
+        }
+        self.take(note)
+    }
+
+    /// Adds a match; `true` when the page is complete.
+    fn take(&mut self, note: NoteRecord) -> bool {
+        let weight = (self.query.weigh)(&note);
+        if !self.items.is_empty() && self.bytes + weight > self.query.max_bytes {
+            self.full = true;
+            return true;
+        }
+        self.bytes += weight;
+        self.items.push(note);
+        self.items.len() > self.query.limit
+    }
+
+    fn finish(mut self) -> NotePage {
+        if self.items.len() > self.query.limit {
+            self.items.truncate(self.query.limit);
+            let next = self.items.last().map(|n| n.id);
+            (self.items, next)
+        } else if self.full {
+            let next = self.items.last().map(|n| n.id);
+            (self.items, next)
+        } else if self.budget_spent {
+            (self.items, self.last_scanned)
+        } else {
+            (self.items, None)
+        }
+    }
+}
+
+/// Whether `text`, lower-cased, contains `needle` (already lower-case).
+/// `buffer` is reused from note to note so a search allocates once.
+fn contains_folded(text: &str, needle: &str, buffer: &mut String) -> bool {
+    buffer.clear();
+    if text.is_ascii() {
+        buffer.push_str(text);
+        buffer.make_ascii_lowercase();
+    } else {
+        buffer.extend(text.chars().flat_map(char::to_lowercase));
+    }
+    buffer.contains(needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_folded;
+
+    #[test]
+    fn search_ignores_case_in_any_script() {
+        let mut buffer = String::new();
+        assert!(contains_folded("Grüße AUS Köln", "köln", &mut buffer));
+        assert!(contains_folded("PLAIN ascii", "ascii", &mut buffer));
+        assert!(!contains_folded("nothing", "zzz", &mut buffer));
+    }
+}

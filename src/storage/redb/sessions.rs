@@ -1,0 +1,114 @@
+//! Sessions, and the index of each user's sessions.
+
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use time::OffsetDateTime;
+
+use super::get_row;
+use super::rows::{SessionRow, decode, encode};
+use super::tables::{SESSION_TO_RECORD, USER_SESSION_TO_UNIT};
+use crate::domain::SessionId;
+use crate::storage::{Result, SessionCutoffs, SessionRecord};
+
+pub fn insert(txn: &WriteTransaction, session: &SessionRecord) -> Result<()> {
+    let row = SessionRow::from(session);
+    let bytes = encode(&SESSION_TO_RECORD, &row)?;
+    txn.open_table(SESSION_TO_RECORD)?
+        .insert(row.id, bytes.as_slice())?;
+    txn.open_table(USER_SESSION_TO_UNIT)?
+        .insert((row.user_id, row.id), ())?;
+    Ok(())
+}
+
+pub fn get(txn: &ReadTransaction, id: SessionId) -> Result<Option<SessionRecord>> {
+    let sessions = txn.open_table(SESSION_TO_RECORD)?;
+    Ok(get_row::<_, SessionRow>(&sessions, id.as_u128())?.map(SessionRecord::from))
+}
+
+/// Stores `next` if the stored session is still `current`.
+pub fn replace(txn: &WriteTransaction, current: &SessionRecord, next: &SessionRecord) -> Result<bool> {
+    let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let stored: Option<SessionRow> = get_row(&sessions, current.id.as_u128())?;
+    if stored.is_none_or(|row| SessionRecord::from(row) != *current) || next.id != current.id {
+        return Ok(false);
+    }
+    let bytes = encode(&SESSION_TO_RECORD, &SessionRow::from(next))?;
+    sessions.insert(next.id.as_u128(), bytes.as_slice())?;
+    Ok(true)
+}
+
+/// Marks a session revoked unless it already is.
+pub fn revoke(txn: &WriteTransaction, id: SessionId, at: OffsetDateTime) -> Result<bool> {
+    let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let Some(mut row) = get_row::<_, SessionRow>(&sessions, id.as_u128())? else {
+        return Ok(false);
+    };
+    if row.revoked_at.is_some() {
+        return Ok(false);
+    }
+    row.revoked_at = Some(at);
+    let bytes = encode(&SESSION_TO_RECORD, &row)?;
+    sessions.insert(row.id, bytes.as_slice())?;
+    Ok(true)
+}
+
+pub fn count(txn: &ReadTransaction) -> Result<u64> {
+    Ok(txn.open_table(SESSION_TO_RECORD)?.len()?)
+}
+
+pub fn revoked_since(txn: &ReadTransaction, since: OffsetDateTime) -> Result<Vec<SessionId>> {
+    let sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let mut ids = Vec::new();
+    for entry in sessions.iter()? {
+        let (_, value) = entry?;
+        let row: SessionRow = decode(&SESSION_TO_RECORD, value.value())?;
+        if row.revoked_at.is_some_and(|at| at >= since) {
+            ids.push(SessionId::from_u128(row.id));
+        }
+    }
+    Ok(ids)
+}
+
+/// Up to `batch` dead sessions after `after` (exclusive), reading at most
+/// four times that many; and the last key read, to continue from.
+pub fn dead_after(
+    txn: &ReadTransaction,
+    after: Option<u128>,
+    cutoffs: &SessionCutoffs,
+    batch: usize,
+) -> Result<(Vec<u128>, Option<u128>)> {
+    let sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let range = match after {
+        Some(key) => sessions.range::<u128>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))?,
+        None => sessions.range::<u128>(..)?,
+    };
+    let mut dead = Vec::new();
+    let mut last = None;
+    for entry in range.take(batch * 4) {
+        let (key, value) = entry?;
+        let row: SessionRow = decode(&SESSION_TO_RECORD, value.value())?;
+        if cutoffs.is_dead(&SessionRecord::from(row)) {
+            dead.push(key.value());
+        }
+        last = Some(key.value());
+        if dead.len() == batch {
+            break;
+        }
+    }
+    Ok((dead, last))
+}
+
+/// Removes those of `ids` that are still dead.
+pub fn remove_dead(txn: &WriteTransaction, ids: &[u128], cutoffs: &SessionCutoffs) -> Result<usize> {
+    let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let mut by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+    let mut removed = 0;
+    for &sid in ids {
+        let current: Option<SessionRow> = get_row(&sessions, sid)?;
+        if let Some(row) = current.filter(|row| cutoffs.is_dead(&SessionRecord::from(row.clone()))) {
+            sessions.remove(sid)?;
+            by_user.remove((row.user_id, sid))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

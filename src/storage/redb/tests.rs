@@ -1,0 +1,548 @@
+//! The redb backend through the [`Storage`] operations.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use time::OffsetDateTime;
+
+use super::*;
+use crate::domain::Role;
+
+fn open(dir: &tempfile::TempDir) -> RedbStorage {
+    RedbStorage::open(&dir.path().join("db"), Options::default()).unwrap()
+}
+
+fn user(email: &str) -> UserRecord {
+    UserRecord {
+        id: UserId::generate(),
+        email: email.into(),
+        password_hash: "$argon2id$stub".into(),
+        role: Role::User,
+        disabled: false,
+        created_at: OffsetDateTime::now_utc(),
+    }
+}
+
+fn session(user: UserId, revoked: bool) -> SessionRecord {
+    let now = OffsetDateTime::now_utc();
+    SessionRecord {
+        id: SessionId::generate(),
+        user_id: user,
+        refresh_hash: [7; 32],
+        previous_hashes: vec![[1; 32]],
+        created_at: now,
+        last_refreshed_at: now,
+        revoked_at: revoked.then_some(now),
+    }
+}
+
+fn note(title: &str, tags: &[&str]) -> NoteRecord {
+    let now = OffsetDateTime::now_utc();
+    NoteRecord {
+        id: NoteId::generate(),
+        title: title.into(),
+        content: String::new(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+fn query(limit: usize) -> NoteQuery {
+    NoteQuery {
+        limit,
+        max_bytes: usize::MAX,
+        weigh: |_| 1,
+        after: None,
+        tag: None,
+        q: None,
+        scan_limit: 1000,
+        scan_bytes: usize::MAX,
+        cancelled: None,
+    }
+}
+
+#[tokio::test]
+async fn notes_are_scoped_to_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (alice, bob) = (UserId::generate(), UserId::generate());
+    let n = note("alice's", &["x"]);
+    store
+        .create_note(alice, n.clone(), Quota::UNLIMITED)
+        .await
+        .unwrap();
+    assert!(store.note(bob, n.id).await.unwrap().is_none());
+    assert!(store.list_notes(bob, query(10)).await.unwrap().0.is_empty());
+    let update = NoteUpdate {
+        title: Some("stolen".into()),
+        content: None,
+        tags: None,
+        expected_version: None,
+        now: OffsetDateTime::now_utc(),
+    };
+    assert_eq!(
+        store
+            .update_note(bob, n.id, update, Quota::UNLIMITED)
+            .await
+            .unwrap(),
+        Conditional::NotFound
+    );
+    assert_eq!(
+        store.delete_note(bob, n.id, None).await.unwrap(),
+        Conditional::NotFound
+    );
+    assert_eq!(store.note(alice, n.id).await.unwrap().unwrap().title, "alice's");
+}
+
+/// How many of the owner's notes carry each tag.
+async fn tagged(store: &RedbStorage, owner: UserId, tags: &[&str]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for tag in tags {
+        let q = NoteQuery {
+            tag: Some((*tag).into()),
+            ..query(10)
+        };
+        counts.push(store.list_notes(owner, q).await.unwrap().0.len());
+    }
+    counts
+}
+
+#[tokio::test]
+async fn tag_index_follows_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = UserId::generate();
+    let n = note("t", &["a", "b"]);
+    store
+        .create_note(owner, n.clone(), Quota::UNLIMITED)
+        .await
+        .unwrap();
+    assert_eq!(tagged(&store, owner, &["a", "b", "c"]).await, [1, 1, 0]);
+    let update = NoteUpdate {
+        title: None,
+        content: None,
+        tags: Some(vec!["b".into(), "c".into()]),
+        expected_version: Some(vec![1]),
+        now: OffsetDateTime::now_utc(),
+    };
+    assert!(matches!(
+        store
+            .update_note(owner, n.id, update, Quota::UNLIMITED)
+            .await
+            .unwrap(),
+        Conditional::Done(_)
+    ));
+    assert_eq!(tagged(&store, owner, &["a", "b", "c"]).await, [0, 1, 1]);
+    assert_eq!(
+        store.delete_note(owner, n.id, Some(vec![1])).await.unwrap(),
+        Conditional::VersionMismatch
+    );
+    assert_eq!(
+        store.delete_note(owner, n.id, Some(vec![3, 2])).await.unwrap(),
+        Conditional::Done(())
+    );
+    assert_eq!(tagged(&store, owner, &["b", "c"]).await, [0, 0]);
+}
+
+#[tokio::test]
+async fn a_search_stops_at_its_scan_budget_and_can_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = UserId::generate();
+    let batch: Vec<NoteRecord> = (0..25).map(|i| note(&format!("n{i}"), &[])).collect();
+    store.import_notes(owner, batch.clone()).await.unwrap();
+    let mut q = NoteQuery {
+        q: Some("n".into()),
+        scan_limit: 10,
+        ..query(100)
+    };
+    let mut seen = 0;
+    let mut rounds = 0;
+    loop {
+        let (items, next) = store.list_notes(owner, q.clone()).await.unwrap();
+        assert!(items.len() <= 10, "never reads past the budget");
+        seen += items.len();
+        rounds += 1;
+        match next {
+            Some(cursor) => q.after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!((seen, rounds), (25, 3));
+}
+
+#[tokio::test]
+async fn a_page_ends_at_its_byte_budget_and_a_search_at_its_scan_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = UserId::generate();
+    let batch: Vec<NoteRecord> = (0..10)
+        .map(|i| NoteRecord {
+            content: "é".repeat(1000),
+            ..note(&format!("n{i}"), &[])
+        })
+        .collect();
+    store.import_notes(owner, batch.clone()).await.unwrap();
+    let weighed = NoteQuery {
+        max_bytes: 3000,
+        weigh: |n| n.content.len(),
+        ..query(100)
+    };
+    let (items, next) = store.list_notes(owner, weighed.clone()).await.unwrap();
+    assert_eq!(items.len(), 1, "each note weighs 2000 bytes");
+    assert_eq!(next, Some(items[0].id), "continues after the last note sent");
+    let tiny = NoteQuery {
+        max_bytes: 10,
+        ..weighed
+    };
+    assert_eq!(
+        store.list_notes(owner, tiny.clone()).await.unwrap().0.len(),
+        1,
+        "one note always fits"
+    );
+
+    let search = NoteQuery {
+        q: Some("zzz".into()),
+        scan_bytes: 5000,
+        ..query(100)
+    };
+    let (items, next) = store.list_notes(owner, search.clone()).await.unwrap();
+    assert!(items.is_empty());
+    assert!(next.is_some(), "stopped after three notes' worth of text");
+    let cancelled = NoteQuery {
+        q: Some("n".into()),
+        cancelled: Some(Arc::new(AtomicBool::new(true))),
+        ..query(100)
+    };
+    assert!(
+        store
+            .list_notes(owner, cancelled.clone())
+            .await
+            .unwrap()
+            .0
+            .is_empty(),
+        "a cancelled search reads nothing"
+    );
+}
+
+#[tokio::test]
+async fn quotas_hold_on_insert_and_growth_and_deletes_give_room_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = UserId::generate();
+    let quota = Quota { notes: 2, bytes: 10 };
+    let a = note("aaaa", &[]);
+    assert_eq!(
+        store.create_note(owner, a.clone(), quota).await.unwrap(),
+        Conditional::Done(())
+    );
+    assert_eq!(
+        store.create_note(owner, note("bbbb", &[]), quota).await.unwrap(),
+        Conditional::Done(())
+    );
+    assert_eq!(
+        store.create_note(owner, note("c", &[]), quota).await.unwrap(),
+        Conditional::OverQuota,
+        "a third note"
+    );
+    let grow = NoteUpdate {
+        title: None,
+        content: Some("123".into()),
+        tags: None,
+        expected_version: None,
+        now: OffsetDateTime::now_utc(),
+    };
+    assert_eq!(
+        store.update_note(owner, a.id, grow, quota).await.unwrap(),
+        Conditional::OverQuota,
+        "11 bytes"
+    );
+    assert_eq!(
+        store.note(owner, a.id).await.unwrap().unwrap().version,
+        1,
+        "unchanged"
+    );
+    assert_eq!(store.usage(owner).await.unwrap(), (2, 8));
+    assert_eq!(
+        store.delete_note(owner, a.id, None).await.unwrap(),
+        Conditional::Done(())
+    );
+    assert_eq!(store.usage(owner).await.unwrap(), (1, 4));
+    assert_eq!(
+        store.create_note(owner, note("c", &[]), quota).await.unwrap(),
+        Conditional::Done(())
+    );
+}
+
+#[tokio::test]
+async fn an_email_has_one_account_even_under_concurrent_signups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let mut racing = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        racing.push(tokio::spawn(async move {
+            let user = user("a@x.io");
+            let first = session(user.id, false);
+            store.create_account(user, first, Vec::new()).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for r in racing {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    let counts = store.record_counts().await.unwrap();
+    assert_eq!(
+        (counts.users, counts.sessions),
+        (1, 1),
+        "the losers wrote nothing"
+    );
+    assert_eq!(
+        store.user_by_email("a@x.io").await.unwrap().unwrap().email,
+        "a@x.io"
+    );
+}
+
+#[tokio::test]
+async fn a_session_is_replaced_only_from_what_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = session(UserId::generate(), false);
+    store.create_session(first.clone(), Vec::new()).await.unwrap();
+    let read = store.session(first.id).await.unwrap().unwrap();
+    assert_eq!(read, first);
+    let rotated = SessionRecord {
+        refresh_hash: [9; 32],
+        ..read.clone()
+    };
+    assert!(
+        store
+            .replace_session(read.clone(), rotated.clone())
+            .await
+            .unwrap()
+    );
+    let stale = SessionRecord {
+        refresh_hash: [8; 32],
+        ..read
+    };
+    assert!(
+        !store.replace_session(first.clone(), stale).await.unwrap(),
+        "a second writer from the same read loses"
+    );
+    assert_eq!(store.session(first.id).await.unwrap().unwrap(), rotated);
+    let now = OffsetDateTime::now_utc();
+    assert!(store.revoke_session(first.id, now).await.unwrap());
+    assert!(!store.revoke_session(first.id, now).await.unwrap(), "once");
+    assert_eq!(store.sessions_revoked_since(now).await.unwrap(), vec![first.id]);
+    assert!(!store.revoke_session(SessionId::generate(), now).await.unwrap());
+}
+
+#[tokio::test]
+async fn dead_sessions_are_purged_in_batches_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..600u32 {
+        store
+            .create_session(session(UserId::generate(), i % 2 == 0), Vec::new())
+            .await
+            .unwrap();
+    }
+    let now = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let long_ago = now - time::Duration::days(365);
+    let revoked_only = SessionCutoffs {
+        revoked_before: now,
+        refreshed_before: long_ago,
+        created_before: long_ago,
+    };
+    assert_eq!(store.purge_sessions(revoked_only).await.unwrap(), 300);
+    assert_eq!(store.purge_sessions(revoked_only).await.unwrap(), 0);
+    let idle = SessionCutoffs {
+        refreshed_before: now,
+        ..revoked_only
+    };
+    assert_eq!(store.purge_sessions(idle).await.unwrap(), 300);
+    assert_eq!(store.session_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn stale_counters_are_purged_in_batches_and_the_ghost_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let now = OffsetDateTime::now_utc();
+    let record = |age_days: i64| BackoffRecord {
+        failures: 3,
+        last_failure: now - time::Duration::days(age_days),
+        until: now,
+    };
+    let account = CounterOf::Account;
+    for i in 0..600 {
+        store
+            .record_failure(format!("old{i:04}@x.org"), record(2), account)
+            .await
+            .unwrap();
+    }
+    store
+        .record_failure("fresh@x.org".into(), record(0), account)
+        .await
+        .unwrap();
+    let ghost = CounterOf::Ghost { cap: 2 };
+    assert!(
+        store
+            .record_failure("g1@x.org".into(), record(2), ghost)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_failure("g2@x.org".into(), record(0), ghost)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_failure("g3@x.org".into(), record(0), ghost)
+            .await
+            .unwrap(),
+        "past the cap"
+    );
+    assert!(
+        store
+            .record_failure("g2@x.org".into(), record(0), ghost)
+            .await
+            .unwrap(),
+        "an existing one is updated"
+    );
+    assert_eq!(
+        store.purge_counters(now - time::Duration::days(1)).await.unwrap(),
+        601
+    );
+    assert!(
+        store
+            .login_counter("fresh@x.org", account)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .login_counter("old0001@x.org", account)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.login_counter("g2@x.org", ghost).await.unwrap().is_some());
+    assert!(
+        store
+            .record_failure("g3@x.org".into(), record(0), ghost)
+            .await
+            .unwrap(),
+        "room again"
+    );
+    store.clear_failures("fresh@x.org".into()).await.unwrap();
+    assert!(
+        store
+            .login_counter("fresh@x.org", account)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
+    use crate::storage::{ADDRESSES_MAX, DEVICES_MAX, KnownKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let user = UserId::generate();
+    let start = OffsetDateTime::now_utc();
+    let seen = |kind, i: u8, proven| KnownClient {
+        kind,
+        id: [i; 32],
+        last_seen: start + time::Duration::seconds(i64::from(i)),
+        proven,
+    };
+    // The owner's phone came back with its token once...
+    store
+        .create_session(session(user, false), vec![seen(KnownKind::Device, 0, true)])
+        .await
+        .unwrap();
+    // ... then a script logs in 60 times without one, from 20 addresses.
+    for i in 1..=60u8 {
+        let clients = vec![
+            seen(KnownKind::Device, i, false),
+            seen(KnownKind::Address, 100 + i % 20, false),
+        ];
+        store.create_session(session(user, false), clients).await.unwrap();
+    }
+    let known = store.known_clients(user).await.unwrap();
+    let devices: Vec<_> = known.iter().filter(|k| k.kind == KnownKind::Device).collect();
+    assert_eq!(
+        (devices.len(), known.len() - devices.len()),
+        (DEVICES_MAX, ADDRESSES_MAX)
+    );
+    assert!(devices.iter().any(|k| k.id == [0; 32]), "the proven phone stays");
+    assert!(devices.iter().any(|k| k.id == [60; 32]), "the newest stays");
+    assert!(
+        !devices.iter().any(|k| k.id == [1; 32]),
+        "the oldest unproven goes"
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_upgraded_in_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let owner = user("ａlice@example.com");
+    {
+        let store = RedbStorage::open(&path, Options::default()).unwrap();
+        store
+            .import_notes(owner.id, vec![note("abc", &["f"])])
+            .await
+            .unwrap();
+        store
+            .create_account(owner.clone(), session(owner.id, false), Vec::new())
+            .await
+            .unwrap();
+        // As a version 1 file had it: notes but no usage rows, emails only
+        // lower-cased.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(tables::OWNER_TO_USAGE)
+            .unwrap()
+            .remove(owner.id.as_u128())
+            .unwrap();
+        txn.commit().unwrap();
+        migrations::set_version(&store.db, 1).unwrap();
+    }
+    let store = RedbStorage::open(&path, Options::default()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.usage(owner.id).await.unwrap(), (1, 4));
+    let found = store
+        .user_by_email("alice@example.com")
+        .await
+        .unwrap()
+        .expect("re-keyed");
+    assert_eq!((found.id, found.email.as_str()), (owner.id, "alice@example.com"));
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = RedbStorage::open(&path, Options::default()).unwrap();
+        migrations::set_version(&store.db, SCHEMA_VERSION + 1).unwrap();
+    }
+    let err = RedbStorage::open(&path, Options::default())
+        .err()
+        .expect("must refuse");
+    assert!(matches!(err, StorageError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+    assert!(err.to_string().contains("upgrade notesd"));
+    let db = redb::Database::open(&path).unwrap();
+    assert_eq!(
+        migrations::version(&db.begin_read().unwrap()).unwrap(),
+        SCHEMA_VERSION + 1
+    );
+}
