@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test test-deps build release lint fmt bench tls-scan openapi contract clean
+.PHONY: run test test-deps build release lint fmt bench crash-test tls-scan openapi contract clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
@@ -32,6 +32,11 @@ release:
 ## bench: load benchmarks against the release server (needs wrk)
 bench: release
 	./bench/run.sh
+
+## crash-test: 20 rounds of kill -9 while 32 clients write, each followed by
+## a restart that checks every acknowledged write (make test runs 3)
+crash-test:
+	NOTESD_CRASH_TRIALS=20 $(CARGO) test --test cli kill_9_during_concurrent_writes -- --nocapture
 
 ## tls-scan: scan the release server's HTTPS with testssl.sh (apt-get install testssl.sh)
 tls-scan: release

@@ -51,6 +51,13 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     app
 }
 
+/// Starts the app on a data directory the test has filled.
+pub async fn spawn_app_in(dir: TempDir) -> TestApp {
+    let mut app = start(dir.path(), &[], Clock::default()).await;
+    app.dir = Some(dir);
+    app
+}
+
 async fn start(data_dir: &Path, flags: &[&str], clock: Clock) -> TestApp {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {

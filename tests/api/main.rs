@@ -19,3 +19,4 @@ mod raw;
 mod restart;
 mod tls;
 mod tokens;
+mod upgrade;
