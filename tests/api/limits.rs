@@ -130,3 +130,68 @@ async fn http2_connections_announce_the_stream_limit() {
         .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
     assert_eq!(max_streams, Some(7), "SETTINGS_MAX_CONCURRENT_STREAMS");
 }
+
+/// Writes past the writer's queue are shed at once with 503 and
+/// `Retry-After`; a shed write wrote nothing, and every accepted one is
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_flood_past_the_queue_gets_503_and_writes_nothing() {
+    let app = spawn_app_with(&[
+        "--write-queue",
+        "1",
+        "--max-connections-per-client",
+        "0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let user = app.new_user().await;
+    let (mut created, mut shed) = (0, 0);
+    // Rounds of 64 creates at once, until the queue of one overflows.
+    for _ in 0..50 {
+        let mut round = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let req = app
+                .request(Method::POST, "/api/v1/notes", Some(&user.access))
+                .json(&serde_json::json!({ "title": format!("flood {i}") }));
+            round.spawn(async move { req.send().await.unwrap() });
+        }
+        while let Some(resp) = round.join_next().await {
+            let resp = resp.unwrap();
+            match resp.status() {
+                StatusCode::CREATED => created += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(resp.headers()["retry-after"], "1");
+                    assert_problem(resp, StatusCode::SERVICE_UNAVAILABLE, "queue full").await;
+                    shed += 1;
+                }
+                other => panic!("a create answered {other}"),
+            }
+        }
+        if shed > 0 {
+            break;
+        }
+    }
+    assert!(shed > 0, "64 writes at once overflow a queue of one");
+    let mut stored = 0;
+    let mut cursor = String::new();
+    loop {
+        let page: serde_json::Value = app
+            .list_notes(&user.access, &format!("limit=100{cursor}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        stored += page["items"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(stored, created, "every 201 is stored, no 503 is");
+    let metrics = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "notesd_db_writes_refused_total"),
+        Some(f64::from(shed))
+    );
+}

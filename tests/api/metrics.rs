@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with};
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let url = format!("{}/metrics", app.metrics.as_deref().expect("a metrics listener"));
     let resp = app.client.get(url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -19,7 +19,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample `name{labels}` (labels as written, in order).
-fn sample(body: &str, series: &str) -> Option<f64> {
+pub fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split(' ').next()?.parse().ok())
@@ -78,6 +78,7 @@ async fn requests_auth_events_and_storage_are_counted() {
     assert_eq!(event("token_rejected"), Some(1.0));
     assert_eq!(sample(&body, "notesd_hash_queue_depth"), Some(0.0));
     assert_eq!(sample(&body, "notesd_db_write_queue_depth"), Some(0.0));
+    assert_eq!(sample(&body, "notesd_db_writes_refused_total"), Some(0.0));
     assert!(sample(&body, "notesd_db_commit_batch_size_count").unwrap_or(0.0) >= 2.0);
     assert!(sample(&body, "notesd_db_size_bytes").unwrap_or(0.0) > 0.0);
     assert_eq!(sample(&body, "notesd_sessions"), Some(1.0));
