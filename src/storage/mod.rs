@@ -161,6 +161,24 @@ pub struct NoteQuery {
     pub cancelled: Option<Arc<AtomicBool>>,
 }
 
+impl NoteQuery {
+    /// The first `limit` notes, newest first: no filter, no byte budget,
+    /// a search budget of 1000 notes.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            max_bytes: usize::MAX,
+            weigh: |_| 1,
+            after: None,
+            tag: None,
+            q: None,
+            scan_limit: 1000,
+            scan_bytes: usize::MAX,
+            cancelled: None,
+        }
+    }
+}
+
 /// A page of notes and the cursor of the next page, if any.
 pub type NotePage = (Vec<NoteRecord>, Option<NoteId>);
 

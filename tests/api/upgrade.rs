@@ -19,20 +19,6 @@ fn copy_of_fixture() -> tempfile::TempDir {
     dir
 }
 
-fn page(limit: usize) -> NoteQuery {
-    NoteQuery {
-        limit,
-        max_bytes: usize::MAX,
-        weigh: |_| 1,
-        after: None,
-        tag: None,
-        q: None,
-        scan_limit: 1000,
-        scan_bytes: usize::MAX,
-        cancelled: None,
-    }
-}
-
 #[tokio::test]
 async fn a_schema_2_database_upgrades_and_reads_back_whole() {
     let dir = copy_of_fixture();
@@ -55,7 +41,7 @@ async fn a_schema_2_database_upgrades_and_reads_back_whole() {
         let bob = store.user_by_email("bob@example.com").await.unwrap().unwrap();
         assert!(alice.password_hash.starts_with("$argon2id$") && !alice.disabled);
 
-        let (notes, next) = store.list_notes(alice.id, page(10)).await.unwrap();
+        let (notes, next) = store.list_notes(alice.id, NoteQuery::first(10)).await.unwrap();
         assert_eq!(next, None);
         let summary: Vec<(&str, &str, Vec<&str>, u64)> = notes
             .iter()
@@ -76,10 +62,10 @@ async fn a_schema_2_database_upgrades_and_reads_back_whole() {
         assert_eq!(store.usage(alice.id).await.unwrap(), (3, 38));
         let tagged = NoteQuery {
             tag: Some("b".into()),
-            ..page(10)
+            ..NoteQuery::first(10)
         };
         assert_eq!(store.list_notes(alice.id, tagged).await.unwrap().0.len(), 2);
-        let (bobs, _) = store.list_notes(bob.id, page(10)).await.unwrap();
+        let (bobs, _) = store.list_notes(bob.id, NoteQuery::first(10)).await.unwrap();
         assert_eq!((bobs.len(), bobs[0].title.as_str()), (1, "bob's"));
         assert_eq!(store.usage(bob.id).await.unwrap(), (1, 6));
 

@@ -50,17 +50,7 @@ fn note(title: &str, tags: &[&str]) -> NoteRecord {
 }
 
 fn query(limit: usize) -> NoteQuery {
-    NoteQuery {
-        limit,
-        max_bytes: usize::MAX,
-        weigh: |_| 1,
-        after: None,
-        tag: None,
-        q: None,
-        scan_limit: 1000,
-        scan_bytes: usize::MAX,
-        cancelled: None,
-    }
+    NoteQuery::first(limit)
 }
 
 #[tokio::test]
