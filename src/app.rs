@@ -296,23 +296,33 @@ impl Application {
                 crate::server::serve(acceptor, endpoint, shutdown, options).await
             }
         };
-        if let Some(task) = cert_task {
-            task.abort();
-        }
         if cert_task_ended.load(Ordering::Relaxed) {
             result = result.and(Err(std::io::Error::other("the certificate task stopped")));
         }
-        for task in redirect.into_iter().chain(metrics_task) {
-            let _ = task.await;
-        }
-        sweeper.abort();
-        // The routes (and the state they hold) are dropped with the server;
-        // the database file is closed when the last connection task that
-        // still holds them ends. redb is crash-safe if the process exits
-        // first, so nothing acknowledged can be lost either way.
+        let listeners: Vec<_> = redirect.into_iter().chain(metrics_task).collect();
+        stop_side_tasks(cert_task, listeners, sweeper).await;
         tracing::info!("notesd stopped");
         result
     }
+}
+
+/// Once the server has stopped: ends the certificate task and the sweeper,
+/// and waits for the other listeners. With the sweeper, which held the
+/// state, gone (the server and its connection tasks have ended), the
+/// database file is closed when this returns.
+async fn stop_side_tasks<T>(
+    cert_task: Option<tokio::task::JoinHandle<T>>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
+) {
+    if let Some(task) = cert_task {
+        task.abort();
+    }
+    for task in listeners {
+        let _ = task.await;
+    }
+    sweeper.abort();
+    let _ = sweeper.await;
 }
 
 /// The handshake settings and the task that keeps certificates current.

@@ -211,7 +211,7 @@ pub struct WriteStats {
     /// Writes refused because the queue was full.
     pub refused: AtomicU64,
     pub batch: Histogram,
-    /// The largest batch committed, for tests.
+    /// The largest batch taken, for tests.
     #[cfg(test)]
     pub largest_batch: AtomicUsize,
 }

@@ -157,15 +157,6 @@ impl Attempts {
         }
     }
 
-    /// Whether memory holds the counter `key` (then [`Attempts::admit`]
-    /// does not read the stored one).
-    pub fn is_live(&self, key: &str) -> bool {
-        self.live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(key)
-    }
-
     /// Admits an attempt on the counter `key`, counting it as a failure at
     /// once. `stored` reads the stored counter when memory has none.
     pub fn admit<E>(

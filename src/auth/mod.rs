@@ -67,6 +67,9 @@ fn seen_clients(
     device.into_iter().chain(address).collect()
 }
 
+/// The login counter is not in memory: read the stored one.
+struct NotInMemory;
+
 /// What login, signup and refresh hand out.
 pub struct TokenPair {
     pub access_token: String,
@@ -160,13 +163,18 @@ impl Auth {
                 cap: self.attempts.stored_ghosts(),
             }
         };
-        // The stored counter, unless memory holds this one already.
-        let stored = if self.attempts.is_live(&key) {
-            None
+        // Memory's counter if it has one; else the stored one, read
+        // outside the lock and offered again (taken only if memory still
+        // has none: checking first and admitting later would let an
+        // eviction in between restart the count at zero).
+        let admission = if let Ok(admission) = self.attempts.admit(key.clone(), now, || Err(NotInMemory)) {
+            admission
         } else {
-            self.db.login_counter(&key, of).await?
+            let stored = self.db.login_counter(&key, of).await?;
+            self.attempts
+                .admit(key, now, || Ok::<_, NotInMemory>(stored))
+                .unwrap_or(Admission::Wait(1))
         };
-        let admission = self.attempts.admit(key, now, || Ok::<_, Error>(stored))?;
         let ticket = match admission {
             Admission::Go(ticket) => ticket,
             Admission::Wait(wait) => {
@@ -268,6 +276,11 @@ impl Auth {
         };
         let (sid, presented_hash) = (presented.session, presented.hash);
         let now = self.clock.now();
+        // Ended in memory (a logout or a detected reuse) even if its store
+        // did not complete: no new tokens.
+        if self.revoked.is_revoked(sid) {
+            return Err(Error::Unauthorized);
+        }
         let key = self
             .tokens
             .rotation_secret()
@@ -407,6 +420,11 @@ impl Auth {
             let mut next = current.clone();
             let (outcome, write) =
                 sessions::apply_refresh(&mut next, presented, replacement, self.limits, now);
+            if outcome == RefreshOutcome::ReuseDetected {
+                // Refused in memory first: the session's access tokens stop
+                // even if storing the revocation fails.
+                self.revoked.revoke(sid, now);
+            }
             if !write || self.db.replace_session(current, next.clone()).await? {
                 return Ok((outcome, next));
             }

@@ -269,7 +269,10 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// The operations notesd asks of its storage. Reads are answered from a
 /// consistent snapshot; every write is atomic (all of it or none of it)
-/// and durable once its future completes with `Ok`.
+/// and durable once its future completes with `Ok`. Under load a write
+/// may be refused at once with [`StorageError::Busy`] (having written
+/// nothing), except where its contract says otherwise. A write that was
+/// accepted is carried out even if its caller stops waiting.
 pub trait Storage: Send + Sync + 'static {
     // Accounts.
 
@@ -312,7 +315,9 @@ pub trait Storage: Send + Sync + 'static {
     /// on one token both read the same `current`; only one can replace it,
     /// and the other, reading again, sees a rotated token (reuse detection
     /// rests on this). A server database: `UPDATE ... WHERE` every field
-    /// of `current`, or a row version.
+    /// of `current`, or a row version. Never refused for load
+    /// ([`StorageError::Busy`]): it may end a session (reuse detected), so
+    /// it waits for the writer instead.
     fn replace_session(
         &self,
         current: SessionRecord,
@@ -320,7 +325,8 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Marks a session revoked at `at` unless it already is; `false` if it
-    /// does not exist or was revoked before.
+    /// does not exist or was revoked before. Never refused for load: a
+    /// logout under a write flood must still end the session.
     fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> impl Future<Output = Result<bool>> + Send;
 
     /// Sessions stored, live and ended ones not yet purged.

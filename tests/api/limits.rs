@@ -195,3 +195,43 @@ async fn a_write_flood_past_the_queue_gets_503_and_writes_nothing() {
         Some(f64::from(shed))
     );
 }
+
+/// Ending a session is never shed: logouts during a write flood past the
+/// queue all take effect, in memory and on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logouts_during_a_write_flood_are_not_shed() {
+    let app = spawn_app_with(&["--write-queue", "1", "--max-connections-per-client", "0"]).await;
+    let flooder = app.new_user().await;
+    let mut users = Vec::new();
+    for _ in 0..8 {
+        users.push(app.new_user().await);
+    }
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..256 {
+        let req = app
+            .request(Method::POST, "/api/v1/notes", Some(&flooder.access))
+            .json(&serde_json::json!({ "title": format!("flood {i}") }));
+        flood.spawn(async move { req.send().await.unwrap().status() });
+    }
+    let mut logouts = tokio::task::JoinSet::new();
+    for user in &users {
+        let req = app.request(Method::POST, "/api/v1/auth/logout", Some(&user.access));
+        logouts.spawn(async move { req.send().await.unwrap().status() });
+    }
+    while let Some(status) = logouts.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::NO_CONTENT);
+    }
+    let mut shed = 0;
+    while let Some(status) = flood.join_next().await {
+        shed += usize::from(status.unwrap() == StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(shed > 0, "the flood overflowed the queue");
+    let app = app.restart().await;
+    for user in &users {
+        assert_eq!(
+            app.refresh(&user.refresh).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(app.me(&user.access).await.status(), StatusCode::UNAUTHORIZED);
+    }
+}

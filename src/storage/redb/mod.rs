@@ -230,13 +230,13 @@ impl Storage for RedbStorage {
 
     async fn replace_session(&self, current: SessionRecord, next: SessionRecord) -> Result<bool> {
         self.writer
-            .write(move |txn| sessions::replace(txn, &current, &next).map(|done| (done, done)))
+            .write_unshed(move |txn| sessions::replace(txn, &current, &next).map(|done| (done, done)))
             .await
     }
 
     async fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         self.writer
-            .write(move |txn| sessions::revoke(txn, id, at).map(|done| (done, done)))
+            .write_unshed(move |txn| sessions::revoke(txn, id, at).map(|done| (done, done)))
             .await
     }
 

@@ -536,3 +536,20 @@ async fn a_newer_schema_is_refused_and_left_alone() {
         SCHEMA_VERSION + 1
     );
 }
+
+#[tokio::test]
+async fn a_missing_table_is_created_at_open_even_at_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(RedbStorage::open(&path, Options::default()).unwrap());
+    {
+        // A version 2 file from before the known-clients table.
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(tables::USER_TO_KNOWN_CLIENTS).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = RedbStorage::open(&path, Options::default()).unwrap();
+    assert!(store.known_clients(UserId::generate()).await.unwrap().is_empty());
+    assert_eq!(store.record_counts().await.unwrap().known_client_lists, 0);
+}

@@ -48,6 +48,23 @@ struct Job<F, T> {
     reply: oneshot::Sender<Result<T>>,
 }
 
+impl<F, T> Job<F, T>
+where
+    F: FnMut(&WriteTransaction) -> Result<(T, bool)> + Send + 'static,
+    T: Send + 'static,
+{
+    /// The job, and where its answer will come.
+    fn queued(work: F) -> (Box<dyn Pending>, oneshot::Receiver<Result<T>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Self {
+            work,
+            outcome: None,
+            reply,
+        });
+        (job, answer)
+    }
+}
+
 impl<F, T> Pending for Job<F, T>
 where
     F: FnMut(&WriteTransaction) -> Result<(T, bool)> + Send,
@@ -92,18 +109,14 @@ impl Writer {
         })
     }
 
-    /// Queues a write and waits until it is durable (or refused).
+    /// Queues a write and waits until it is durable; refused at once
+    /// ([`StorageError::Busy`]) when the queue is full.
     pub async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&WriteTransaction) -> Result<(T, bool)> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Job {
-            work,
-            outcome: None,
-            reply,
-        });
+        let (job, answer) = Job::queued(work);
         // Counted before it can be taken, so the writer never counts
         // down first.
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +130,26 @@ impl Writer {
                 mpsc::error::TrySendError::Closed(_) => StorageError::Stopped("writer"),
             });
         }
+        answer.await.unwrap_or(Err(StorageError::Stopped("writer")))
+    }
+
+    /// As [`Writer::write`], but a full queue makes it wait for room
+    /// instead of refusing: for writes that must not be shed under load,
+    /// such as ending a session. The wait is bounded by the caller's
+    /// request deadline; each waiting write is one request in flight.
+    pub async fn write_unshed<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<(T, bool)> + Send + 'static,
+    {
+        let (job, answer) = Job::queued(work);
+        let permit = self
+            .queue
+            .reserve()
+            .await
+            .map_err(|_| StorageError::Stopped("writer"))?;
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        permit.send(job);
         answer.await.unwrap_or(Err(StorageError::Stopped("writer")))
     }
 
@@ -148,26 +181,24 @@ fn run(db: &Database, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats: &Write
             }
         }
         stats.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
-        #[allow(clippy::cast_precision_loss)] // at most MAX_BATCH
-        stats.batch.observe(batch.len() as f64);
         #[cfg(test)]
         stats.largest_batch.fetch_max(batch.len(), Ordering::Relaxed);
-        // A bug in one operation must not stop every later write: the
-        // batch's callers get an error (their reply is dropped), the
-        // transaction is dropped unwritten, and the writer goes on.
-        let jobs = std::mem::take(&mut batch);
-        if std::panic::catch_unwind(AssertUnwindSafe(|| commit(db, jobs))).is_err() {
-            tracing::error!("a database write panicked; its batch was not written");
-        }
+        commit(db, std::mem::take(&mut batch), stats);
     }
 }
 
 /// Applies and commits one batch, then answers every job in it.
-fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>) {
+fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) {
     let mut failed: Vec<(Box<dyn Pending>, StorageError)> = Vec::new();
     let committed = loop {
         match apply_all(db, &mut jobs) {
-            Ok(Applied::Committed) => break Ok(()),
+            Ok(Applied::Committed { durable }) => {
+                if durable {
+                    #[allow(clippy::cast_precision_loss)] // at most MAX_BATCH
+                    stats.batch.observe(jobs.len() as f64);
+                }
+                break Ok(());
+            }
             Ok(Applied::Failed(index, err)) => {
                 tracing::error!(error = %err, "a database write failed; the rest of its batch is written without it");
                 failed.push((jobs.remove(index), err));
@@ -187,7 +218,9 @@ fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>) {
 }
 
 enum Applied {
-    Committed,
+    /// Committed (`durable`: something was written and fsynced), or
+    /// abandoned because nothing in the batch wrote.
+    Committed { durable: bool },
     /// The job at this index failed; nothing was committed.
     Failed(usize, StorageError),
 }
@@ -196,7 +229,11 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Pending>]) -> Result<Applied> {
     let txn = db.begin_write()?;
     let mut wrote = false;
     for (index, job) in jobs.iter_mut().enumerate() {
-        match job.apply(&txn) {
+        // A bug in one operation (a panic) is that operation's failure
+        // alone: its neighbours are applied again without it.
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| job.apply(&txn)))
+            .unwrap_or(Err(StorageError::Stopped("a write panicked")));
+        match applied {
             Ok(changed) => wrote |= changed,
             Err(err) => {
                 // Whatever was applied is discarded with the transaction.
@@ -212,7 +249,7 @@ fn apply_all(db: &Database, jobs: &mut [Box<dyn Pending>]) -> Result<Applied> {
     } else {
         txn.abort()?;
     }
-    Ok(Applied::Committed)
+    Ok(Applied::Committed { durable: wrote })
 }
 
 #[cfg(test)]
@@ -231,9 +268,10 @@ mod tests {
         (dir, Arc::new(db))
     }
 
-    fn put(key: &'static str) -> impl FnMut(&WriteTransaction) -> Result<((), bool)> + Send + 'static {
+    fn put(key: impl Into<String>) -> impl FnMut(&WriteTransaction) -> Result<((), bool)> + Send + 'static {
+        let key = key.into();
         move |txn| {
-            txn.open_table(T)?.insert(key, 1)?;
+            txn.open_table(T)?.insert(key.as_str(), 1)?;
             Ok(((), true))
         }
     }
@@ -326,14 +364,73 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_panicking_write_leaves_the_writer_running() {
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
         let (_dir, db) = database();
-        let writer = Writer::start(db.clone(), 4).unwrap();
-        let panicked = writer
-            .write(|_: &WriteTransaction| -> Result<((), bool)> { panic!("a bug") })
-            .await;
-        assert!(matches!(panicked, Err(StorageError::Stopped(_))));
+        let writer = Arc::new(Writer::start(db.clone(), 16).unwrap());
+        let (release, held) = hold(&writer);
+        let spawn = |work: Work| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(work).await })
+        };
+        let before = spawn(Box::new(put("before")));
+        let panicking = spawn(Box::new(|txn: &WriteTransaction| {
+            txn.open_table(T)?.insert("half", 1)?;
+            panic!("a bug")
+        }));
+        let after = spawn(Box::new(put("after")));
+        while writer.stats.waiting.load(Ordering::Relaxed) < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert!(matches!(panicking.await.unwrap(), Err(StorageError::Stopped(_))));
+        assert!(before.await.unwrap().is_ok() && after.await.unwrap().is_ok());
+        assert!(stored(&db, "before") && stored(&db, "after") && !stored(&db, "half"));
         writer.write(put("later")).await.unwrap();
         assert!(stored(&db, "later"));
+    }
+
+    /// An answer is sent only after the commit: a read right after any
+    /// acknowledged write sees it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_acknowledged_write_is_committed() {
+        let (_dir, db) = database();
+        let writer = Arc::new(Writer::start(db.clone(), 256).unwrap());
+        let mut acknowledged = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let (writer, db) = (writer.clone(), db.clone());
+            acknowledged.spawn(async move {
+                let key = format!("k{i}");
+                writer.write(put(key.as_str())).await.unwrap();
+                stored(&db, &key)
+            });
+        }
+        while let Some(seen) = acknowledged.join_next().await {
+            assert!(seen.unwrap(), "acknowledged before its commit");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unshed_write_waits_for_room_in_a_full_queue() {
+        let (_dir, db) = database();
+        let writer = Arc::new(Writer::start(db.clone(), 1).unwrap());
+        let (release, held) = hold(&writer);
+        let queued = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(put("queued")).await })
+        };
+        while writer.stats.waiting.load(Ordering::Relaxed) < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(writer.write(put("shed")).await, Err(StorageError::Busy)));
+        let waiting = {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write_unshed(put("revocation")).await })
+        };
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        waiting.await.unwrap().unwrap();
+        assert!(stored(&db, "revocation") && !stored(&db, "shed"));
     }
 }
