@@ -300,37 +300,28 @@ mod tests {
         (release, task)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failing_write_does_not_fail_its_batch() {
-        let (_dir, db) = database();
+    /// Runs `middle` between two good writes, the three in one batch (queued
+    /// behind a held write); returns the middle one's answer after checking
+    /// that its neighbours were written and nothing of it was.
+    async fn between_two_good_writes(
+        middle: Work,
+    ) -> (tempfile::TempDir, Arc<Writer>, Arc<Database>, Result<()>) {
+        let (dir, db) = database();
         let writer = Arc::new(Writer::start(db.clone(), 16).unwrap());
         let (release, held) = hold(&writer);
-        // Queued behind the held write, so all three form one batch.
         let spawn = |work: Work| {
             let writer = writer.clone();
             tokio::spawn(async move { writer.write(work).await })
         };
         let before = spawn(Box::new(put("before")));
-        let failing = spawn(Box::new(|txn: &WriteTransaction| {
-            // Half a change, then a failure: none of it may land.
-            txn.open_table(T)?.insert("half", 1)?;
-            Err(StorageError::Corrupt {
-                table: "t".into(),
-                detail: "test".into(),
-            })
-        }));
+        let middle = spawn(middle);
         let after = spawn(Box::new(put("after")));
         while writer.stats.waiting.load(Ordering::Relaxed) < 3 {
             tokio::task::yield_now().await;
         }
         release.send(()).unwrap();
         held.await.unwrap().unwrap();
-        assert!(before.await.unwrap().is_ok());
-        assert!(matches!(
-            failing.await.unwrap(),
-            Err(StorageError::Corrupt { .. })
-        ));
-        assert!(after.await.unwrap().is_ok());
+        assert!(before.await.unwrap().is_ok() && after.await.unwrap().is_ok());
         assert!(stored(&db, "before") && stored(&db, "after"));
         assert!(!stored(&db, "half"), "nothing of the failed write");
         assert_eq!(
@@ -338,54 +329,31 @@ mod tests {
             3,
             "the three queued behind the held write formed one batch"
         );
+        (dir, writer, db, middle.await.unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_queue_refuses_at_once() {
-        let (_dir, db) = database();
-        let writer = Arc::new(Writer::start(db.clone(), 1).unwrap());
-        let (release, held) = hold(&writer);
-        let queued = {
-            let writer = writer.clone();
-            tokio::spawn(async move { writer.write(put("queued")).await })
-        };
-        while writer.stats.waiting.load(Ordering::Relaxed) < 1 {
-            tokio::task::yield_now().await;
-        }
-        assert!(matches!(
-            writer.write(put("refused")).await,
-            Err(StorageError::Busy)
-        ));
-        assert_eq!(writer.stats.refused.load(Ordering::Relaxed), 1);
-        release.send(()).unwrap();
-        held.await.unwrap().unwrap();
-        queued.await.unwrap().unwrap();
-        assert!(stored(&db, "queued") && !stored(&db, "refused"));
+    async fn a_failing_write_does_not_fail_its_batch() {
+        let (_dir, _, _, failed) = between_two_good_writes(Box::new(|txn: &WriteTransaction| {
+            // Half a change, then a failure: none of it may land.
+            txn.open_table(T)?.insert("half", 1)?;
+            Err(StorageError::Corrupt {
+                table: "t".into(),
+                detail: "test".into(),
+            })
+        }))
+        .await;
+        assert!(matches!(failed, Err(StorageError::Corrupt { .. })));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
-        let (_dir, db) = database();
-        let writer = Arc::new(Writer::start(db.clone(), 16).unwrap());
-        let (release, held) = hold(&writer);
-        let spawn = |work: Work| {
-            let writer = writer.clone();
-            tokio::spawn(async move { writer.write(work).await })
-        };
-        let before = spawn(Box::new(put("before")));
-        let panicking = spawn(Box::new(|txn: &WriteTransaction| {
+        let (_dir, writer, db, panicked) = between_two_good_writes(Box::new(|txn: &WriteTransaction| {
             txn.open_table(T)?.insert("half", 1)?;
             panic!("a bug")
-        }));
-        let after = spawn(Box::new(put("after")));
-        while writer.stats.waiting.load(Ordering::Relaxed) < 3 {
-            tokio::task::yield_now().await;
-        }
-        release.send(()).unwrap();
-        held.await.unwrap().unwrap();
-        assert!(matches!(panicking.await.unwrap(), Err(StorageError::Stopped(_))));
-        assert!(before.await.unwrap().is_ok() && after.await.unwrap().is_ok());
-        assert!(stored(&db, "before") && stored(&db, "after") && !stored(&db, "half"));
+        }))
+        .await;
+        assert!(matches!(panicked, Err(StorageError::Stopped(_))));
         writer.write(put("later")).await.unwrap();
         assert!(stored(&db, "later"));
     }
@@ -410,8 +378,10 @@ mod tests {
         }
     }
 
+    /// A full queue refuses a write at once, writing nothing; a write that
+    /// must not be shed waits for room instead.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unshed_write_waits_for_room_in_a_full_queue() {
+    async fn a_full_queue_refuses_at_once_but_an_unshed_write_waits() {
         let (_dir, db) = database();
         let writer = Arc::new(Writer::start(db.clone(), 1).unwrap());
         let (release, held) = hold(&writer);
@@ -422,7 +392,11 @@ mod tests {
         while writer.stats.waiting.load(Ordering::Relaxed) < 1 {
             tokio::task::yield_now().await;
         }
-        assert!(matches!(writer.write(put("shed")).await, Err(StorageError::Busy)));
+        assert!(matches!(
+            writer.write(put("refused")).await,
+            Err(StorageError::Busy)
+        ));
+        assert_eq!(writer.stats.refused.load(Ordering::Relaxed), 1);
         let waiting = {
             let writer = writer.clone();
             tokio::spawn(async move { writer.write_unshed(put("revocation")).await })
@@ -431,6 +405,6 @@ mod tests {
         held.await.unwrap().unwrap();
         queued.await.unwrap().unwrap();
         waiting.await.unwrap().unwrap();
-        assert!(stored(&db, "revocation") && !stored(&db, "shed"));
+        assert!(stored(&db, "queued") && stored(&db, "revocation") && !stored(&db, "refused"));
     }
 }
