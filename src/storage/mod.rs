@@ -145,7 +145,9 @@ pub struct NoteQuery {
     /// The page ends before the note that would take the summed
     /// `weigh(note)` past this (a page always has at least one note).
     pub max_bytes: usize,
-    /// What one note costs on the page (the caller's serialised size).
+    /// What one note costs on the page (the caller's serialised size): a
+    /// plain function of the record, which the backend applies to each
+    /// note it reads, so a page of huge notes never sits whole in memory.
     pub weigh: fn(&NoteRecord) -> usize,
     /// Continue after this note (exclusive), as returned in `next_cursor`.
     pub after: Option<NoteId>,
