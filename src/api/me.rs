@@ -51,6 +51,13 @@ problem_responses! {
     }
 }
 
+#[derive(ApiResponse)]
+pub enum SessionsEndedResponse {
+    /// Every other session has ended; this one goes on.
+    #[oai(status = 204)]
+    NoContent,
+}
+
 #[OpenApi(tag = "ApiTags::Me")]
 impl MeApi {
     /// Your profile
@@ -65,5 +72,24 @@ impl MeApi {
         // A valid token for a deleted account: treat like a bad token.
         let user = user.ok_or(Error::Unauthorized)?;
         Ok(ProfileResponse::Ok(Json(UserProfile::from(&user))))
+    }
+
+    /// End your other sessions
+    ///
+    /// Ends every session of your account but the one of this access token:
+    /// their refresh tokens and access tokens stop working at once. For a
+    /// token or device you no longer trust.
+    #[oai(
+        path = "/api/v1/me/sessions",
+        method = "delete",
+        operation_id = "endOtherSessions"
+    )]
+    async fn end_other_sessions(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> Result<SessionsEndedResponse, ProfileError> {
+        state.auth.end_other_sessions(auth.0).await?;
+        Ok(SessionsEndedResponse::NoContent)
     }
 }

@@ -320,6 +320,22 @@ impl Auth {
         Ok(())
     }
 
+    /// Ends every session of the caller's account but the caller's own:
+    /// their refresh tokens and access tokens stop working at once.
+    /// Returns how many were ended.
+    pub async fn end_other_sessions(&self, caller: AuthUser) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let ended = self
+            .db
+            .end_other_sessions(caller.user_id, caller.session_id, now)
+            .await?;
+        for sid in &ended {
+            self.revoked.revoke(*sid, now);
+        }
+        info!(target: "audit", event = "sessions_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended = ended.len());
+        Ok(ended.len())
+    }
+
     /// Resolves a bearer token to its caller, or `None` for any failure
     /// (the reason goes to the debug log, never to the client).
     pub fn authenticate(&self, token: &str) -> Option<AuthUser> {

@@ -331,6 +331,18 @@ pub trait Storage: Send + Sync + 'static {
     /// logout under a write flood must still end the session.
     fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Ends every session of `user` but `keep` that is not ended yet, at
+    /// `at`, in one transaction; returns the ids it ended. Never refused
+    /// for load (a user ending a thief's sessions must not get a 503). A
+    /// server database: one `UPDATE … WHERE user_id = $1 AND id <> $2 AND
+    /// revoked_at IS NULL RETURNING id`.
+    fn end_other_sessions(
+        &self,
+        user: UserId,
+        keep: SessionId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<SessionId>>> + Send;
+
     /// Sessions stored, live and ended ones not yet purged.
     fn session_count(&self) -> impl Future<Output = Result<u64>> + Send;
 

@@ -17,6 +17,7 @@ mod notes;
 mod ops;
 mod raw;
 mod restart;
+mod sessions;
 mod tls;
 mod tokens;
 mod upgrade;

@@ -38,6 +38,7 @@ fn openapi_prints_a_valid_openapi_3_document() {
         ("post", "/api/v1/auth/logout"),
         ("get", "/api/v1/auth/keys"),
         ("get", "/api/v1/me"),
+        ("delete", "/api/v1/me/sessions"),
         ("post", "/api/v1/notes"),
         ("get", "/api/v1/notes"),
         ("get", "/api/v1/notes/{id}"),
@@ -61,7 +62,7 @@ fn openapi_prints_a_valid_openapi_3_document() {
             "{method} {path} lists its responses"
         );
         let authenticated =
-            path.starts_with("/api/v1/notes") || path == "/api/v1/me" || path.ends_with("/logout");
+            path.starts_with("/api/v1/notes") || path.starts_with("/api/v1/me") || path.ends_with("/logout");
         if authenticated {
             assert!(
                 op.security.as_ref().is_some_and(|s| !s.is_empty()),
@@ -308,6 +309,6 @@ fn docs_render_in_a_headless_browser_under_the_csp() {
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:#?}");
     let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
-    assert_eq!(rendered, 14, "every operation is rendered");
+    assert_eq!(rendered, 15, "every operation is rendered");
     assert!(dom.contains("/api/v1/notes/{id}"));
 }

@@ -240,6 +240,21 @@ impl Storage for RedbStorage {
             .await
     }
 
+    async fn end_other_sessions(
+        &self,
+        user: UserId,
+        keep: SessionId,
+        at: OffsetDateTime,
+    ) -> Result<Vec<SessionId>> {
+        self.writer
+            .write_unshed(move |txn| {
+                let ended = sessions::end_others(txn, user, keep, at)?;
+                let wrote = !ended.is_empty();
+                Ok((ended, wrote))
+            })
+            .await
+    }
+
     async fn session_count(&self) -> Result<u64> {
         self.read(sessions::count)
     }

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use super::get_row;
 use super::rows::{SessionRow, decode, encode};
 use super::tables::{SESSION_TO_RECORD, USER_SESSION_TO_UNIT};
-use crate::domain::SessionId;
+use crate::domain::{SessionId, UserId};
 use crate::storage::{Result, SessionCutoffs, SessionRecord};
 
 pub fn insert(txn: &WriteTransaction, session: &SessionRecord) -> Result<()> {
@@ -49,6 +49,35 @@ pub fn revoke(txn: &WriteTransaction, id: SessionId, at: OffsetDateTime) -> Resu
     let bytes = encode(&SESSION_TO_RECORD, &row)?;
     sessions.insert(row.id, bytes.as_slice())?;
     Ok(true)
+}
+
+/// Ends the user's sessions other than `keep` that are still live.
+pub fn end_others(
+    txn: &WriteTransaction,
+    user: UserId,
+    keep: SessionId,
+    at: OffsetDateTime,
+) -> Result<Vec<SessionId>> {
+    let owner = user.as_u128();
+    let ids: Vec<u128> = {
+        let by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+        let mut ids = Vec::new();
+        for entry in by_user.range((owner, 0)..=(owner, u128::MAX))? {
+            ids.push(entry?.0.value().1);
+        }
+        ids
+    };
+    let mut ended = Vec::new();
+    for sid in ids
+        .into_iter()
+        .map(SessionId::from_u128)
+        .filter(|&sid| sid != keep)
+    {
+        if revoke(txn, sid, at)? {
+            ended.push(sid);
+        }
+    }
+    Ok(ended)
 }
 
 pub fn count(txn: &ReadTransaction) -> Result<u64> {

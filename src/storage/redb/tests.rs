@@ -553,3 +553,38 @@ async fn a_missing_table_is_created_at_open_even_at_the_current_version() {
     assert!(store.known_clients(UserId::generate()).await.unwrap().is_empty());
     assert_eq!(store.record_counts().await.unwrap().known_client_lists, 0);
 }
+
+#[tokio::test]
+async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (owner, other) = (UserId::generate(), UserId::generate());
+    let keep = session(owner, false);
+    let ended_before = session(owner, true);
+    let live: Vec<SessionRecord> = (0..3).map(|_| session(owner, false)).collect();
+    let bystander = session(other, false);
+    for s in live.iter().chain([&keep, &ended_before, &bystander]) {
+        store.create_session(s.clone(), Vec::new()).await.unwrap();
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut ended = store.end_other_sessions(owner, keep.id, now).await.unwrap();
+    ended.sort();
+    let mut expected: Vec<SessionId> = live.iter().map(|s| s.id).collect();
+    expected.sort();
+    assert_eq!(ended, expected, "only the live ones, not the one already ended");
+    for s in &live {
+        assert_eq!(store.session(s.id).await.unwrap().unwrap().revoked_at, Some(now));
+    }
+    assert_eq!(store.session(keep.id).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        store.session(bystander.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
+    assert!(
+        store
+            .end_other_sessions(owner, keep.id, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
