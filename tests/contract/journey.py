@@ -57,7 +57,7 @@ def main() -> int:
     import attrs
     from notesd_client import AuthenticatedClient, Client, models
     from notesd_client.api.auth import list_keys, login, logout, signup
-    from notesd_client.api.me import get_me
+    from notesd_client.api.me import end_other_sessions, get_me
     from notesd_client.api.notes import (
         create_note,
         delete_note,
@@ -188,6 +188,7 @@ def main() -> int:
         )
         check(body.user.email == email, "signup: the profile has the email")
         check(body.tokens.token_type == "Bearer", "signup: token_type Bearer")
+        state["signup_token"] = body.tokens.access_token
 
     @step
     def log_in() -> None:
@@ -287,6 +288,15 @@ def main() -> int:
             "GET /notes/{id} deleted", get_note.sync_detailed(state["note"].id, client=state["client"]), 404, Problem
         )
         check(p.errors is None or isinstance(p.errors, Unset), "404 Problem has no `errors`")
+
+    @step
+    def other_sessions() -> None:
+        expect("DELETE /me/sessions", end_other_sessions.sync_detailed(client=state["client"]), 204, None)
+        signup_session = AuthenticatedClient(
+            base_url=base, token=state["signup_token"], raise_on_unexpected_status=True, timeout=30
+        )
+        expect("GET /me with the signup session's token", get_me.sync_detailed(client=signup_session), 401, Problem)
+        expect("GET /me with the caller's token", get_me.sync_detailed(client=state["client"]), 200, UserProfile)
 
     @step
     def log_out() -> None:
