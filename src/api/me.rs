@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
 use super::security::BearerAuth;
-use super::{ApiTags, AppState};
-use crate::error::Error;
+use super::{ApiTags, AppState, Text};
+use crate::domain::Password;
+use crate::error::{Error, FieldError};
 use crate::problem_responses;
 use crate::storage::{Storage, UserRecord};
 
@@ -49,6 +51,61 @@ problem_responses! {
         /// Missing, invalid, expired or revoked access token.
         Unauthorized = 401,
     }
+}
+
+/// A password change.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct PasswordChange {
+    /// The account's password now.
+    #[oai(deserialize_with = "current_password_field", validator(max_length = 1024))]
+    pub current_password: Text,
+    /// 8 to 1024 characters, not a common or easily guessed password, and
+    /// not the current one.
+    #[oai(
+        deserialize_with = "new_password_field",
+        validator(min_length = 8, max_length = 1024)
+    )]
+    pub new_password: Text,
+}
+
+impl poem_openapi::types::Example for PasswordChange {
+    fn example() -> Self {
+        Self {
+            current_password: "plaid otter cathedral".into(),
+            new_password: "saffron kettle meridian".into(),
+        }
+    }
+}
+
+crate::field_parsers! {
+    current_password_field: Text => "current_password";
+    new_password_field: Text => "new_password";
+}
+
+#[derive(ApiResponse)]
+pub enum PasswordChangedResponse {
+    /// The password is changed and every other session has ended; this
+    /// one goes on.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+problem_responses! {
+    pub enum PasswordChangeError {
+        /// `current_password` is not the account's password, or
+        /// `new_password` breaks the password rules.
+        BadRequest = 400,
+        /// Missing, invalid, expired or revoked access token.
+        Unauthorized = 401,
+        /// The body is not `application/json`.
+        UnsupportedMediaType = 415,
+    }
+}
+
+/// A password from a request member, its errors named after that member.
+fn password_member(raw: String, field: &str) -> Result<Password, FieldError> {
+    Password::parse(raw).map_err(|e| FieldError::new(field, e.message))
 }
 
 #[derive(ApiResponse)]
@@ -91,5 +148,39 @@ impl MeApi {
     ) -> Result<SessionsEndedResponse, ProfileError> {
         state.auth.end_other_sessions(auth.0).await?;
         Ok(SessionsEndedResponse::NoContent)
+    }
+
+    /// Change your password
+    ///
+    /// Needs the current password. Every other session of your account
+    /// ends at once; this one goes on. A wrong current password counts
+    /// toward the account's login backoff, as a failed login from this
+    /// client would: while it backs off, the answer is 429 with
+    /// `Retry-After`.
+    #[oai(path = "/api/v1/me/password", method = "put", operation_id = "changePassword")]
+    async fn change_password(
+        &self,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: Json<PasswordChange>,
+    ) -> Result<PasswordChangedResponse, PasswordChangeError> {
+        let PasswordChange {
+            current_password,
+            new_password,
+        } = body.0;
+        let current = password_member(current_password.0, "current_password");
+        let new = password_member(new_password.0, "new_password");
+        let (current, new) = match (current, new) {
+            (Ok(current), Ok(new)) => (current, new),
+            (current, new) => {
+                return Err(
+                    Error::Validation([current.err(), new.err()].into_iter().flatten().collect()).into(),
+                );
+            }
+        };
+        let client = state.clients.client_key(req);
+        state.auth.change_password(auth.0, current, new, client).await?;
+        Ok(PasswordChangedResponse::NoContent)
     }
 }

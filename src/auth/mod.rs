@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::client::ClientKey;
 use crate::clock::Clock;
 use crate::domain::{Email, Password, Role, SessionId, UserId};
-use crate::error::Error;
+use crate::error::{Error, FieldError};
 use crate::storage::{
     CounterOf, Db, KnownClient, KnownKind, SessionCutoffs, SessionRecord, Storage, UserRecord,
 };
@@ -163,25 +163,9 @@ impl Auth {
                 cap: self.attempts.stored_ghosts(),
             }
         };
-        // Memory's counter if it has one; else the stored one, read
-        // outside the lock and offered again (taken only if memory still
-        // has none: checking first and admitting later would let an
-        // eviction in between restart the count at zero).
-        let admission = if let Ok(admission) = self.attempts.admit(key.clone(), now, || Err(NotInMemory)) {
-            admission
-        } else {
-            let stored = self.db.login_counter(&key, of).await?;
-            self.attempts
-                .admit(key, now, || Ok::<_, NotInMemory>(stored))
-                .unwrap_or(Admission::Wait(1))
-        };
-        let ticket = match admission {
-            Admission::Go(ticket) => ticket,
-            Admission::Wait(wait) => {
-                warn!(target: "audit", event = "login_backoff", retry_after = wait, known_client = class != ClientClass::Unknown);
-                return Err(Error::TooManyRequests { retry_after: wait });
-            }
-        };
+        let ticket = self
+            .admit_attempt(key, of, now, class != ClientClass::Unknown)
+            .await?;
         let verified = self
             .passwords
             .verify(password.clone(), user.as_ref().map(|u| u.password_hash.clone()))
@@ -232,6 +216,112 @@ impl Auth {
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = device.map(|d| d.token);
         Ok(pair)
+    }
+
+    /// Admits a password attempt on the counter `key`, or refuses it with
+    /// 429 while that counter backs off. The attempt counts as a failure
+    /// until the ticket says otherwise.
+    async fn admit_attempt(
+        &self,
+        key: String,
+        of: CounterOf,
+        now: OffsetDateTime,
+        known_client: bool,
+    ) -> Result<backoff::Ticket<'_>, Error> {
+        // Memory's counter if it has one; else the stored one, read
+        // outside the lock and offered again (taken only if memory still
+        // has none: checking first and admitting later would let an
+        // eviction in between restart the count at zero).
+        let admission = if let Ok(admission) = self.attempts.admit(key.clone(), now, || Err(NotInMemory)) {
+            admission
+        } else {
+            let stored = self.db.login_counter(&key, of).await?;
+            self.attempts
+                .admit(key, now, || Ok::<_, NotInMemory>(stored))
+                .unwrap_or(Admission::Wait(1))
+        };
+        match admission {
+            Admission::Go(ticket) => Ok(ticket),
+            Admission::Wait(wait) => {
+                warn!(target: "audit", event = "login_backoff", retry_after = wait, known_client);
+                Err(Error::TooManyRequests { retry_after: wait })
+            }
+        }
+    }
+
+    /// Changes the caller's password and ends every other session of the
+    /// account; the caller's own session goes on. The current password is
+    /// checked like a login from this client: a wrong one counts toward
+    /// the same failure counter, and a counter that backs off refuses with
+    /// 429. Returns how many sessions were ended.
+    pub async fn change_password(
+        &self,
+        caller: AuthUser,
+        current: Password,
+        new: Password,
+        client: Option<ClientKey>,
+    ) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let Some(user) = self.db.user(caller.user_id).await?.filter(|u| !u.disabled) else {
+            return Err(Error::Unauthorized);
+        };
+        let email =
+            Email::parse(&user.email).map_err(|_| Error::internal("a stored email does not parse"))?;
+        let known = self.db.known_clients(user.id).await?;
+        let class = ClientClass::of(&known, None, client);
+        let of = CounterOf::Account;
+        let ticket = self
+            .admit_attempt(class.counter_key(&email), of, now, class != ClientClass::Unknown)
+            .await?;
+        let same = current.expose() == new.expose();
+        let verified = match self
+            .passwords
+            .verify(current, Some(user.password_hash.clone()))
+            .await
+        {
+            Ok(verified) => verified,
+            Err(e) => {
+                ticket.released();
+                return Err(e);
+            }
+        };
+        if !verified.ok {
+            warn!(target: "audit", event = "password_change_refused", user_id = %user.id, session_id = %caller.session_id);
+            self.count_failure(ticket, of, now).await;
+            return Err(FieldError::new("current_password", "is not the account's password").into());
+        }
+        let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
+        ticket.succeeded();
+        if had_failures {
+            self.db.clear_failures(key).await?;
+        }
+        if same {
+            return Err(FieldError::new("new_password", "must differ from the current password").into());
+        }
+        let hash = self
+            .passwords
+            .hash_new(new, password::context_words(email.as_str()))
+            .await
+            .map_err(|e| match e {
+                // The strength rules speak of `password`; here it is the new one.
+                Error::Validation(errors) => Error::Validation(
+                    errors
+                        .into_iter()
+                        .map(|e| FieldError::new("new_password", e.message))
+                        .collect(),
+                ),
+                other => other,
+            })?;
+        let ended = self
+            .db
+            .change_password(user.id, hash, caller.session_id, now)
+            .await?
+            .ok_or(Error::Unauthorized)?;
+        for sid in &ended {
+            self.revoked.revoke(*sid, now);
+        }
+        info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended.len());
+        Ok(ended.len())
     }
 
     /// Stores the failure an admitted attempt already counted; logs when it

@@ -75,7 +75,7 @@ fn limiter(per_minute: u32) -> Option<Limiter> {
 fn is_credential_route(path: &str) -> bool {
     matches!(
         path,
-        "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh"
+        "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/me/password"
     )
 }
 
@@ -240,6 +240,10 @@ mod tests {
         assert!(
             l.check(ip, "/api/v1/notes").is_ok(),
             "the general quota is separate"
+        );
+        assert!(
+            l.check(ip, "/api/v1/me/password").is_err(),
+            "a password change checks a password: the same budget"
         );
         let other = l.key("192.0.2.2".parse().unwrap());
         assert!(l.check(other, "/api/v1/auth/login").is_ok(), "per address");

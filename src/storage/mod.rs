@@ -299,6 +299,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Replaces a user's password hash; `false` if there is no such user.
     fn set_password_hash(&self, id: UserId, hash: String) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Replaces the user's password hash and ends every other session of
+    /// the account (as [`Storage::end_other_sessions`]), in one
+    /// transaction; `None` if there is no such user. Never refused for
+    /// load.
+    fn change_password(
+        &self,
+        user: UserId,
+        hash: String,
+        keep: SessionId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
+
     // Sessions and known clients.
 
     /// Stores a new session and adds or refreshes `seen` in the account's

@@ -99,3 +99,123 @@ async fn ending_sessions_needs_a_valid_access_token() {
     )
     .await;
 }
+
+async fn change_password(app: &TestApp, access: &str, current: &str, new: &str) -> reqwest::Response {
+    app.request(Method::PUT, "/api/v1/me/password", Some(access))
+        .json(&serde_json::json!({ "current_password": current, "new_password": new }))
+        .send()
+        .await
+        .unwrap()
+}
+
+const NEW_PASSWORD: &str = "saffron kettle meridian";
+
+#[tokio::test]
+async fn a_password_change_ends_every_other_session_and_the_old_password() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let thief = another_session(&app, &owner.email, &owner.password).await;
+    let bystander = app.new_user().await;
+
+    let resp = change_password(&app, &owner.access, &owner.password, NEW_PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me(&thief.0).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "at once"
+    );
+    assert_eq!(app.refresh(&thief.1).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.me(&owner.access).await.status(),
+        StatusCode::OK,
+        "the caller's session goes on"
+    );
+    assert_eq!(app.me(&bystander.access).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&owner.email, &owner.password).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(&owner.email, NEW_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+
+    let app = app.restart().await;
+    assert_eq!(
+        app.refresh(&thief.1).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "after a restart"
+    );
+    assert_eq!(app.refresh(&owner.refresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.login(&owner.email, NEW_PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_current_password_changes_nothing_and_meets_the_backoff() {
+    let app = crate::helpers::spawn_app_with(&["--login-free-failures", "2"]).await;
+    let owner = app.new_user().await;
+    let other = another_session(&app, &owner.email, &owner.password).await;
+    let mut wrong = 0;
+    loop {
+        let resp = change_password(&app, &owner.access, "not the password", NEW_PASSWORD).await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        let problem = assert_problem(resp, StatusCode::BAD_REQUEST, "a wrong current password").await;
+        assert_eq!(crate::helpers::problem_fields(&problem), ["current_password"]);
+        wrong += 1;
+        assert!(wrong <= 3, "the account backs off after its free failures");
+    }
+    let resp = change_password(&app, &owner.access, &owner.password, NEW_PASSWORD).await;
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_problem(
+        resp,
+        StatusCode::TOO_MANY_REQUESTS,
+        "backing off, even with the right one",
+    )
+    .await;
+    assert_eq!(app.me(&other.0).await.status(), StatusCode::OK, "nothing ended");
+    app.advance_clock(std::time::Duration::from_secs(3600));
+    assert_eq!(
+        app.login(&owner.email, &owner.password).await.status(),
+        StatusCode::OK,
+        "the password is unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_new_password_must_be_strong_and_new() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    for (new, why) in [
+        ("password", "a common password"),
+        ("short", "too short"),
+        (owner.password.as_str(), "the same password"),
+    ] {
+        let problem = assert_problem(
+            change_password(&app, &owner.access, &owner.password, new).await,
+            StatusCode::BAD_REQUEST,
+            why,
+        )
+        .await;
+        assert_eq!(
+            crate::helpers::problem_fields(&problem),
+            ["new_password"],
+            "{why}"
+        );
+    }
+    let resp = app
+        .request(Method::PUT, "/api/v1/me/password", None)
+        .json(&serde_json::json!({ "current_password": owner.password, "new_password": NEW_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::UNAUTHORIZED, "no token").await;
+    assert_eq!(
+        app.login(&owner.email, &owner.password).await.status(),
+        StatusCode::OK
+    );
+}

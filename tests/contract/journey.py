@@ -57,7 +57,7 @@ def main() -> int:
     import attrs
     from notesd_client import AuthenticatedClient, Client, models
     from notesd_client.api.auth import list_keys, login, logout, signup
-    from notesd_client.api.me import end_other_sessions, get_me
+    from notesd_client.api.me import change_password, end_other_sessions, get_me
     from notesd_client.api.notes import (
         create_note,
         delete_note,
@@ -75,6 +75,7 @@ def main() -> int:
         NoteInput,
         NotePage,
         NotePatch,
+        PasswordChange,
         Problem,
         SignupBody,
         SignupRequest,
@@ -297,6 +298,25 @@ def main() -> int:
         )
         expect("GET /me with the signup session's token", get_me.sync_detailed(client=signup_session), 401, Problem)
         expect("GET /me with the caller's token", get_me.sync_detailed(client=state["client"]), 200, UserProfile)
+
+    @step
+    def new_password() -> None:
+        fresh = f"journey {secrets.token_hex(8)} heron compass"
+        body = PasswordChange(current_password=password, new_password=fresh)
+        expect("PUT /me/password", change_password.sync_detailed(client=state["client"], body=body), 204, None)
+        wrong = PasswordChange(current_password=password, new_password=f"{fresh} again")
+        expect(
+            "PUT /me/password with the old password",
+            change_password.sync_detailed(client=state["client"], body=wrong),
+            400,
+            Problem,
+        )
+        expect(
+            "POST /auth/login with the new password",
+            login.sync_detailed(client=anon, body=LoginRequest(email=email, password=fresh)),
+            200,
+            TokenPairBody,
+        )
 
     @step
     def log_out() -> None:

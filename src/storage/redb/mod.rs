@@ -214,6 +214,23 @@ impl Storage for RedbStorage {
             .await
     }
 
+    async fn change_password(
+        &self,
+        user: UserId,
+        hash: String,
+        keep: SessionId,
+        at: OffsetDateTime,
+    ) -> Result<Option<Vec<SessionId>>> {
+        self.writer
+            .write_unshed(move |txn| {
+                if !users::set_password_hash(txn, user, &hash)? {
+                    return Ok((None, false));
+                }
+                Ok((Some(sessions::end_others(txn, user, keep, at)?), true))
+            })
+            .await
+    }
+
     async fn create_session(&self, session: SessionRecord, seen: Vec<KnownClient>) -> Result<()> {
         self.writer
             .write(move |txn| {
