@@ -20,7 +20,7 @@ use crate::problem_responses;
 pub struct AuthApi;
 
 /// Credentials for signup.
-#[derive(Debug, Object)]
+#[derive(Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct SignupRequest {
     /// Email address (`idn-email`, but for quoted local parts and address
@@ -39,6 +39,13 @@ pub struct SignupRequest {
     pub password: Text,
 }
 
+/// Never shows the password.
+impl std::fmt::Debug for SignupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignupRequest").finish_non_exhaustive()
+    }
+}
+
 impl poem_openapi::types::Example for SignupRequest {
     fn example() -> Self {
         Self {
@@ -49,7 +56,7 @@ impl poem_openapi::types::Example for SignupRequest {
 }
 
 /// Credentials for login.
-#[derive(Debug, Object)]
+#[derive(Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct LoginRequest {
     /// Email address of the account.
@@ -67,6 +74,13 @@ pub struct LoginRequest {
         skip_serializing_if_is_none
     )]
     pub device_token: Option<Text>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest").finish_non_exhaustive()
+    }
 }
 
 impl poem_openapi::types::Example for LoginRequest {

@@ -54,7 +54,7 @@ problem_responses! {
 }
 
 /// A password change.
-#[derive(Debug, Object)]
+#[derive(Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct PasswordChange {
     /// The account's password now.
@@ -67,6 +67,13 @@ pub struct PasswordChange {
         validator(min_length = 8, max_length = 1024)
     )]
     pub new_password: Text,
+}
+
+/// Never shows the passwords.
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChange").finish_non_exhaustive()
+    }
 }
 
 impl poem_openapi::types::Example for PasswordChange {
@@ -182,5 +189,25 @@ impl MeApi {
         let client = state.clients.client_key(req);
         state.auth.change_password(auth.0, current, new, client).await?;
         Ok(PasswordChangedResponse::NoContent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::auth::{LoginRequest, SignupRequest};
+
+    #[test]
+    fn request_bodies_with_passwords_never_print_them() {
+        use poem_openapi::types::Example;
+        let secret = "plaid otter cathedral";
+        let printed = [
+            format!("{:?}", PasswordChange::example()),
+            format!("{:?}", LoginRequest::example()),
+            format!("{:?}", SignupRequest::example()),
+        ];
+        for line in printed {
+            assert!(!line.contains(secret) && !line.contains("saffron"), "{line}");
+        }
     }
 }

@@ -314,7 +314,7 @@ impl Auth {
             })?;
         let ended = self
             .db
-            .change_password(user.id, hash, caller.session_id, now)
+            .change_password(user.id, user.password_hash.clone(), hash, caller.session_id, now)
             .await?
             .ok_or(Error::Unauthorized)?;
         for sid in &ended {
@@ -418,7 +418,8 @@ impl Auth {
         let ended = self
             .db
             .end_other_sessions(caller.user_id, caller.session_id, now)
-            .await?;
+            .await?
+            .ok_or(Error::Unauthorized)?;
         for sid in &ended {
             self.revoked.revoke(*sid, now);
         }

@@ -301,11 +301,17 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replaces the user's password hash and ends every other session of
     /// the account (as [`Storage::end_other_sessions`]), in one
-    /// transaction; `None` if there is no such user. Never refused for
-    /// load.
+    /// transaction; `None` (nothing changed) if there is no such user or
+    /// `keep` is no longer a live session of it: of two sessions changing
+    /// the password at once, the one whose session the other ended fails.
+    /// Never refused for load.
+    /// Compare-and-set on the hash as well: nothing changes unless the
+    /// stored hash is still `verified`, the one the current password was
+    /// checked against.
     fn change_password(
         &self,
         user: UserId,
+        verified: String,
         hash: String,
         keep: SessionId,
         at: OffsetDateTime,
@@ -344,16 +350,18 @@ pub trait Storage: Send + Sync + 'static {
     fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> impl Future<Output = Result<bool>> + Send;
 
     /// Ends every session of `user` but `keep` that is not ended yet, at
-    /// `at`, in one transaction; returns the ids it ended. Never refused
-    /// for load (a user ending a thief's sessions must not get a 503). A
-    /// server database: one `UPDATE … WHERE user_id = $1 AND id <> $2 AND
-    /// revoked_at IS NULL RETURNING id`.
+    /// `at`, in one transaction; returns the ids it ended, or `None` (and
+    /// changes nothing) if `keep` is not a live session of `user` when the
+    /// transaction runs. Never refused for load (a user ending a thief's
+    /// sessions must not get a 503). A server database: the check of
+    /// `keep` with `SELECT … FOR UPDATE`, then one `UPDATE … WHERE user_id
+    /// = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id`.
     fn end_other_sessions(
         &self,
         user: UserId,
         keep: SessionId,
         at: OffsetDateTime,
-    ) -> impl Future<Output = Result<Vec<SessionId>>> + Send;
+    ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
 
     /// Sessions stored, live and ended ones not yet purged.
     fn session_count(&self) -> impl Future<Output = Result<u64>> + Send;

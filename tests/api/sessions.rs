@@ -219,3 +219,35 @@ async fn a_new_password_must_be_strong_and_new() {
         StatusCode::OK
     );
 }
+
+/// Two sessions changing the password at once: one wins and ends the
+/// other, whose change then fails; exactly one new password works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_password_changes_exactly_one_wins() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let second = another_session(&app, &owner.email, &owner.password).await;
+    let candidates = ["saffron kettle meridian", "copper lantern tundra"];
+    let (a, b) = tokio::join!(
+        change_password(&app, &owner.access, &owner.password, candidates[0]),
+        change_password(&app, &second.0, &owner.password, candidates[1]),
+    );
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::NO_CONTENT, StatusCode::UNAUTHORIZED]);
+    let winner = usize::from(b.status() == StatusCode::NO_CONTENT);
+    let tokens = [&owner.access, &second.0];
+    assert_eq!(app.me(tokens[winner]).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.me(tokens[1 - winner]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login(&owner.email, candidates[winner]).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.login(&owner.email, candidates[1 - winner]).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

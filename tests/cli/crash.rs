@@ -156,7 +156,12 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         .enable_all()
         .build()
         .unwrap();
-    let client = reqwest::Client::new();
+    // A request the kill leaves without an answer fails (and is in doubt)
+    // instead of waiting for ever.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut token = None;
     let mut previous: Vec<Ledger> = Vec::new();
     let mut total = 0;
@@ -210,7 +215,12 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
             server.child.kill().unwrap();
             let mut ledgers = Vec::new();
             for w in writers {
-                ledgers.push(w.await.unwrap());
+                let ledger = tokio::time::timeout(Duration::from_secs(60), w).await;
+                ledgers.push(
+                    ledger
+                        .expect("a writer stopped within a minute of the kill")
+                        .unwrap(),
+                );
             }
             ledgers
         });

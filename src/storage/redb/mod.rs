@@ -217,13 +217,18 @@ impl Storage for RedbStorage {
     async fn change_password(
         &self,
         user: UserId,
+        verified: String,
         hash: String,
         keep: SessionId,
         at: OffsetDateTime,
     ) -> Result<Option<Vec<SessionId>>> {
         self.writer
             .write_unshed(move |txn| {
-                if !users::set_password_hash(txn, user, &hash)? {
+                // Checked in the transaction: of two sessions changing the
+                // password at once, the second finds itself ended.
+                if !sessions::is_live(txn, user, keep)?
+                    || !users::replace_password_hash(txn, user, &verified, &hash)?
+                {
                     return Ok((None, false));
                 }
                 Ok((Some(sessions::end_others(txn, user, keep, at)?), true))
@@ -262,12 +267,15 @@ impl Storage for RedbStorage {
         user: UserId,
         keep: SessionId,
         at: OffsetDateTime,
-    ) -> Result<Vec<SessionId>> {
+    ) -> Result<Option<Vec<SessionId>>> {
         self.writer
             .write_unshed(move |txn| {
+                if !sessions::is_live(txn, user, keep)? {
+                    return Ok((None, false));
+                }
                 let ended = sessions::end_others(txn, user, keep, at)?;
                 let wrote = !ended.is_empty();
-                Ok((ended, wrote))
+                Ok((Some(ended), wrote))
             })
             .await
     }

@@ -51,6 +51,13 @@ pub fn revoke(txn: &WriteTransaction, id: SessionId, at: OffsetDateTime) -> Resu
     Ok(true)
 }
 
+/// Whether `id` is a session of `user` that has not ended.
+pub fn is_live(txn: &WriteTransaction, user: UserId, id: SessionId) -> Result<bool> {
+    let sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let row: Option<SessionRow> = get_row(&sessions, id.as_u128())?;
+    Ok(row.is_some_and(|row| row.user_id == user.as_u128() && row.revoked_at.is_none()))
+}
+
 /// Ends the user's sessions other than `keep` that are still live.
 pub fn end_others(
     txn: &WriteTransaction,

@@ -567,7 +567,11 @@ async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
         store.create_session(s.clone(), Vec::new()).await.unwrap();
     }
     let now = OffsetDateTime::now_utc();
-    let mut ended = store.end_other_sessions(owner, keep.id, now).await.unwrap();
+    let mut ended = store
+        .end_other_sessions(owner, keep.id, now)
+        .await
+        .unwrap()
+        .unwrap();
     ended.sort();
     let mut expected: Vec<SessionId> = live.iter().map(|s| s.id).collect();
     expected.sort();
@@ -580,11 +584,36 @@ async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
         store.session(bystander.id).await.unwrap().unwrap().revoked_at,
         None
     );
+    assert_eq!(
+        store.end_other_sessions(owner, keep.id, now).await.unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        store.end_other_sessions(owner, live[0].id, now).await.unwrap(),
+        None,
+        "from an ended session: nothing"
+    );
+    assert_eq!(
+        store.end_other_sessions(other, keep.id, now).await.unwrap(),
+        None,
+        "with another account's session: nothing"
+    );
+    assert_eq!(
+        store.session(bystander.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
     assert!(
         store
-            .end_other_sessions(owner, keep.id, now)
+            .change_password(
+                owner,
+                "$argon2id$stub".into(),
+                "$argon2id$new".into(),
+                live[1].id,
+                now
+            )
             .await
             .unwrap()
-            .is_empty()
+            .is_none(),
+        "a password change from an ended session changes nothing"
     );
 }

@@ -47,6 +47,17 @@ pub fn set_password_hash(txn: &WriteTransaction, id: UserId, hash: &str) -> Resu
     Ok(true)
 }
 
+/// Replaces the hash only if it is still `expected`.
+pub fn replace_password_hash(txn: &WriteTransaction, id: UserId, expected: &str, hash: &str) -> Result<bool> {
+    let users = txn.open_table(USER_TO_RECORD)?;
+    let current: Option<UserRow> = get_row(&users, id.as_u128())?;
+    drop(users);
+    if current.is_none_or(|user| user.password_hash != expected) {
+        return Ok(false);
+    }
+    set_password_hash(txn, id, hash)
+}
+
 /// Schema 1 → 2: emails were only lower-cased; re-key them to the NFKC +
 /// case-folded form [`crate::domain::Email`] now gives, so accounts stay
 /// reachable. Two accounts whose emails now fold to one keep their old
