@@ -156,10 +156,12 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
         .enable_all()
         .build()
         .unwrap();
-    // A request the kill leaves without an answer fails (and is in doubt)
-    // instead of waiting for ever.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+    let client = reqwest::Client::new();
+    // The writers' requests: one the kill leaves without an answer fails
+    // (and is in doubt) instead of waiting for ever. Generous, for a
+    // loaded CI machine.
+    let writing_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     let mut token = None;
@@ -196,7 +198,7 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
             let writers: Vec<_> = (0..WRITERS)
                 .map(|w| {
                     tokio::spawn(write(
-                        client.clone(),
+                        writing_client.clone(),
                         base.clone(),
                         token.clone(),
                         w,
@@ -215,7 +217,7 @@ fn kill_9_during_concurrent_writes_loses_no_acknowledged_write() {
             server.child.kill().unwrap();
             let mut ledgers = Vec::new();
             for w in writers {
-                let ledger = tokio::time::timeout(Duration::from_secs(60), w).await;
+                let ledger = tokio::time::timeout(Duration::from_secs(90), w).await;
                 ledgers.push(
                     ledger
                         .expect("a writer stopped within a minute of the kill")
