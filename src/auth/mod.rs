@@ -315,12 +315,19 @@ impl Auth {
         let ended = self
             .db
             .change_password(user.id, user.password_hash.clone(), hash, caller.session_id, now)
-            .await?
-            .ok_or(Error::Unauthorized)?;
+            .await?;
+        let ended = self.refuse_ended(ended, now)?;
+        info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended);
+        Ok(ended)
+    }
+
+    /// Refuses at once the tokens of the sessions a change ended; `None`
+    /// (the caller's own session had ended first) is `Unauthorized`.
+    fn refuse_ended(&self, ended: Option<Vec<SessionId>>, now: OffsetDateTime) -> Result<usize, Error> {
+        let ended = ended.ok_or(Error::Unauthorized)?;
         for sid in &ended {
             self.revoked.revoke(*sid, now);
         }
-        info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended.len());
         Ok(ended.len())
     }
 
@@ -418,13 +425,10 @@ impl Auth {
         let ended = self
             .db
             .end_other_sessions(caller.user_id, caller.session_id, now)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        for sid in &ended {
-            self.revoked.revoke(*sid, now);
-        }
-        info!(target: "audit", event = "sessions_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended = ended.len());
-        Ok(ended.len())
+            .await?;
+        let ended = self.refuse_ended(ended, now)?;
+        info!(target: "audit", event = "sessions_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended);
+        Ok(ended)
     }
 
     /// Resolves a bearer token to its caller, or `None` for any failure
