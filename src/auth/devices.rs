@@ -11,7 +11,6 @@ use blake2::{Blake2b, Digest, digest::consts::U32};
 use subtle::ConstantTimeEq;
 
 use crate::client::ClientKey;
-use crate::domain::Email;
 use crate::storage::{KnownClient, KnownKind};
 
 const PREFIX: &str = "ndv_";
@@ -75,11 +74,12 @@ impl ClientClass {
         ClientClass::Unknown
     }
 
-    /// The key of this class's failure counter for `email`. Emails hold no
-    /// control characters, so the separator cannot be forged.
-    pub fn counter_key(&self, email: &Email) -> String {
+    /// The key of this class's failure counter for `email`, a normalised
+    /// email (as [`crate::domain::Email`] gives it, or as stored with an account). Emails
+    /// hold no control characters, so the separator cannot be forged.
+    pub fn counter_key(&self, email: &str) -> String {
         match self {
-            ClientClass::Unknown => email.as_str().to_owned(),
+            ClientClass::Unknown => email.to_owned(),
             ClientClass::Device(hash) => {
                 let short = Base64UrlUnpadded::encode_string(&hash[..12]);
                 format!("{email}\n#device:{short}")
@@ -92,6 +92,7 @@ impl ClientClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Email;
 
     #[test]
     fn device_tokens_round_trip_and_classify_only_for_their_account() {
@@ -125,8 +126,8 @@ mod tests {
         );
         let email = Email::parse("a@x.org").unwrap();
         assert_ne!(
-            ClientClass::Device(device.hash).counter_key(&email),
-            ClientClass::Unknown.counter_key(&email)
+            ClientClass::Device(device.hash).counter_key(email.as_str()),
+            ClientClass::Unknown.counter_key(email.as_str())
         );
     }
 }

@@ -155,7 +155,7 @@ impl Auth {
         };
         let presented = device_token.as_deref().and_then(devices::parse_device_token);
         let class = ClientClass::of(&known, presented, client);
-        let key = class.counter_key(&email);
+        let key = class.counter_key(email.as_str());
         let of = if user.is_some() {
             CounterOf::Account
         } else {
@@ -265,13 +265,16 @@ impl Auth {
         let Some(user) = self.db.user(caller.user_id).await?.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
-        let email =
-            Email::parse(&user.email).map_err(|_| Error::internal("a stored email does not parse"))?;
         let known = self.db.known_clients(user.id).await?;
         let class = ClientClass::of(&known, None, client);
         let of = CounterOf::Account;
         let ticket = self
-            .admit_attempt(class.counter_key(&email), of, now, class != ClientClass::Unknown)
+            .admit_attempt(
+                class.counter_key(&user.email),
+                of,
+                now,
+                class != ClientClass::Unknown,
+            )
             .await?;
         let same = current.expose() == new.expose();
         let verified = match self
@@ -300,7 +303,7 @@ impl Auth {
         }
         let hash = self
             .passwords
-            .hash_new(new, password::context_words(email.as_str()))
+            .hash_new(new, password::context_words(&user.email))
             .await
             .map_err(|e| match e {
                 // The strength rules speak of `password`; here it is the new one.

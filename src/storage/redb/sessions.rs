@@ -140,9 +140,9 @@ pub fn remove_dead(txn: &WriteTransaction, ids: &[u128], cutoffs: &SessionCutoff
     let mut removed = 0;
     for &sid in ids {
         let current: Option<SessionRow> = get_row(&sessions, sid)?;
-        if let Some(row) = current.filter(|row| cutoffs.is_dead(&SessionRecord::from(row.clone()))) {
+        if let Some(session) = current.map(SessionRecord::from).filter(|s| cutoffs.is_dead(s)) {
             sessions.remove(sid)?;
-            by_user.remove((row.user_id, sid))?;
+            by_user.remove((session.user_id.as_u128(), sid))?;
             removed += 1;
         }
     }
