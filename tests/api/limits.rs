@@ -196,15 +196,23 @@ async fn a_write_flood_past_the_queue_gets_503_and_writes_nothing() {
     );
 }
 
-/// Ending a session is never shed: logouts during a write flood past the
-/// queue all take effect, in memory and on disk.
+/// Ending a session is never shed: logouts, and ends of the other
+/// sessions, during a write flood past the queue all take effect, in
+/// memory and on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logouts_during_a_write_flood_are_not_shed() {
+async fn session_endings_during_a_write_flood_are_not_shed() {
     let app = spawn_app_with(&["--write-queue", "1", "--max-connections-per-client", "0"]).await;
     let flooder = app.new_user().await;
     let mut users = Vec::new();
-    for _ in 0..8 {
-        users.push(app.new_user().await);
+    // Half log out; the other half end their first session from a second.
+    let mut second_sessions = Vec::new();
+    for i in 0..8 {
+        let user = app.new_user().await;
+        if i % 2 == 1 {
+            let pair: serde_json::Value = app.login(&user.email, &user.password).await.json().await.unwrap();
+            second_sessions.push(pair["access_token"].as_str().unwrap().to_owned());
+        }
+        users.push(user);
     }
     let mut flood = tokio::task::JoinSet::new();
     for i in 0..256 {
@@ -214,8 +222,16 @@ async fn logouts_during_a_write_flood_are_not_shed() {
         flood.spawn(async move { req.send().await.unwrap().status() });
     }
     let mut logouts = tokio::task::JoinSet::new();
-    for user in &users {
-        let req = app.request(Method::POST, "/api/v1/auth/logout", Some(&user.access));
+    for (i, user) in users.iter().enumerate() {
+        let req = if i % 2 == 0 {
+            app.request(Method::POST, "/api/v1/auth/logout", Some(&user.access))
+        } else {
+            app.request(
+                Method::DELETE,
+                "/api/v1/me/sessions",
+                Some(&second_sessions[i / 2]),
+            )
+        };
         logouts.spawn(async move { req.send().await.unwrap().status() });
     }
     while let Some(status) = logouts.join_next().await {
