@@ -59,6 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             created_at: now,
             last_refreshed_at: now,
             revoked_at: None,
+            client: None,
+            user_agent: None,
         };
         store.create_account(user.clone(), session, Vec::new()).await?;
         // Batches of about 64 MiB of content, so large notes do not all sit

@@ -37,6 +37,18 @@ impl ClientKey {
     }
 }
 
+impl ClientKey {
+    /// The network the client is in, coarsely: its IPv4 /24 or IPv6 /48,
+    /// as `192.0.2.0/24`. Enough for a person to recognise where a login
+    /// came from, without keeping the address.
+    pub fn coarse(self) -> String {
+        match self {
+            ClientKey::V4(a) => format!("{}/24", Ipv4Addr::from(a & 0xFFFF_FF00)),
+            ClientKey::V6(a) => format!("{}/48", Ipv6Addr::from(a & (u128::MAX << 80))),
+        }
+    }
+}
+
 impl fmt::Display for ClientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -181,6 +193,14 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_coarse_address_keeps_only_the_network() {
+        let keys = ClientKeys::new(128);
+        assert_eq!(keys.key(ip("192.0.2.77")).coarse(), "192.0.2.0/24");
+        assert_eq!(keys.key(ip("::ffff:192.0.2.77")).coarse(), "192.0.2.0/24");
+        assert_eq!(keys.key(ip("2001:db8:aa:bb:cc::1")).coarse(), "2001:db8:aa::/48");
     }
 
     #[test]

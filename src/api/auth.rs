@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::me::UserProfile;
 use super::security::BearerAuth;
 use super::{ApiTags, AppState, Text};
-use crate::auth::{LoginAttempt, TokenPair};
+use crate::auth::{LoginAttempt, Origin, TokenPair};
 use crate::domain::{Email, Password};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
@@ -243,6 +243,20 @@ problem_responses! {
     pub enum NoError {}
 }
 
+/// The request's `User-Agent`, if it is text.
+fn user_agent(req: &Request) -> Option<String> {
+    let value = req.headers().get(poem::http::header::USER_AGENT)?;
+    value.to_str().ok().map(str::to_owned)
+}
+
+/// Where a session opened by this request comes from.
+fn origin(state: &AppState, req: &Request) -> Origin {
+    Origin {
+        client: state.clients.client_key(req),
+        user_agent: user_agent(req),
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/auth", tag = "ApiTags::Auth")]
 impl AuthApi {
     /// Create an account
@@ -258,8 +272,7 @@ impl AuthApi {
     ) -> Result<SignupResponse, SignupError> {
         let SignupRequest { email, password } = body.0;
         let (email, password) = parse_credentials(&email.0, password.0)?;
-        let client = state.clients.client_key(req);
-        let (user, pair) = state.auth.signup(email, password, client).await?;
+        let (user, pair) = state.auth.signup(email, password, origin(&state, req)).await?;
         state.auth.events.record(AuthEvent::Signup);
         Ok(SignupResponse::Created(Json(SignupBody {
             user: UserProfile::from(&user),
@@ -298,6 +311,7 @@ impl AuthApi {
                 password,
                 device_token: device_token.map(|t| t.0),
                 client: state.clients.client_key(req),
+                user_agent: user_agent(req),
             })
             .await;
         let event = match &outcome {

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use poem::Request;
 use poem::web::Data;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
 use super::security::BearerAuth;
+use super::text::CanonicalId;
 use super::{ApiTags, AppState, Text};
-use crate::domain::Password;
+use crate::domain::{Password, SessionId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
 use crate::storage::{Storage, UserRecord};
@@ -115,6 +117,73 @@ fn password_member(raw: String, field: &str) -> Result<Password, FieldError> {
     Password::parse(raw).map_err(|e| FieldError::new(field, e.message))
 }
 
+/// A live session of your account.
+#[derive(Debug, Object)]
+pub struct SessionInfo {
+    pub id: uuid::Uuid,
+    /// When the login that opened it happened.
+    pub created_at: OffsetDateTime,
+    /// Its last login or token refresh (access tokens are not tracked, so
+    /// it may have been used up to one access-token life after this).
+    pub last_used_at: OffsetDateTime,
+    /// The network the login came from: an IPv4 /24 or an IPv6 /48.
+    #[oai(skip_serializing_if_is_none)]
+    pub client_network: Option<String>,
+    /// The `User-Agent` of the login, shortened.
+    #[oai(skip_serializing_if_is_none)]
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the access token that asked.
+    pub current: bool,
+}
+
+/// One page of sessions, newest first.
+#[derive(Debug, Object)]
+pub struct SessionPage {
+    pub items: Vec<SessionInfo>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum SessionPageResponse {
+    /// Your live sessions.
+    #[oai(status = 200)]
+    Ok(Json<SessionPage>),
+}
+
+problem_responses! {
+    pub enum SessionListError {
+        /// A query parameter is invalid.
+        BadRequest = 400,
+        /// Missing, invalid, expired or revoked access token.
+        Unauthorized = 401,
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum SessionEndedResponse {
+    /// The session has ended: its refresh token and access tokens no
+    /// longer work.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+problem_responses! {
+    pub enum SessionEndError {
+        /// The id is not a UUID.
+        BadRequest = 400,
+        /// Missing, invalid, expired or revoked access token.
+        Unauthorized = 401,
+        /// Your account has no live session with this id.
+        NotFound = 404,
+    }
+}
+
+fn default_session_limit() -> u32 {
+    50
+}
+
 #[derive(ApiResponse)]
 pub enum SessionsEndedResponse {
     /// Every other session has ended; this one goes on.
@@ -136,6 +205,73 @@ impl MeApi {
         // A valid token for a deleted account: treat like a bad token.
         let user = user.ok_or(Error::Unauthorized)?;
         Ok(ProfileResponse::Ok(Json(UserProfile::from(&user))))
+    }
+
+    /// Your sessions
+    ///
+    /// Every live session of your account, newest first, with where and
+    /// from what it logged in; `current` marks the one asking.
+    #[oai(path = "/api/v1/me/sessions", method = "get", operation_id = "listSessions")]
+    async fn sessions(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_session_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<u32>,
+        /// `next_cursor` from the previous page.
+        #[oai(validator(max_length = 64))]
+        cursor: Query<Option<String>>,
+    ) -> Result<SessionPageResponse, SessionListError> {
+        let after = match cursor.0 {
+            Some(c) => Some(SessionId(
+                CanonicalId::parse(&c)
+                    .ok_or_else(|| Error::from(FieldError::new("cursor", "is not a cursor from this API")))?
+                    .0,
+            )),
+            None => None,
+        };
+        let caller = auth.0;
+        let (sessions, next) = state.auth.sessions_of(caller, after, limit.0 as usize).await?;
+        let items = sessions
+            .into_iter()
+            .map(|s| SessionInfo {
+                id: s.id.0,
+                created_at: s.created_at,
+                last_used_at: s.last_refreshed_at,
+                client_network: s.client,
+                user_agent: s.user_agent,
+                current: s.id == caller.session_id,
+            })
+            .collect();
+        Ok(SessionPageResponse::Ok(Json(SessionPage {
+            items,
+            next_cursor: next.map(|id| id.to_string()),
+        })))
+    }
+
+    /// End one session
+    ///
+    /// Its refresh token and access tokens stop working at once. Ending
+    /// the session of this access token is a logout.
+    #[oai(
+        path = "/api/v1/me/sessions/:id",
+        method = "delete",
+        operation_id = "endSession"
+    )]
+    async fn end_session(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// The session's id.
+        #[oai(name = "id")]
+        id: Path<CanonicalId>,
+    ) -> Result<SessionEndedResponse, SessionEndError> {
+        state.auth.end_session(auth.0, SessionId(id.0.0)).await?;
+        Ok(SessionEndedResponse::NoContent)
     }
 
     /// End your other sessions

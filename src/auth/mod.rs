@@ -42,6 +42,30 @@ pub struct LoginAttempt {
     pub device_token: Option<String>,
     /// The client's address, as far as it can be trusted.
     pub client: Option<ClientKey>,
+    /// The client's `User-Agent`, if it sent one.
+    pub user_agent: Option<String>,
+}
+
+/// Where a new session comes from, as its owner will see it listed.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub client: Option<ClientKey>,
+    pub user_agent: Option<String>,
+}
+
+/// Longest `User-Agent` kept with a session, in characters.
+const USER_AGENT_MAX: usize = 200;
+
+/// A `User-Agent` as it is kept: control characters dropped, at most
+/// [`USER_AGENT_MAX`] characters; `None` if nothing is left.
+pub fn clean_user_agent(raw: &str) -> Option<String> {
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_MAX)
+        .collect();
+    let cleaned = cleaned.trim();
+    (!cleaned.is_empty()).then(|| cleaned.to_owned())
 }
 
 /// The known clients a successful login adds or refreshes; `proven`: the
@@ -101,8 +125,9 @@ impl Auth {
         &self,
         email: Email,
         password: Password,
-        client: Option<ClientKey>,
+        origin: Origin,
     ) -> Result<(UserRecord, TokenPair), Error> {
+        let client = origin.client;
         let hash = self
             .passwords
             .hash_new(password, password::context_words(email.as_str()))
@@ -116,7 +141,7 @@ impl Auth {
             disabled: false,
             created_at: now,
         };
-        let (session, refresh) = Self::new_session(user.id, now)?;
+        let (session, refresh) = Self::new_session(user.id, now, origin)?;
         let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
         let seen = seen_clients(Some(device.hash), false, client, now);
         let created = self
@@ -146,6 +171,7 @@ impl Auth {
             password,
             device_token,
             client,
+            user_agent,
         } = attempt;
         let now = self.clock.now();
         let user = self.db.user_by_email(email.as_str()).await?;
@@ -199,7 +225,7 @@ impl Auth {
             self.upgrade_hash(user.id, password).await;
         }
         let now = self.clock.now();
-        let (session, refresh) = Self::new_session(user.id, now)?;
+        let (session, refresh) = Self::new_session(user.id, now, Origin { client, user_agent })?;
         // A device that showed a token of this account keeps it; any other
         // gets a new one.
         let device = match class {
@@ -415,9 +441,46 @@ impl Auth {
         let now = self.clock.now();
         self.revoked.revoke(caller.session_id, now);
         let sid = caller.session_id;
-        self.db.revoke_session(sid, now).await?;
+        self.db.revoke_session(caller.user_id, sid, now).await?;
         info!(target: "audit", event = "logout", user_id = %caller.user_id, session_id = %sid);
         Ok(())
+    }
+
+    /// Ends one session of the caller's account (the caller's own too);
+    /// `NotFound` if the account has no live session with that id.
+    pub async fn end_session(&self, caller: AuthUser, sid: SessionId) -> Result<(), Error> {
+        let now = self.clock.now();
+        if !self.db.revoke_session(caller.user_id, sid, now).await? {
+            return Err(Error::NotFound);
+        }
+        self.revoked.revoke(sid, now);
+        info!(target: "audit", event = "session_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended_session = %sid);
+        Ok(())
+    }
+
+    /// A page of the caller's live sessions, newest first.
+    pub async fn sessions_of(
+        &self,
+        caller: AuthUser,
+        after: Option<SessionId>,
+        limit: usize,
+    ) -> Result<(Vec<SessionRecord>, Option<SessionId>), Error> {
+        let cutoffs = self.live_cutoffs(self.clock.now());
+        Ok(self.db.sessions_of(caller.user_id, after, limit, cutoffs).await?)
+    }
+
+    /// What ends a session by age at `now`; revoked ones end for good
+    /// once their access tokens have expired.
+    fn live_cutoffs(&self, now: OffsetDateTime) -> SessionCutoffs {
+        let token_life: Duration = self.tokens.ttl();
+        // An expired session's access tokens have expired too: they never
+        // outlive the absolute limit, and settings keep the idle limit
+        // longer than the token life.
+        SessionCutoffs {
+            revoked_before: now - token_life - Duration::from_secs(60),
+            refreshed_before: now - self.limits.idle,
+            created_before: now - self.limits.absolute,
+        }
     }
 
     /// Ends every session of the caller's account but the caller's own:
@@ -457,7 +520,11 @@ impl Auth {
         })
     }
 
-    fn new_session(user: UserId, now: OffsetDateTime) -> Result<(SessionRecord, String), Error> {
+    fn new_session(
+        user: UserId,
+        now: OffsetDateTime,
+        origin: Origin,
+    ) -> Result<(SessionRecord, String), Error> {
         let sid = SessionId::generate();
         let refresh = sessions::new_refresh_token(sid).map_err(|e| Error::internal(e.to_string()))?;
         let record = SessionRecord {
@@ -468,6 +535,8 @@ impl Auth {
             created_at: now,
             last_refreshed_at: now,
             revoked_at: None,
+            client: origin.client.map(ClientKey::coarse),
+            user_agent: origin.user_agent.as_deref().and_then(clean_user_agent),
         };
         Ok((record, refresh.token))
     }
@@ -502,16 +571,7 @@ impl Auth {
     /// Deletes sessions nobody can use any more. Revoked ones are kept for
     /// one access-token life so a restart still refuses their tokens.
     pub async fn purge_dead_sessions(&self) -> Result<usize, Error> {
-        let now = self.clock.now();
-        let token_life: Duration = self.tokens.ttl();
-        // An expired session's access tokens have expired too: they never
-        // outlive the absolute limit, and settings keep the idle limit
-        // longer than the token life.
-        let cutoffs = SessionCutoffs {
-            revoked_before: now - token_life - Duration::from_secs(60),
-            refreshed_before: now - self.limits.idle,
-            created_before: now - self.limits.absolute,
-        };
+        let cutoffs = self.live_cutoffs(self.clock.now());
         Ok(self.db.purge_sessions(cutoffs).await?)
     }
 

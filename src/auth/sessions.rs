@@ -254,6 +254,8 @@ mod tests {
             created_at: now,
             last_refreshed_at: now,
             revoked_at: None,
+            client: None,
+            user_agent: None,
         }
     }
 

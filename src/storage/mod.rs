@@ -55,6 +55,12 @@ pub struct SessionRecord {
     pub created_at: OffsetDateTime,
     pub last_refreshed_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
+    /// Where the login that opened it came from, coarsely (an IPv4 /24 or
+    /// an IPv6 /48, see [`crate::client::ClientKey::coarse`]), for the
+    /// account's owner to recognise it.
+    pub client: Option<String>,
+    /// The `User-Agent` of that login, cleaned and shortened.
+    pub user_agent: Option<String>,
 }
 
 /// When sessions can no longer be used, for [`Storage::purge_sessions`].
@@ -344,10 +350,16 @@ pub trait Storage: Send + Sync + 'static {
         next: SessionRecord,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Marks a session revoked at `at` unless it already is; `false` if it
-    /// does not exist or was revoked before. Never refused for load: a
-    /// logout under a write flood must still end the session.
-    fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> impl Future<Output = Result<bool>> + Send;
+    /// Marks a session of `user` revoked at `at` unless it already is;
+    /// `false` if `user` has no such session or it was revoked before (a
+    /// session of another account is left alone). Never refused for load:
+    /// a logout under a write flood must still end the session.
+    fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Ends every session of `user` but `keep` that is not ended yet, at
     /// `at`, in one transaction; returns the ids it ended, or `None` (and
@@ -362,6 +374,17 @@ pub trait Storage: Send + Sync + 'static {
         keep: SessionId,
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
+
+    /// The live sessions of `user` (not ended, not dead by `cutoffs`),
+    /// newest first, `limit` at most, after `after` (exclusive); and the
+    /// cursor of the next page.
+    fn sessions_of(
+        &self,
+        user: UserId,
+        after: Option<SessionId>,
+        limit: usize,
+        cutoffs: SessionCutoffs,
+    ) -> impl Future<Output = Result<(Vec<SessionRecord>, Option<SessionId>)>> + Send;
 
     /// Sessions stored, live and ended ones not yet purged.
     fn session_count(&self) -> impl Future<Output = Result<u64>> + Send;

@@ -251,3 +251,163 @@ async fn of_two_concurrent_password_changes_exactly_one_wins() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+async fn list_sessions(app: &TestApp, access: &str, query: &str) -> Value {
+    let resp = app
+        .request(Method::GET, &format!("/api/v1/me/sessions{query}"), Some(access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+async fn end_session(app: &TestApp, access: &str, id: &str) -> reqwest::Response {
+    app.request(Method::DELETE, &format!("/api/v1/me/sessions/{id}"), Some(access))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The `sid` claim of an access token, read from its (unverified) payload.
+fn session_id(access: &str) -> String {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let body = access
+        .strip_prefix("v4.public.")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    let raw = Base64UrlUnpadded::decode_vec(body).unwrap();
+    // The payload is the claims' JSON followed by a 64-byte signature.
+    let claims: Value = serde_json::from_slice(&raw[..raw.len() - 64]).unwrap();
+    claims["sid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_user_sees_their_live_sessions_with_where_they_came_from() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("user-agent", "Phone\tNotes/2.1")
+        .json(&serde_json::json!({ "email": owner.email, "password": owner.password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let phone: Value = resp.json().await.unwrap();
+    let phone_access = phone["access_token"].as_str().unwrap();
+    let stranger = app.new_user().await;
+
+    let page = list_sessions(&app, phone_access, "").await;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{page}");
+    assert_eq!(items[0]["id"], session_id(phone_access), "newest first");
+    assert_eq!(items[0]["current"], true);
+    assert_eq!(
+        items[0]["user_agent"], "PhoneNotes/2.1",
+        "control characters dropped"
+    );
+    assert_eq!(items[0]["client_network"], "127.0.0.0/24", "only the network");
+    assert_eq!(items[1]["id"], session_id(&owner.access));
+    assert_eq!(items[1]["current"], false);
+    for field in ["created_at", "last_used_at"] {
+        assert!(items[0][field].is_string(), "{field}");
+    }
+    let text = page.to_string();
+    assert!(
+        !text.contains(&owner.refresh) && !text.contains(phone_access),
+        "no secrets"
+    );
+    assert!(
+        !text.contains(&session_id(&stranger.access)),
+        "only the caller's account"
+    );
+
+    let first = list_sessions(&app, phone_access, "?limit=1").await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = list_sessions(&app, phone_access, &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(second["items"][0]["id"], session_id(&owner.access));
+    assert!(second.get("next_cursor").is_none(), "{second}");
+}
+
+#[tokio::test]
+async fn ending_one_session_stops_it_and_nothing_else() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let (thief_access, thief_refresh) = another_session(&app, &owner.email, &owner.password).await;
+    let resp = end_session(&app, &owner.access, &session_id(&thief_access)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me(&thief_access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "at once"
+    );
+    assert_eq!(
+        app.refresh(&thief_refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.me(&owner.access).await.status(), StatusCode::OK);
+    let listed = list_sessions(&app, &owner.access, "").await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
+    assert_problem(
+        end_session(&app, &owner.access, &session_id(&thief_access)).await,
+        StatusCode::NOT_FOUND,
+        "already ended",
+    )
+    .await;
+
+    let app = app.restart().await;
+    assert_eq!(
+        app.me(&thief_access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "after a restart"
+    );
+    let resp = end_session(&app, &owner.access, &session_id(&owner.access)).await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT, "its own session: a logout");
+    assert_eq!(app.me(&owner.access).await.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn another_accounts_session_cannot_be_ended_or_seen() {
+    let app = spawn_app().await;
+    let attacker = app.new_user().await;
+    let victim = app.new_user().await;
+    assert_problem(
+        end_session(&app, &attacker.access, &session_id(&victim.access)).await,
+        StatusCode::NOT_FOUND,
+        "another account's session id, like another's note",
+    )
+    .await;
+    assert_eq!(app.me(&victim.access).await.status(), StatusCode::OK, "untouched");
+    assert_eq!(app.refresh(&victim.refresh).await.status(), StatusCode::OK);
+    assert_problem(
+        end_session(&app, &attacker.access, "not-a-uuid").await,
+        StatusCode::BAD_REQUEST,
+        "a malformed id",
+    )
+    .await;
+    let resp = app
+        .request(
+            Method::GET,
+            "/api/v1/me/sessions?cursor=zzz",
+            Some(&attacker.access),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, StatusCode::BAD_REQUEST, "a bad cursor").await;
+    for (method, path) in [
+        (Method::GET, "/api/v1/me/sessions".to_owned()),
+        (
+            Method::DELETE,
+            format!("/api/v1/me/sessions/{}", session_id(&victim.access)),
+        ),
+    ] {
+        let resp = app.request(method, &path, None).send().await.unwrap();
+        assert_problem(resp, StatusCode::UNAUTHORIZED, "no token").await;
+    }
+}

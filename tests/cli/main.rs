@@ -38,7 +38,9 @@ fn openapi_prints_a_valid_openapi_3_document() {
         ("post", "/api/v1/auth/logout"),
         ("get", "/api/v1/auth/keys"),
         ("get", "/api/v1/me"),
+        ("get", "/api/v1/me/sessions"),
         ("delete", "/api/v1/me/sessions"),
+        ("delete", "/api/v1/me/sessions/{id}"),
         ("put", "/api/v1/me/password"),
         ("post", "/api/v1/notes"),
         ("get", "/api/v1/notes"),
@@ -310,6 +312,6 @@ fn docs_render_in_a_headless_browser_under_the_csp() {
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:#?}");
     let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
-    assert_eq!(rendered, 16, "every operation is rendered");
+    assert_eq!(rendered, 18, "every operation is rendered");
     assert!(dom.contains("/api/v1/notes/{id}"));
 }

@@ -57,7 +57,7 @@ def main() -> int:
     import attrs
     from notesd_client import AuthenticatedClient, Client, models
     from notesd_client.api.auth import list_keys, login, logout, signup
-    from notesd_client.api.me import change_password, end_other_sessions, get_me
+    from notesd_client.api.me import change_password, end_other_sessions, end_session, get_me, list_sessions
     from notesd_client.api.notes import (
         create_note,
         delete_note,
@@ -77,6 +77,7 @@ def main() -> int:
         NotePatch,
         PasswordChange,
         Problem,
+        SessionPage,
         SignupBody,
         SignupRequest,
         TokenPairBody,
@@ -289,6 +290,20 @@ def main() -> int:
             "GET /notes/{id} deleted", get_note.sync_detailed(state["note"].id, client=state["client"]), 404, Problem
         )
         check(p.errors is None or isinstance(p.errors, Unset), "404 Problem has no `errors`")
+
+    @step
+    def sessions() -> None:
+        page = expect("GET /me/sessions", list_sessions.sync_detailed(client=state["client"]), 200, SessionPage)
+        current = [s for s in page.items if s.current]
+        check(len(page.items) >= 2 and len(current) == 1, "the caller's sessions, one of them current")
+        other = next(s for s in page.items if not s.current)
+        expect("DELETE /me/sessions/{id}", end_session.sync_detailed(other.id, client=state["client"]), 204, None)
+        expect(
+            "DELETE /me/sessions/{id} again",
+            end_session.sync_detailed(other.id, client=state["client"]),
+            404,
+            Problem,
+        )
 
     @step
     def other_sessions() -> None:

@@ -9,11 +9,11 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::tables::{self, META};
-use super::{notes, users};
+use super::{notes, sessions, users};
 use crate::storage::{Result, StorageError};
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 
 /// One upgrade: from `to - 1` to `to`.
@@ -26,12 +26,19 @@ struct Step {
 }
 
 /// Version 1: users, sessions, notes, tags, login backoff.
-const STEPS: &[Step] = &[Step {
-    to: 2,
-    what: "per-owner usage counted for the quotas; emails NFKC + case-folded; known clients; \
-           login counters per known client",
-    run: to_v2,
-}];
+const STEPS: &[Step] = &[
+    Step {
+        to: 2,
+        what: "per-owner usage counted for the quotas; emails NFKC + case-folded; known clients; \
+               login counters per known client",
+        run: to_v2,
+    },
+    Step {
+        to: 3,
+        what: "sessions record the coarse address and user agent of their login",
+        run: to_v3,
+    },
+];
 
 fn to_v2(txn: &WriteTransaction) -> Result<String> {
     tables::create_all(txn)?;
@@ -40,6 +47,11 @@ fn to_v2(txn: &WriteTransaction) -> Result<String> {
     Ok(format!(
         "{owners} owners' usage counted, {rekeyed} emails re-keyed"
     ))
+}
+
+fn to_v3(txn: &WriteTransaction) -> Result<String> {
+    let rewritten = sessions::add_login_details(txn)?;
+    Ok(format!("{rewritten} sessions rewritten"))
 }
 
 /// Brings the file to [`SCHEMA_VERSION`] and creates missing tables.

@@ -256,9 +256,20 @@ impl Storage for RedbStorage {
             .await
     }
 
-    async fn revoke_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
+    async fn revoke_session(&self, user: UserId, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         self.writer
-            .write_unshed(move |txn| sessions::revoke(txn, id, at).map(|done| (done, done)))
+            .write_unshed(move |txn| sessions::revoke(txn, user, id, at).map(|done| (done, done)))
+            .await
+    }
+
+    async fn sessions_of(
+        &self,
+        user: UserId,
+        after: Option<SessionId>,
+        limit: usize,
+        cutoffs: SessionCutoffs,
+    ) -> Result<(Vec<SessionRecord>, Option<SessionId>)> {
+        self.scan(move |txn| sessions::of_user(txn, user, after, limit, &cutoffs))
             .await
     }
 

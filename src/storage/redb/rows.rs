@@ -1,6 +1,6 @@
 //! How records are laid out in redb: postcard (a compact serde binary
 //! format) of these rows, which keep the field order and types of schema
-//! version 2. The rest of notesd sees only the records of
+//! version 3. The rest of notesd sees only the records of
 //! [`crate::storage`]; a change of layout is a new schema version with its
 //! migration step.
 
@@ -78,6 +78,39 @@ pub struct SessionRow {
     pub last_refreshed_at: OffsetDateTime,
     #[serde(with = "time::serde::timestamp::nanoseconds::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    pub client: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A session as schema 2 stored it (no client, no user agent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRowV2 {
+    pub id: u128,
+    pub user_id: u128,
+    pub refresh_hash: [u8; 32],
+    pub previous_hashes: Vec<[u8; 32]>,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub last_refreshed_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<SessionRowV2> for SessionRow {
+    fn from(old: SessionRowV2) -> Self {
+        Self {
+            id: old.id,
+            user_id: old.user_id,
+            refresh_hash: old.refresh_hash,
+            previous_hashes: old.previous_hashes,
+            created_at: old.created_at,
+            last_refreshed_at: old.last_refreshed_at,
+            revoked_at: old.revoked_at,
+            client: None,
+            user_agent: None,
+        }
+    }
 }
 
 impl From<SessionRow> for SessionRecord {
@@ -90,6 +123,8 @@ impl From<SessionRow> for SessionRecord {
             created_at: row.created_at,
             last_refreshed_at: row.last_refreshed_at,
             revoked_at: row.revoked_at,
+            client: row.client,
+            user_agent: row.user_agent,
         }
     }
 }
@@ -104,6 +139,8 @@ impl From<&SessionRecord> for SessionRow {
             created_at: session.created_at,
             last_refreshed_at: session.last_refreshed_at,
             revoked_at: session.revoked_at,
+            client: session.client.clone(),
+            user_agent: session.user_agent.clone(),
         }
     }
 }

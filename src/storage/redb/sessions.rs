@@ -4,7 +4,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransacti
 use time::OffsetDateTime;
 
 use super::get_row;
-use super::rows::{SessionRow, decode, encode};
+use super::rows::{SessionRow, SessionRowV2, decode, encode};
 use super::tables::{SESSION_TO_RECORD, USER_SESSION_TO_UNIT};
 use crate::domain::{SessionId, UserId};
 use crate::storage::{Result, SessionCutoffs, SessionRecord};
@@ -36,13 +36,13 @@ pub fn replace(txn: &WriteTransaction, current: &SessionRecord, next: &SessionRe
     Ok(true)
 }
 
-/// Marks a session revoked unless it already is.
-pub fn revoke(txn: &WriteTransaction, id: SessionId, at: OffsetDateTime) -> Result<bool> {
+/// Marks a session of `user` revoked unless it already is.
+pub fn revoke(txn: &WriteTransaction, user: UserId, id: SessionId, at: OffsetDateTime) -> Result<bool> {
     let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
     let Some(mut row) = get_row::<_, SessionRow>(&sessions, id.as_u128())? else {
         return Ok(false);
     };
-    if row.revoked_at.is_some() {
+    if row.revoked_at.is_some() || row.user_id != user.as_u128() {
         return Ok(false);
     }
     row.revoked_at = Some(at);
@@ -80,11 +80,64 @@ pub fn end_others(
         .map(SessionId::from_u128)
         .filter(|&sid| sid != keep)
     {
-        if revoke(txn, sid, at)? {
+        if revoke(txn, user, sid, at)? {
             ended.push(sid);
         }
     }
     Ok(ended)
+}
+
+/// The user's live sessions, newest first (session ids are v7), after
+/// `after`; and the cursor of the next page.
+pub fn of_user(
+    txn: &ReadTransaction,
+    user: UserId,
+    after: Option<SessionId>,
+    limit: usize,
+    cutoffs: &SessionCutoffs,
+) -> Result<(Vec<SessionRecord>, Option<SessionId>)> {
+    let owner = user.as_u128();
+    let by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+    let sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let end = after.map_or(std::ops::Bound::Included((owner, u128::MAX)), |sid| {
+        std::ops::Bound::Excluded((owner, sid.as_u128()))
+    });
+    let mut page = Vec::new();
+    for entry in by_user
+        .range::<(u128, u128)>((std::ops::Bound::Included((owner, 0)), end))?
+        .rev()
+    {
+        let sid = entry?.0.value().1;
+        let Some(session) = get_row::<_, SessionRow>(&sessions, sid)?.map(SessionRecord::from) else {
+            continue;
+        };
+        if session.revoked_at.is_some() || cutoffs.is_dead(&session) {
+            continue;
+        }
+        if page.len() == limit {
+            let next = page.last().map(|s: &SessionRecord| s.id);
+            return Ok((page, next));
+        }
+        page.push(session);
+    }
+    Ok((page, None))
+}
+
+/// Schema 2 → 3: every session row gains the (unknown) client and user
+/// agent of its login. Returns how many rows were rewritten.
+pub fn add_login_details(txn: &WriteTransaction) -> Result<usize> {
+    let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
+    let mut rows = Vec::new();
+    for entry in sessions.iter()? {
+        let (_, value) = entry?;
+        let old: SessionRowV2 = decode(&SESSION_TO_RECORD, value.value())?;
+        rows.push(SessionRow::from(old));
+    }
+    for row in &rows {
+        let bytes = encode(&SESSION_TO_RECORD, row)?;
+        sessions.insert(row.id, bytes.as_slice())?;
+    }
+    Ok(rows.len())
 }
 
 pub fn count(txn: &ReadTransaction) -> Result<u64> {

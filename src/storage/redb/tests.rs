@@ -33,6 +33,8 @@ fn session(user: UserId, revoked: bool) -> SessionRecord {
         created_at: now,
         last_refreshed_at: now,
         revoked_at: revoked.then_some(now),
+        client: Some("192.0.2.0/24".to_owned()),
+        user_agent: Some("test agent".to_owned()),
     }
 }
 
@@ -324,10 +326,61 @@ async fn a_session_is_replaced_only_from_what_was_read() {
     );
     assert_eq!(store.session(first.id).await.unwrap().unwrap(), rotated);
     let now = OffsetDateTime::now_utc();
-    assert!(store.revoke_session(first.id, now).await.unwrap());
-    assert!(!store.revoke_session(first.id, now).await.unwrap(), "once");
+    let owner = first.user_id;
+    assert!(
+        !store
+            .revoke_session(UserId::generate(), first.id, now)
+            .await
+            .unwrap(),
+        "another account cannot end it"
+    );
+    assert!(store.revoke_session(owner, first.id, now).await.unwrap());
+    assert!(!store.revoke_session(owner, first.id, now).await.unwrap(), "once");
     assert_eq!(store.sessions_revoked_since(now).await.unwrap(), vec![first.id]);
-    assert!(!store.revoke_session(SessionId::generate(), now).await.unwrap());
+    assert!(
+        !store
+            .revoke_session(owner, SessionId::generate(), now)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_users_live_sessions_are_listed_newest_first_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (owner, other) = (UserId::generate(), UserId::generate());
+    let mut live = Vec::new();
+    for i in 0..5 {
+        let s = session(owner, i == 2);
+        store.create_session(s.clone(), Vec::new()).await.unwrap();
+        if i != 2 {
+            live.push(s.id);
+        }
+    }
+    store
+        .create_session(session(other, false), Vec::new())
+        .await
+        .unwrap();
+    live.reverse();
+    let now = OffsetDateTime::now_utc();
+    let cutoffs = SessionCutoffs {
+        revoked_before: now,
+        refreshed_before: now - time::Duration::days(1),
+        created_before: now - time::Duration::days(1),
+    };
+    let (first, next) = store.sessions_of(owner, None, 3, cutoffs).await.unwrap();
+    assert_eq!(first.iter().map(|s| s.id).collect::<Vec<_>>(), live[..3]);
+    assert_eq!(first[0].client.as_deref(), Some("192.0.2.0/24"));
+    let (rest, end) = store.sessions_of(owner, next, 3, cutoffs).await.unwrap();
+    assert_eq!(rest.iter().map(|s| s.id).collect::<Vec<_>>(), live[3..]);
+    assert_eq!(end, None);
+    let idle = SessionCutoffs {
+        refreshed_before: now + time::Duration::days(1),
+        ..cutoffs
+    };
+    let (none, _) = store.sessions_of(owner, None, 10, idle).await.unwrap();
+    assert!(none.is_empty(), "expired sessions are not listed");
 }
 
 #[tokio::test]
