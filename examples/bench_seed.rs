@@ -62,7 +62,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             client: None,
             user_agent: None,
         };
-        store.create_account(user.clone(), session, Vec::new()).await?;
+        store
+            .create_account(user.clone(), Some(session), Vec::new(), Vec::new())
+            .await?;
         // Batches of about 64 MiB of content, so large notes do not all sit
         // in memory at once.
         let batch = ((64 << 20) / content.len().max(1)).max(1);

@@ -412,7 +412,8 @@ fn spawn_redirect(
 
 /// Every minute, forgets recovered addresses so an attack from many
 /// addresses cannot grow the limiters' maps without bound; hourly, drops
-/// sessions nobody can use and stale login counters.
+/// sessions nobody can use, stale login counters and audit events past
+/// their retention.
 fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -425,6 +426,11 @@ fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::
                 }
                 if let Err(e) = state.auth.purge_stale_backoff().await {
                     tracing::warn!(error = %e, "could not purge login counters");
+                }
+                match state.auth.purge_old_events().await {
+                    Ok(n) if n > 0 => tracing::info!(removed = n, "purged audit events past their retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not purge old audit events"),
                 }
             }
         }
@@ -462,14 +468,16 @@ fn serve_options(settings: &Settings) -> ServeOptions {
 fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
+    let keyring = KeyRing::load_or_create(dir)?;
     let db: Db = Arc::new(Backend::open(
         &prepare_db_file(dir)?,
         crate::storage::redb::Options {
             cache_bytes: settings.storage.db_cache_mib.saturating_mul(1024 * 1024),
             write_queue: settings.storage.write_queue as usize,
+            audit_key: *keyring.audit_key(),
         },
     )?);
-    let keyring = Arc::new(RwLock::new(KeyRing::load_or_create(dir)?));
+    let keyring = Arc::new(RwLock::new(keyring));
 
     let now = clock.now();
     // On a blocking thread of the runtime (see `build`): waiting here is
@@ -512,6 +520,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         ),
         clock,
         events: Arc::default(),
+        audit_retention: settings.auth.audit_retention,
     };
     Ok(AppState {
         auth,

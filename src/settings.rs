@@ -147,6 +147,10 @@ pub struct AuthSettings {
     #[arg(long, env = "NOTESD_SESSION_ABSOLUTE_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
     pub session_absolute_ttl: Duration,
 
+    /// Stored audit events older than this are purged, e.g. `365d`.
+    #[arg(long, env = "NOTESD_AUDIT_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
     /// Argon2id memory cost in KiB (OWASP: 19456).
     #[arg(long, env = "NOTESD_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
     pub argon2_memory_kib: u32,
@@ -619,6 +623,7 @@ mod tests {
         assert_eq!(s.auth.access_token_ttl, Duration::from_secs(900));
         assert_eq!(s.auth.session_idle_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(s.auth.session_absolute_ttl, Duration::from_secs(90 * 86_400));
+        assert_eq!(s.auth.audit_retention, Duration::from_secs(365 * 86_400));
         assert_eq!(s.hash_cost(), HashCost::default());
         assert!(s.http.docs);
         assert!(s.validate().is_ok());

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::security::BearerAuth;
 use super::text::CanonicalId;
 use super::{ApiTags, AppState, Text};
+use crate::audit::{Actor, AuditEvent, AuditQuery};
 use crate::domain::{Password, SessionId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
@@ -184,6 +185,79 @@ fn default_session_limit() -> u32 {
     50
 }
 
+/// A security event of your account.
+#[derive(Debug, Object)]
+pub struct AccountEvent {
+    /// What happened: `signup`, `login`, `login_failed`,
+    /// `backoff_started`, `refresh`, `refresh_reuse_detected`, `logout`,
+    /// `session_ended`, `sessions_ended`, `password_changed`,
+    /// `password_reset`, `role_changed`, `user_disabled`, `user_enabled`,
+    /// `user_created`, `invite_used`...
+    pub kind: String,
+    pub at: OffsetDateTime,
+    /// The session involved, if any.
+    #[oai(skip_serializing_if_is_none)]
+    pub session_id: Option<uuid::Uuid>,
+    /// The network the request came from (IPv4 /24, IPv6 /48), if known.
+    #[oai(skip_serializing_if_is_none)]
+    pub client_network: Option<String>,
+    /// `admin` or `operator` (the server's command line) when someone
+    /// other than you made the change.
+    #[oai(skip_serializing_if_is_none)]
+    pub by: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+}
+
+impl From<AuditEvent> for AccountEvent {
+    fn from(event: AuditEvent) -> Self {
+        Self {
+            kind: event.kind.as_str().to_owned(),
+            at: event.at,
+            session_id: event.session.map(|s| s.0),
+            client_network: event.client,
+            by: event.actor.map(|a| match a {
+                Actor::Admin(_) => "admin".to_owned(),
+                Actor::Operator => "operator".to_owned(),
+            }),
+            detail: event.detail,
+        }
+    }
+}
+
+/// One page of events, newest first.
+#[derive(Debug, Object)]
+pub struct EventPage {
+    pub items: Vec<AccountEvent>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum EventPageResponse {
+    /// Your account's security events.
+    #[oai(status = 200)]
+    Ok(Json<EventPage>),
+}
+
+/// An audit cursor: the sequence number to continue below.
+pub fn parse_event_cursor(cursor: Option<&str>) -> Result<Option<u64>, Error> {
+    match cursor {
+        None => Ok(None),
+        Some(c) => c
+            .parse::<u64>()
+            .ok()
+            .filter(|&seq| seq > 0)
+            .map(Some)
+            .ok_or_else(|| FieldError::new("cursor", "is not a cursor from this API").into()),
+    }
+}
+
+/// Records an events page reads at most before it answers with what it
+/// found and a cursor.
+pub const EVENT_SCAN_LIMIT: usize = 10_000;
+
 #[derive(ApiResponse)]
 pub enum SessionsEndedResponse {
     /// Every other session has ended; this one goes on.
@@ -250,6 +324,43 @@ impl MeApi {
         Ok(SessionPageResponse::Ok(Json(SessionPage {
             items,
             next_cursor: next.map(|id| id.to_string()),
+        })))
+    }
+
+    /// Your security events
+    ///
+    /// What happened to your account, newest first: logins and failed
+    /// ones, backoffs, refreshes, a refresh token used twice, sessions
+    /// ended, password changes, and changes an admin made. No secret is
+    /// ever recorded.
+    #[oai(path = "/api/v1/me/events", method = "get", operation_id = "listMyEvents")]
+    async fn events(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        /// Page size, 1 to 100.
+        #[oai(
+            default = "default_session_limit",
+            validator(minimum(value = "1"), maximum(value = "100"))
+        )]
+        limit: Query<u32>,
+        /// `next_cursor` from the previous page.
+        #[oai(validator(max_length = 20))]
+        cursor: Query<Option<String>>,
+    ) -> Result<EventPageResponse, SessionListError> {
+        let query = AuditQuery {
+            user: Some(auth.0.user_id),
+            kinds: Vec::new(),
+            since: None,
+            until: None,
+            before_seq: parse_event_cursor(cursor.0.as_deref())?,
+            limit: limit.0 as usize,
+            scan_limit: EVENT_SCAN_LIMIT,
+        };
+        let (records, next) = state.db.audit_events(query).await?;
+        Ok(EventPageResponse::Ok(Json(EventPage {
+            items: records.into_iter().map(|r| r.event.into()).collect(),
+            next_cursor: next.map(|seq| seq.to_string()),
         })))
     }
 

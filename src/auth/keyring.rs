@@ -66,12 +66,17 @@ struct StoredRing {
     /// before it existed get one at the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotation_secret: Option<String>,
+    /// Base64 of the 32-byte key that chains the audit log's records (see
+    /// `crate::audit`); added at the next start to rings without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_key: Option<String>,
 }
 
 pub struct KeyRing {
     /// Oldest first; the last one signs.
     keys: Vec<SigningKey>,
     rotation_secret: [u8; 32],
+    audit_key: [u8; 32],
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -103,7 +108,7 @@ impl KeyRing {
                     Self::parse(&text).map_err(|reason| KeyringError::Malformed { path: shown, reason })?;
                 if !complete {
                     ring.save(dir)?;
-                    tracing::info!("added a refresh rotation secret to the key ring");
+                    tracing::info!("added the secrets it lacked to the key ring");
                 }
                 Ok(ring)
             }
@@ -114,7 +119,8 @@ impl KeyRing {
                 };
                 let ring = Self {
                     keys: vec![generate_key(OffsetDateTime::now_utc()).map_err(malformed)?],
-                    rotation_secret: random_secret().map_err(malformed)?,
+                    rotation_secret: random_secret().map_err(&malformed)?,
+                    audit_key: random_secret().map_err(malformed)?,
                 };
                 ring.save(dir)?;
                 tracing::info!(kid = %ring.current().id, "created token signing key");
@@ -140,30 +146,22 @@ impl KeyRing {
         if keys.is_empty() {
             return Err("no keys".into());
         }
-        let stored_secret = match &stored.rotation_secret {
-            Some(b64) => {
-                let mut secret = [0u8; 32];
-                let decoded = base64ct::Base64::decode(b64, &mut secret)
-                    .map_err(|_| "the rotation secret is not base64".to_owned())?;
-                if decoded.len() != 32 {
-                    return Err("the rotation secret is not 32 bytes".into());
-                }
-                Some(secret)
-            }
-            None => None,
-        };
-        let complete = stored_secret.is_some();
-        let rotation_secret = match stored_secret {
-            Some(secret) => secret,
-            None => random_secret()?,
-        };
+        let rotation = decode_secret(stored.rotation_secret.as_deref(), "rotation secret")?;
+        let audit = decode_secret(stored.audit_key.as_deref(), "audit key")?;
+        let complete = rotation.is_some() && audit.is_some();
         Ok((
             Self {
                 keys,
-                rotation_secret,
+                rotation_secret: rotation.map_or_else(random_secret, Ok)?,
+                audit_key: audit.map_or_else(random_secret, Ok)?,
             },
             complete,
         ))
+    }
+
+    /// The key that chains the audit log's records.
+    pub fn audit_key(&self) -> &[u8; 32] {
+        &self.audit_key
     }
 
     /// The secret that derives rotated refresh tokens.
@@ -192,6 +190,7 @@ impl KeyRing {
         let stored = StoredRing {
             keys,
             rotation_secret: Some(base64ct::Base64::encode_string(&self.rotation_secret)),
+            audit_key: Some(base64ct::Base64::encode_string(&self.audit_key)),
         };
         let json = serde_json::to_vec_pretty(&stored).map_err(|e| io(e.into()))?;
         crate::fsutil::write_private(dir, KEYRING_FILE, &json).map_err(io)
@@ -216,6 +215,20 @@ impl KeyRing {
         self.keys.push(generate_key(now)?);
         Ok(self.current())
     }
+}
+
+/// A stored 32-byte secret, if the ring has it.
+fn decode_secret(b64: Option<&str>, what: &str) -> Result<Option<[u8; 32]>, String> {
+    let Some(b64) = b64 else {
+        return Ok(None);
+    };
+    let mut secret = [0u8; 32];
+    let decoded =
+        base64ct::Base64::decode(b64, &mut secret).map_err(|_| format!("the {what} is not base64"))?;
+    if decoded.len() != 32 {
+        return Err(format!("the {what} is not 32 bytes"));
+    }
+    Ok(Some(secret))
 }
 
 fn random_secret() -> Result<[u8; 32], String> {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::client::ClientKey;
 use crate::clock::Clock;
 use crate::domain::{Email, Password, Role, SessionId, UserId};
@@ -116,6 +117,8 @@ pub struct Auth {
     pub clock: Clock,
     /// Counts of security events, for the metrics.
     pub events: std::sync::Arc<crate::metrics::AuthCounters>,
+    /// How long stored audit events are kept.
+    pub audit_retention: Duration,
 }
 
 impl Auth {
@@ -144,15 +147,19 @@ impl Auth {
         let (session, refresh) = Self::new_session(user.id, now, origin)?;
         let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
         let seen = seen_clients(Some(device.hash), false, client, now);
+        let event = AuditEvent::new(AuditKind::Signup, now)
+            .user(user.id)
+            .session(session.id)
+            .client(session.client.clone());
         let created = self
             .db
-            .create_account(user.clone(), session.clone(), seen)
+            .create_account(user.clone(), Some(session.clone()), seen, vec![event.clone()])
             .await?;
         if !created {
-            info!(target: "audit", event = "signup_refused", reason = "email taken");
+            info!(event = "signup_refused", reason = "email taken");
             return Err(Error::Conflict("An account cannot be created with this email."));
         }
-        info!(target: "audit", event = "signup", user_id = %user.id, session_id = %session.id);
+        event.emit();
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = Some(device.token);
         Ok((user, pair))
@@ -206,12 +213,17 @@ impl Auth {
         let user = match (user, verified) {
             (Some(user), verified) if verified.ok && !user.disabled => (user, verified),
             (other, _) => {
-                if let Some(user) = &other {
-                    warn!(target: "audit", event = "login_failed", user_id = %user.id, disabled = user.disabled);
-                } else {
-                    warn!(target: "audit", event = "login_failed", reason = "unknown account");
-                }
-                self.count_failure(ticket, of, now).await;
+                // Stored for existing accounts only: a record per guess at
+                // a made-up email would let anyone fill the disk with
+                // records that name no account.
+                let failed =
+                    AuditEvent::new(AuditKind::LoginFailed, now).client(client.map(ClientKey::coarse));
+                let failed = match &other {
+                    Some(user) if user.disabled => failed.user(user.id).detail("account disabled"),
+                    Some(user) => failed.user(user.id),
+                    None => failed.detail("no such account"),
+                };
+                self.count_failure(ticket, of, now, failed).await;
                 return Err(Error::Unauthorized);
             }
         };
@@ -237,8 +249,14 @@ impl Auth {
         };
         let proven = matches!(class, ClientClass::Device(_));
         let seen = seen_clients(device.as_ref().map(|d| d.hash), proven, client, now);
-        self.db.create_session(session.clone(), seen).await?;
-        info!(target: "audit", event = "login", user_id = %user.id, session_id = %session.id);
+        let event = AuditEvent::new(AuditKind::Login, now)
+            .user(user.id)
+            .session(session.id)
+            .client(session.client.clone());
+        self.db
+            .create_session(session.clone(), seen, event.clone())
+            .await?;
+        event.emit();
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = device.map(|d| d.token);
         Ok(pair)
@@ -269,7 +287,12 @@ impl Auth {
         match admission {
             Admission::Go(ticket) => Ok(ticket),
             Admission::Wait(wait) => {
-                warn!(target: "audit", event = "login_backoff", retry_after = wait, known_client);
+                warn!(
+                    event = "login_backoff",
+                    retry_after = wait,
+                    known_client,
+                    "login attempt refused while backing off"
+                );
                 Err(Error::TooManyRequests { retry_after: wait })
             }
         }
@@ -315,8 +338,12 @@ impl Auth {
             }
         };
         if !verified.ok {
-            warn!(target: "audit", event = "password_change_refused", user_id = %user.id, session_id = %caller.session_id);
-            self.count_failure(ticket, of, now).await;
+            let failed = AuditEvent::new(AuditKind::LoginFailed, now)
+                .user(user.id)
+                .session(caller.session_id)
+                .client(client.map(ClientKey::coarse))
+                .detail("wrong current password at a password change");
+            self.count_failure(ticket, of, now, failed).await;
             return Err(FieldError::new("current_password", "is not the account's password").into());
         }
         let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
@@ -341,12 +368,23 @@ impl Auth {
                 ),
                 other => other,
             })?;
+        let event = AuditEvent::new(AuditKind::PasswordChanged, now)
+            .user(user.id)
+            .session(caller.session_id)
+            .client(client.map(ClientKey::coarse));
         let ended = self
             .db
-            .change_password(user.id, user.password_hash.clone(), hash, caller.session_id, now)
+            .change_password(
+                user.id,
+                user.password_hash.clone(),
+                hash,
+                caller.session_id,
+                now,
+                event.clone(),
+            )
             .await?;
         let ended = self.refuse_ended(ended, now)?;
-        info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended);
+        event.emit();
         Ok(ended)
     }
 
@@ -360,19 +398,54 @@ impl Auth {
         Ok(ended.len())
     }
 
-    /// Stores the failure an admitted attempt already counted; logs when it
-    /// starts a wait.
-    async fn count_failure(&self, ticket: backoff::Ticket<'_>, of: CounterOf, now: OffsetDateTime) {
+    /// Stores the failure an admitted attempt already counted, with its
+    /// event (and a backoff's, when it starts one). A failure of an email
+    /// with no account is logged only.
+    async fn count_failure(
+        &self,
+        ticket: backoff::Ticket<'_>,
+        of: CounterOf,
+        now: OffsetDateTime,
+        failed: AuditEvent,
+    ) {
         let key = ticket.key().to_owned();
-        let Some(record) = ticket.failed() else {
-            return;
-        };
-        if record.until > now {
-            warn!(target: "audit", event = "backoff_started", failures = record.failures, seconds = (record.until - now).whole_seconds());
+        let mut events = vec![failed];
+        let record = ticket.failed();
+        if let Some(record) = &record
+            && record.until > now
+        {
+            let seconds = (record.until - now).whole_seconds();
+            let mut backoff = events[0].clone();
+            backoff.kind = AuditKind::BackoffStarted;
+            backoff.detail = Some(format!("{} failures, {seconds} s", record.failures));
+            events.push(backoff);
         }
-        if let Err(e) = self.db.record_failure(key, record, of).await {
+        for event in &events {
+            event.emit();
+        }
+        events.retain(|e| e.user.is_some());
+        let stored = match record {
+            Some(record) => self.db.record_failure(key, record, of, events).await,
+            // Memory had dropped the counter meanwhile: the events alone.
+            None => {
+                async {
+                    for event in events {
+                        self.db.append_audit(event).await?;
+                    }
+                    Ok(true)
+                }
+                .await
+            }
+        };
+        if let Err(e) = stored {
             warn!(error = %e, "could not store a failed login");
         }
+    }
+
+    /// Drops stored audit events past the retention.
+    pub async fn purge_old_events(&self) -> Result<usize, Error> {
+        let before = self.clock.now() - self.audit_retention;
+        Ok(self.db.purge_audit(before).await?)
     }
 
     /// Forgets failure counts nobody has added to for a day.
@@ -389,7 +462,7 @@ impl Auth {
         }
         .await;
         match result {
-            Ok(_) => info!(target: "audit", event = "password_rehashed", user_id = %user),
+            Ok(_) => info!(user_id = %user, "password hash upgraded to the current parameters"),
             Err(e) => warn!(user_id = %user, error = %e, "password rehash failed"),
         }
     }
@@ -413,16 +486,18 @@ impl Auth {
             .ok_or_else(|| Error::internal("key ring unavailable"))?;
         let replacement = sessions::next_refresh_token(&key, &presented)
             .ok_or_else(|| Error::internal("refresh token derivation failed"))?;
-        let (outcome, session) = self.rotate(sid, &presented_hash, replacement.hash, now).await?;
+        let (outcome, session, event) = self.rotate(sid, &presented_hash, replacement.hash, now).await?;
         match outcome {
             RefreshOutcome::Rotated => {}
             RefreshOutcome::Replayed => {
-                info!(target: "audit", event = "refresh_replayed", user_id = %session.user_id, session_id = %sid);
+                info!(user_id = %session.user_id, session_id = %sid, "a refresh token replaced moments ago was presented again: the same new pair");
             }
             RefreshOutcome::ReuseDetected => {
                 self.revoked.revoke(sid, now);
                 self.events.record(crate::metrics::AuthEvent::RefreshReused);
-                warn!(target: "audit", event = "refresh_reuse_detected", user_id = %session.user_id, session_id = %sid);
+                if let Some(event) = event {
+                    event.emit();
+                }
                 return Err(Error::Unauthorized);
             }
             RefreshOutcome::Refused => return Err(Error::Unauthorized),
@@ -432,7 +507,9 @@ impl Auth {
         let Some(user) = user.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
-        info!(target: "audit", event = "refresh", user_id = %owner, session_id = %sid);
+        if let Some(event) = event {
+            event.emit();
+        }
         self.token_pair(&user, &session, replacement.token, now)
     }
 
@@ -441,8 +518,16 @@ impl Auth {
         let now = self.clock.now();
         self.revoked.revoke(caller.session_id, now);
         let sid = caller.session_id;
-        self.db.revoke_session(caller.user_id, sid, now).await?;
-        info!(target: "audit", event = "logout", user_id = %caller.user_id, session_id = %sid);
+        let event = AuditEvent::new(AuditKind::Logout, now)
+            .user(caller.user_id)
+            .session(sid);
+        if self
+            .db
+            .revoke_session(caller.user_id, sid, now, event.clone())
+            .await?
+        {
+            event.emit();
+        }
         Ok(())
     }
 
@@ -450,11 +535,19 @@ impl Auth {
     /// `NotFound` if the account has no live session with that id.
     pub async fn end_session(&self, caller: AuthUser, sid: SessionId) -> Result<(), Error> {
         let now = self.clock.now();
-        if !self.db.revoke_session(caller.user_id, sid, now).await? {
+        let event = AuditEvent::new(AuditKind::SessionEnded, now)
+            .user(caller.user_id)
+            .session(sid)
+            .detail(format!("by session {}", caller.session_id));
+        if !self
+            .db
+            .revoke_session(caller.user_id, sid, now, event.clone())
+            .await?
+        {
             return Err(Error::NotFound);
         }
         self.revoked.revoke(sid, now);
-        info!(target: "audit", event = "session_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended_session = %sid);
+        event.emit();
         Ok(())
     }
 
@@ -488,12 +581,18 @@ impl Auth {
     /// Returns how many were ended.
     pub async fn end_other_sessions(&self, caller: AuthUser) -> Result<usize, Error> {
         let now = self.clock.now();
+        let event = AuditEvent::new(AuditKind::SessionsEnded, now)
+            .user(caller.user_id)
+            .session(caller.session_id)
+            .detail("every other session, by the owner");
         let ended = self
             .db
-            .end_other_sessions(caller.user_id, caller.session_id, now)
+            .end_other_sessions(caller.user_id, caller.session_id, now, event.clone())
             .await?;
         let ended = self.refuse_ended(ended, now)?;
-        info!(target: "audit", event = "sessions_ended", user_id = %caller.user_id, session_id = %caller.session_id, ended);
+        if ended > 0 {
+            event.emit();
+        }
         Ok(ended)
     }
 
@@ -584,7 +683,7 @@ impl Auth {
         presented: &[u8; 32],
         replacement: [u8; 32],
         now: OffsetDateTime,
-    ) -> Result<(RefreshOutcome, SessionRecord), Error> {
+    ) -> Result<(RefreshOutcome, SessionRecord, Option<AuditEvent>), Error> {
         // Each retry follows a change that won; a session changes a few
         // times per refresh at most, so this bound is never met in use.
         for _ in 0..8 {
@@ -599,8 +698,19 @@ impl Auth {
                 // even if storing the revocation fails.
                 self.revoked.revoke(sid, now);
             }
-            if !write || self.db.replace_session(current, next.clone()).await? {
-                return Ok((outcome, next));
+            let kind = match outcome {
+                RefreshOutcome::Rotated => Some(AuditKind::Refresh),
+                RefreshOutcome::ReuseDetected => Some(AuditKind::RefreshReuseDetected),
+                RefreshOutcome::Replayed | RefreshOutcome::Refused => None,
+            };
+            let event = kind.map(|kind| AuditEvent::new(kind, now).user(next.user_id).session(sid));
+            if !write
+                || self
+                    .db
+                    .replace_session(current, next.clone(), event.clone())
+                    .await?
+            {
+                return Ok((outcome, next, event.filter(|_| write)));
             }
         }
         Err(Error::Unavailable { retry_after: 1 })

@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
 use crate::domain::{NoteId, Role, SessionId, UserId};
 
 pub use self::redb::RedbStorage;
@@ -245,6 +246,7 @@ pub struct RecordCounts {
     pub login_counters: u64,
     pub ghost_counters: u64,
     pub known_client_lists: u64,
+    pub audit_records: u64,
 }
 
 /// What a storage operation can fail with. The API answers every one of
@@ -277,15 +279,19 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// The operations notesd asks of its storage. Reads are answered from a
 /// consistent snapshot; every write is atomic (all of it or none of it)
-/// and durable once its future completes with `Ok`. Under load a write
+/// and durable once its future completes with `Ok`. A write that takes
+/// [`AuditEvent`]s appends them to the audit log in the same transaction
+/// when it changes anything (a backend chains each to the one before, see
+/// [`crate::audit`]), so the log holds exactly the changes that happened. Under load a write
 /// may be refused at once with [`StorageError::Busy`] (having written
 /// nothing), except where its contract says otherwise. A write that was
 /// accepted is carried out even if its caller stops waiting.
 pub trait Storage: Send + Sync + 'static {
     // Accounts.
 
-    /// Creates an account, its first session and its known clients, all
-    /// or nothing. Returns `false` (writing nothing) when the email is
+    /// Creates an account, its first session (signup; none when an admin
+    /// or the command line makes it) and its known clients, all or
+    /// nothing. Returns `false` (writing nothing) when the email is
     /// taken. Uniqueness of the email holds under concurrent calls: of two
     /// signups racing on one email exactly one returns `true` (a server
     /// database: a unique index on the email, the insert in the same
@@ -293,8 +299,9 @@ pub trait Storage: Send + Sync + 'static {
     fn create_account(
         &self,
         user: UserRecord,
-        session: SessionRecord,
+        session: Option<SessionRecord>,
         seen: Vec<KnownClient>,
+        events: Vec<AuditEvent>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     fn user(&self, id: UserId) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
@@ -321,6 +328,7 @@ pub trait Storage: Send + Sync + 'static {
         hash: String,
         keep: SessionId,
         at: OffsetDateTime,
+        event: AuditEvent,
     ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
 
     // Sessions and known clients.
@@ -332,6 +340,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         session: SessionRecord,
         seen: Vec<KnownClient>,
+        event: AuditEvent,
     ) -> impl Future<Output = Result<()>> + Send;
 
     fn session(&self, id: SessionId) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
@@ -348,6 +357,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         current: SessionRecord,
         next: SessionRecord,
+        event: Option<AuditEvent>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Marks a session of `user` revoked at `at` unless it already is;
@@ -359,6 +369,7 @@ pub trait Storage: Send + Sync + 'static {
         user: UserId,
         id: SessionId,
         at: OffsetDateTime,
+        event: AuditEvent,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Ends every session of `user` but `keep` that is not ended yet, at
@@ -373,6 +384,7 @@ pub trait Storage: Send + Sync + 'static {
         user: UserId,
         keep: SessionId,
         at: OffsetDateTime,
+        event: AuditEvent,
     ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
 
     /// The live sessions of `user` (not ended, not dead by `cutoffs`),
@@ -411,14 +423,16 @@ pub trait Storage: Send + Sync + 'static {
         of: CounterOf,
     ) -> impl Future<Output = Result<Option<BackoffRecord>>> + Send;
 
-    /// Stores a counter as it stands after a failure. A new ghost counter
-    /// past its cap is not stored (`false`); the cap holds under
-    /// concurrent calls.
+    /// Stores a counter as it stands after a failure, and `events` (which
+    /// are stored even when the counter is not). A new ghost counter past
+    /// its cap is not stored (`false`); the cap holds under concurrent
+    /// calls.
     fn record_failure(
         &self,
         key: String,
         counter: BackoffRecord,
         of: CounterOf,
+        events: Vec<AuditEvent>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Forgets an account's counter (after a successful login).
@@ -474,6 +488,23 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Notes and bytes of text the owner holds.
     fn usage(&self, owner: UserId) -> impl Future<Output = Result<(u64, u64)>> + Send;
+
+    // The audit log.
+
+    /// Appends an event that goes with no other change (a key rotation).
+    fn append_audit(&self, event: AuditEvent) -> impl Future<Output = Result<()>> + Send;
+
+    /// A page of stored events, newest first, and the cursor of the next.
+    fn audit_events(
+        &self,
+        query: AuditQuery,
+    ) -> impl Future<Output = Result<(Vec<AuditRecord>, Option<u64>)>> + Send;
+
+    /// Checks the whole chain (a long read).
+    fn verify_audit(&self) -> impl Future<Output = Result<AuditVerdict>> + Send;
+
+    /// Drops events older than `before`, oldest first, in small batches.
+    fn purge_audit(&self, before: OffsetDateTime) -> impl Future<Output = Result<usize>> + Send;
 
     // Operations.
 

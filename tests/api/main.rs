@@ -9,6 +9,7 @@ mod attack_protocol;
 mod auth;
 mod backoff;
 mod errors;
+mod events;
 mod headers;
 mod helpers;
 mod limits;

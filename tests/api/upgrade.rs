@@ -35,6 +35,7 @@ async fn a_schema_2_database_upgrades_and_reads_back_whole() {
                 login_counters: 1,
                 ghost_counters: 1,
                 known_client_lists: 2,
+                audit_records: 0,
             }
         );
         let alice = store.user_by_email("alice@example.com").await.unwrap().unwrap();

@@ -41,6 +41,7 @@ fn openapi_prints_a_valid_openapi_3_document() {
         ("get", "/api/v1/me/sessions"),
         ("delete", "/api/v1/me/sessions"),
         ("delete", "/api/v1/me/sessions/{id}"),
+        ("get", "/api/v1/me/events"),
         ("put", "/api/v1/me/password"),
         ("post", "/api/v1/notes"),
         ("get", "/api/v1/notes"),
@@ -312,6 +313,6 @@ fn docs_render_in_a_headless_browser_under_the_csp() {
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:#?}");
     let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
-    assert_eq!(rendered, 18, "every operation is rendered");
+    assert_eq!(rendered, 19, "every operation is rendered");
     assert!(dom.contains("/api/v1/notes/{id}"));
 }

@@ -18,6 +18,7 @@
 //! Every commit uses redb's default durability (fsync before the commit
 //! returns), so a write acknowledged to its caller is on disk.
 
+mod audit;
 mod backoff;
 mod known;
 pub mod migrations;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
 use crate::domain::{NoteId, SessionId, UserId};
 use crate::metrics::WriteStats;
 use crate::pool::{IdlePool, PoolError};
@@ -67,6 +69,8 @@ pub struct Options {
     pub cache_bytes: usize,
     /// Writes that may wait for the writer; past this, writes are refused.
     pub write_queue: usize,
+    /// The key that chains the audit log's records (from the key ring).
+    pub audit_key: [u8; 32],
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
         Self {
             cache_bytes: DEFAULT_CACHE_BYTES,
             write_queue: DEFAULT_WRITE_QUEUE,
+            audit_key: [0; 32],
         }
     }
 }
@@ -106,6 +111,7 @@ impl From<redb::DatabaseError> for StorageError {
 
 pub struct RedbStorage {
     db: Arc<Database>,
+    audit_key: [u8; 32],
     writer: Writer,
     scanners: IdlePool<()>,
 }
@@ -125,6 +131,7 @@ impl RedbStorage {
         Ok(Self {
             writer: Writer::start(db.clone(), options.write_queue).map_err(io)?,
             scanners: IdlePool::new("scan", cores.saturating_sub(1).max(1), SCAN_QUEUE).map_err(io)?,
+            audit_key: options.audit_key,
             db,
         })
     }
@@ -185,16 +192,21 @@ impl Storage for RedbStorage {
     async fn create_account(
         &self,
         user: UserRecord,
-        session: SessionRecord,
+        session: Option<SessionRecord>,
         seen: Vec<KnownClient>,
+        events: Vec<AuditEvent>,
     ) -> Result<bool> {
+        let key = self.audit_key;
         self.writer
             .write(move |txn| {
                 if !users::create(txn, &user)? {
                     return Ok((false, false));
                 }
-                sessions::insert(txn, &session)?;
+                if let Some(session) = &session {
+                    sessions::insert(txn, session)?;
+                }
                 known::remember(txn, user.id, &seen)?;
+                audit::append_all(txn, &key, &events)?;
                 Ok((true, true))
             })
             .await
@@ -221,7 +233,9 @@ impl Storage for RedbStorage {
         hash: String,
         keep: SessionId,
         at: OffsetDateTime,
+        event: AuditEvent,
     ) -> Result<Option<Vec<SessionId>>> {
+        let key = self.audit_key;
         self.writer
             .write_unshed(move |txn| {
                 // Checked in the transaction: of two sessions changing the
@@ -231,16 +245,25 @@ impl Storage for RedbStorage {
                 {
                     return Ok((None, false));
                 }
-                Ok((Some(sessions::end_others(txn, user, keep, at)?), true))
+                let ended = sessions::end_others(txn, user, keep, at)?;
+                audit::append(txn, &key, &event)?;
+                Ok((Some(ended), true))
             })
             .await
     }
 
-    async fn create_session(&self, session: SessionRecord, seen: Vec<KnownClient>) -> Result<()> {
+    async fn create_session(
+        &self,
+        session: SessionRecord,
+        seen: Vec<KnownClient>,
+        event: AuditEvent,
+    ) -> Result<()> {
+        let key = self.audit_key;
         self.writer
             .write(move |txn| {
                 sessions::insert(txn, &session)?;
                 known::remember(txn, session.user_id, &seen)?;
+                audit::append(txn, &key, &event)?;
                 Ok(((), true))
             })
             .await
@@ -250,15 +273,40 @@ impl Storage for RedbStorage {
         self.read(|txn| sessions::get(txn, id))
     }
 
-    async fn replace_session(&self, current: SessionRecord, next: SessionRecord) -> Result<bool> {
+    async fn replace_session(
+        &self,
+        current: SessionRecord,
+        next: SessionRecord,
+        event: Option<AuditEvent>,
+    ) -> Result<bool> {
+        let key = self.audit_key;
         self.writer
-            .write_unshed(move |txn| sessions::replace(txn, &current, &next).map(|done| (done, done)))
+            .write_unshed(move |txn| {
+                let done = sessions::replace(txn, &current, &next)?;
+                if done && let Some(event) = &event {
+                    audit::append(txn, &key, event)?;
+                }
+                Ok((done, done))
+            })
             .await
     }
 
-    async fn revoke_session(&self, user: UserId, id: SessionId, at: OffsetDateTime) -> Result<bool> {
+    async fn revoke_session(
+        &self,
+        user: UserId,
+        id: SessionId,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<bool> {
+        let key = self.audit_key;
         self.writer
-            .write_unshed(move |txn| sessions::revoke(txn, user, id, at).map(|done| (done, done)))
+            .write_unshed(move |txn| {
+                let done = sessions::revoke(txn, user, id, at)?;
+                if done {
+                    audit::append(txn, &key, &event)?;
+                }
+                Ok((done, done))
+            })
             .await
     }
 
@@ -278,7 +326,9 @@ impl Storage for RedbStorage {
         user: UserId,
         keep: SessionId,
         at: OffsetDateTime,
+        event: AuditEvent,
     ) -> Result<Option<Vec<SessionId>>> {
+        let key = self.audit_key;
         self.writer
             .write_unshed(move |txn| {
                 if !sessions::is_live(txn, user, keep)? {
@@ -286,6 +336,9 @@ impl Storage for RedbStorage {
                 }
                 let ended = sessions::end_others(txn, user, keep, at)?;
                 let wrote = !ended.is_empty();
+                if wrote {
+                    audit::append(txn, &key, &event)?;
+                }
                 Ok((Some(ended), wrote))
             })
             .await
@@ -327,9 +380,20 @@ impl Storage for RedbStorage {
         self.read(|txn| backoff::get(txn, key, of))
     }
 
-    async fn record_failure(&self, key: String, counter: BackoffRecord, of: CounterOf) -> Result<bool> {
+    async fn record_failure(
+        &self,
+        key: String,
+        counter: BackoffRecord,
+        of: CounterOf,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let audit_key = self.audit_key;
         self.writer
-            .write(move |txn| backoff::put(txn, &key, &counter, of).map(|stored| (stored, stored)))
+            .write(move |txn| {
+                let stored = backoff::put(txn, &key, &counter, of)?;
+                audit::append_all(txn, &audit_key, &events)?;
+                Ok((stored, stored || !events.is_empty()))
+            })
             .await
     }
 
@@ -430,6 +494,37 @@ impl Storage for RedbStorage {
         self.read(|txn| notes::usage(txn, owner))
     }
 
+    async fn append_audit(&self, event: AuditEvent) -> Result<()> {
+        let key = self.audit_key;
+        self.writer
+            .write_unshed(move |txn| audit::append(txn, &key, &event).map(|_| ((), true)))
+            .await
+    }
+
+    async fn audit_events(&self, query: AuditQuery) -> Result<(Vec<AuditRecord>, Option<u64>)> {
+        self.scan(move |txn| audit::list(txn, &query)).await
+    }
+
+    async fn verify_audit(&self) -> Result<AuditVerdict> {
+        let key = self.audit_key;
+        self.scan(move |txn| audit::verify(txn, &key)).await
+    }
+
+    async fn purge_audit(&self, before: OffsetDateTime) -> Result<usize> {
+        let key = self.audit_key;
+        let mut removed = 0;
+        loop {
+            let gone = self
+                .writer
+                .write(move |txn| audit::purge(txn, &key, before, PURGE_BATCH).map(|n| (n, n > 0)))
+                .await?;
+            removed += gone;
+            if gone < PURGE_BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<()> {
         self.read(migrations::version).map(|_| ())
     }
@@ -444,6 +539,7 @@ impl Storage for RedbStorage {
                 login_counters: txn.open_table(EMAIL_TO_BACKOFF)?.len()?,
                 ghost_counters: txn.open_table(GHOST_TO_BACKOFF)?.len()?,
                 known_client_lists: txn.open_table(USER_TO_KNOWN_CLIENTS)?.len()?,
+                audit_records: audit::count(txn)?,
             })
         })
     }

@@ -31,6 +31,15 @@ pub const OWNER_TAG_NOTE_TO_UNIT: TableDefinition<(u128, &str, u128), ()> = Tabl
 /// per-account quotas in the same transaction as every note write.
 pub const OWNER_TO_USAGE: TableDefinition<u128, (u64, u64)> = TableDefinition::new("owner_usage");
 
+/// Sequence number → audit record (see [`crate::audit`]): the encoded
+/// event followed by its 32-byte MAC.
+pub const SEQ_TO_AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// (user id, sequence number) → (); one account's events.
+pub const USER_SEQ_TO_UNIT: TableDefinition<(u128, u64), ()> = TableDefinition::new("user_audit");
+/// `head` (the last record) and `anchor` (the last one purged by the
+/// retention) of the audit chain, each with a MAC of its own.
+pub const AUDIT_ENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_ends");
+
 /// Opens every table, creating the missing ones.
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(META)?;
@@ -44,5 +53,8 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(USER_TO_KNOWN_CLIENTS)?;
     txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
     txn.open_table(OWNER_TO_USAGE)?;
+    txn.open_table(SEQ_TO_AUDIT)?;
+    txn.open_table(USER_SEQ_TO_UNIT)?;
+    txn.open_table(AUDIT_ENDS)?;
     Ok(())
 }

@@ -38,6 +38,11 @@ fn session(user: UserId, revoked: bool) -> SessionRecord {
     }
 }
 
+/// An event for writes whose audit record the test does not look at.
+fn ev() -> crate::audit::AuditEvent {
+    crate::audit::AuditEvent::new(crate::audit::AuditKind::Logout, OffsetDateTime::now_utc())
+}
+
 fn note(title: &str, tags: &[&str]) -> NoteRecord {
     let now = OffsetDateTime::now_utc();
     NoteRecord {
@@ -278,7 +283,10 @@ async fn an_email_has_one_account_even_under_concurrent_signups() {
         racing.push(tokio::spawn(async move {
             let user = user("a@x.io");
             let first = session(user.id, false);
-            store.create_account(user, first, Vec::new()).await.unwrap()
+            store
+                .create_account(user, Some(first), Vec::new(), Vec::new())
+                .await
+                .unwrap()
         }));
     }
     let mut won = 0;
@@ -303,7 +311,10 @@ async fn a_session_is_replaced_only_from_what_was_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let first = session(UserId::generate(), false);
-    store.create_session(first.clone(), Vec::new()).await.unwrap();
+    store
+        .create_session(first.clone(), Vec::new(), ev())
+        .await
+        .unwrap();
     let read = store.session(first.id).await.unwrap().unwrap();
     assert_eq!(read, first);
     let rotated = SessionRecord {
@@ -312,7 +323,7 @@ async fn a_session_is_replaced_only_from_what_was_read() {
     };
     assert!(
         store
-            .replace_session(read.clone(), rotated.clone())
+            .replace_session(read.clone(), rotated.clone(), None)
             .await
             .unwrap()
     );
@@ -321,7 +332,7 @@ async fn a_session_is_replaced_only_from_what_was_read() {
         ..read
     };
     assert!(
-        !store.replace_session(first.clone(), stale).await.unwrap(),
+        !store.replace_session(first.clone(), stale, None).await.unwrap(),
         "a second writer from the same read loses"
     );
     assert_eq!(store.session(first.id).await.unwrap().unwrap(), rotated);
@@ -329,17 +340,20 @@ async fn a_session_is_replaced_only_from_what_was_read() {
     let owner = first.user_id;
     assert!(
         !store
-            .revoke_session(UserId::generate(), first.id, now)
+            .revoke_session(UserId::generate(), first.id, now, ev())
             .await
             .unwrap(),
         "another account cannot end it"
     );
-    assert!(store.revoke_session(owner, first.id, now).await.unwrap());
-    assert!(!store.revoke_session(owner, first.id, now).await.unwrap(), "once");
+    assert!(store.revoke_session(owner, first.id, now, ev()).await.unwrap());
+    assert!(
+        !store.revoke_session(owner, first.id, now, ev()).await.unwrap(),
+        "once"
+    );
     assert_eq!(store.sessions_revoked_since(now).await.unwrap(), vec![first.id]);
     assert!(
         !store
-            .revoke_session(owner, SessionId::generate(), now)
+            .revoke_session(owner, SessionId::generate(), now, ev())
             .await
             .unwrap()
     );
@@ -353,13 +367,13 @@ async fn a_users_live_sessions_are_listed_newest_first_in_pages() {
     let mut live = Vec::new();
     for i in 0..5 {
         let s = session(owner, i == 2);
-        store.create_session(s.clone(), Vec::new()).await.unwrap();
+        store.create_session(s.clone(), Vec::new(), ev()).await.unwrap();
         if i != 2 {
             live.push(s.id);
         }
     }
     store
-        .create_session(session(other, false), Vec::new())
+        .create_session(session(other, false), Vec::new(), ev())
         .await
         .unwrap();
     live.reverse();
@@ -389,7 +403,7 @@ async fn dead_sessions_are_purged_in_batches_and_live_ones_kept() {
     let store = open(&dir);
     for i in 0..600u32 {
         store
-            .create_session(session(UserId::generate(), i % 2 == 0), Vec::new())
+            .create_session(session(UserId::generate(), i % 2 == 0), Vec::new(), ev())
             .await
             .unwrap();
     }
@@ -423,37 +437,37 @@ async fn stale_counters_are_purged_in_batches_and_the_ghost_cap_holds() {
     let account = CounterOf::Account;
     for i in 0..600 {
         store
-            .record_failure(format!("old{i:04}@x.org"), record(2), account)
+            .record_failure(format!("old{i:04}@x.org"), record(2), account, Vec::new())
             .await
             .unwrap();
     }
     store
-        .record_failure("fresh@x.org".into(), record(0), account)
+        .record_failure("fresh@x.org".into(), record(0), account, Vec::new())
         .await
         .unwrap();
     let ghost = CounterOf::Ghost { cap: 2 };
     assert!(
         store
-            .record_failure("g1@x.org".into(), record(2), ghost)
+            .record_failure("g1@x.org".into(), record(2), ghost, Vec::new())
             .await
             .unwrap()
     );
     assert!(
         store
-            .record_failure("g2@x.org".into(), record(0), ghost)
+            .record_failure("g2@x.org".into(), record(0), ghost, Vec::new())
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_failure("g3@x.org".into(), record(0), ghost)
+            .record_failure("g3@x.org".into(), record(0), ghost, Vec::new())
             .await
             .unwrap(),
         "past the cap"
     );
     assert!(
         store
-            .record_failure("g2@x.org".into(), record(0), ghost)
+            .record_failure("g2@x.org".into(), record(0), ghost, Vec::new())
             .await
             .unwrap(),
         "an existing one is updated"
@@ -479,7 +493,7 @@ async fn stale_counters_are_purged_in_batches_and_the_ghost_cap_holds() {
     assert!(store.login_counter("g2@x.org", ghost).await.unwrap().is_some());
     assert!(
         store
-            .record_failure("g3@x.org".into(), record(0), ghost)
+            .record_failure("g3@x.org".into(), record(0), ghost, Vec::new())
             .await
             .unwrap(),
         "room again"
@@ -509,7 +523,7 @@ async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
     };
     // The owner's phone came back with its token once...
     store
-        .create_session(session(user, false), vec![seen(KnownKind::Device, 0, true)])
+        .create_session(session(user, false), vec![seen(KnownKind::Device, 0, true)], ev())
         .await
         .unwrap();
     // ... then a script logs in 60 times without one, from 20 addresses.
@@ -518,7 +532,10 @@ async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
             seen(KnownKind::Device, i, false),
             seen(KnownKind::Address, 100 + i % 20, false),
         ];
-        store.create_session(session(user, false), clients).await.unwrap();
+        store
+            .create_session(session(user, false), clients, ev())
+            .await
+            .unwrap();
     }
     let known = store.known_clients(user).await.unwrap();
     let devices: Vec<_> = known.iter().filter(|k| k.kind == KnownKind::Device).collect();
@@ -546,7 +563,12 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
             .await
             .unwrap();
         store
-            .create_account(owner.clone(), session(owner.id, false), Vec::new())
+            .create_account(
+                owner.clone(),
+                Some(session(owner.id, false)),
+                Vec::new(),
+                Vec::new(),
+            )
             .await
             .unwrap();
         // As a version 1 file had it: notes but no usage rows, emails only
@@ -617,11 +639,11 @@ async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
     let live: Vec<SessionRecord> = (0..3).map(|_| session(owner, false)).collect();
     let bystander = session(other, false);
     for s in live.iter().chain([&keep, &ended_before, &bystander]) {
-        store.create_session(s.clone(), Vec::new()).await.unwrap();
+        store.create_session(s.clone(), Vec::new(), ev()).await.unwrap();
     }
     let now = OffsetDateTime::now_utc();
     let mut ended = store
-        .end_other_sessions(owner, keep.id, now)
+        .end_other_sessions(owner, keep.id, now, ev())
         .await
         .unwrap()
         .unwrap();
@@ -638,16 +660,19 @@ async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
         None
     );
     assert_eq!(
-        store.end_other_sessions(owner, keep.id, now).await.unwrap(),
+        store.end_other_sessions(owner, keep.id, now, ev()).await.unwrap(),
         Some(vec![])
     );
     assert_eq!(
-        store.end_other_sessions(owner, live[0].id, now).await.unwrap(),
+        store
+            .end_other_sessions(owner, live[0].id, now, ev())
+            .await
+            .unwrap(),
         None,
         "from an ended session: nothing"
     );
     assert_eq!(
-        store.end_other_sessions(other, keep.id, now).await.unwrap(),
+        store.end_other_sessions(other, keep.id, now, ev()).await.unwrap(),
         None,
         "with another account's session: nothing"
     );
@@ -662,11 +687,202 @@ async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
                 "$argon2id$stub".into(),
                 "$argon2id$new".into(),
                 live[1].id,
-                now
+                now,
+                ev()
             )
             .await
             .unwrap()
             .is_none(),
         "a password change from an ended session changes nothing"
+    );
+}
+
+fn audit_store(dir: &tempfile::TempDir) -> RedbStorage {
+    RedbStorage::open(
+        &dir.path().join("audit.redb"),
+        Options {
+            audit_key: [42; 32],
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn store_events(store: &RedbStorage, user: UserId, n: usize, at: OffsetDateTime) {
+    use crate::audit::{AuditEvent, AuditKind};
+    for i in 0..n {
+        let kind = if i % 2 == 0 {
+            AuditKind::Login
+        } else {
+            AuditKind::Refresh
+        };
+        store
+            .append_audit(AuditEvent::new(kind, at).user(user).detail(format!("event {i}")))
+            .await
+            .unwrap();
+    }
+}
+
+fn write(store: &RedbStorage, change: impl FnOnce(&redb::WriteTransaction)) {
+    let txn = store.db.begin_write().unwrap();
+    change(&txn);
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_and_finds_an_edited_record() {
+    use crate::audit::AuditVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let store = audit_store(&dir);
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact {
+            records: 0,
+            first: 1,
+            last: 0
+        }
+    );
+    store_events(&store, UserId::generate(), 5, OffsetDateTime::now_utc()).await;
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact {
+            records: 5,
+            first: 1,
+            last: 5
+        }
+    );
+    write(&store, |txn| audit::tamper(txn, 3, "nothing happened").unwrap());
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Broken { seq: 3, .. }
+    ));
+}
+
+#[tokio::test]
+async fn removed_records_break_the_chain_wherever_they_were() {
+    use crate::audit::AuditVerdict;
+    use tables::SEQ_TO_AUDIT;
+    for (removed, broken_at) in [(vec![3], 3), (vec![5], 5), (vec![4, 5], 4), (vec![1], 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = audit_store(&dir);
+        store_events(&store, UserId::generate(), 5, OffsetDateTime::now_utc()).await;
+        write(&store, |txn| {
+            let mut records = txn.open_table(SEQ_TO_AUDIT).unwrap();
+            for seq in &removed {
+                records.remove(*seq).unwrap();
+            }
+        });
+        match store.verify_audit().await.unwrap() {
+            AuditVerdict::Broken { seq, .. } => assert_eq!(seq, broken_at, "{removed:?}"),
+            intact @ AuditVerdict::Intact { .. } => panic!("{removed:?} removed, yet {intact:?}"),
+        }
+    }
+    // The wrong key: nothing verifies.
+    let dir = tempfile::tempdir().unwrap();
+    store_events(
+        &audit_store(&dir),
+        UserId::generate(),
+        2,
+        OffsetDateTime::now_utc(),
+    )
+    .await;
+    let other_key = RedbStorage::open(
+        &dir.path().join("audit.redb"),
+        Options {
+            audit_key: [7; 32],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        other_key.verify_audit().await.unwrap(),
+        AuditVerdict::Broken { seq: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn retention_purges_the_oldest_and_the_rest_still_verifies() {
+    use crate::audit::AuditVerdict;
+    let dir = tempfile::tempdir().unwrap();
+    let store = audit_store(&dir);
+    let now = OffsetDateTime::now_utc();
+    let user = UserId::generate();
+    store_events(&store, user, 300, now - time::Duration::days(400)).await;
+    store_events(&store, user, 3, now).await;
+    let gone = store.purge_audit(now - time::Duration::days(365)).await.unwrap();
+    assert_eq!(gone, 300, "in batches of {PURGE_BATCH}");
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Intact {
+            records: 3,
+            first: 301,
+            last: 303
+        }
+    );
+    // Cutting more from the start than the retention did is found.
+    write(&store, |txn| {
+        txn.open_table(tables::SEQ_TO_AUDIT).unwrap().remove(301).unwrap();
+    });
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Broken { seq: 301, .. }
+    ));
+}
+
+#[tokio::test]
+async fn audit_pages_filter_by_user_kind_and_time() {
+    use crate::audit::{AuditKind, AuditQuery};
+    let dir = tempfile::tempdir().unwrap();
+    let store = audit_store(&dir);
+    let now = OffsetDateTime::now_utc();
+    let (alice, bob) = (UserId::generate(), UserId::generate());
+    store_events(&store, alice, 4, now - time::Duration::hours(2)).await;
+    store_events(&store, bob, 4, now).await;
+    store_events(&store, alice, 2, now).await;
+    let query = AuditQuery {
+        user: Some(alice),
+        kinds: Vec::new(),
+        since: None,
+        until: None,
+        before_seq: None,
+        limit: 4,
+        scan_limit: 1000,
+    };
+    let (page, next) = store.audit_events(query.clone()).await.unwrap();
+    let seqs: Vec<u64> = page.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [10, 9, 4, 3], "alice's, newest first");
+    let (rest, end) = store
+        .audit_events(AuditQuery {
+            before_seq: next,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(end, None);
+    let (logins, _) = store
+        .audit_events(AuditQuery {
+            user: None,
+            kinds: vec![AuditKind::Login],
+            limit: 100,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logins.iter().map(|r| r.seq).collect::<Vec<_>>(), [9, 7, 5, 3, 1]);
+    let (recent, _) = store
+        .audit_events(AuditQuery {
+            user: None,
+            since: Some(now - time::Duration::hours(1)),
+            limit: 100,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 6, "the last hour only");
+    assert!(
+        recent
+            .iter()
+            .all(|r| r.event.at >= now - time::Duration::hours(1))
     );
 }
