@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             user_agent: None,
         };
         store
-            .create_account(user.clone(), Some(session), Vec::new(), Vec::new())
+            .create_account(user.clone(), Some(session), Vec::new(), None, Vec::new())
             .await?;
         // Batches of about 64 MiB of content, so large notes do not all sit
         // in memory at once.

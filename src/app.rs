@@ -88,6 +88,8 @@ pub struct Application {
     tls: Option<TlsSource>,
     redirect: Option<(TcpAcceptor, SocketAddr)>,
     metrics: Option<(TcpAcceptor, SocketAddr)>,
+    /// The control socket the administration commands reach.
+    control: tokio::net::UnixListener,
 }
 
 impl Application {
@@ -147,6 +149,11 @@ impl Application {
             Some(at) => Some(bind(at).await?),
             None => None,
         };
+        let dir = &settings.storage.data_dir;
+        let control = crate::control::bind(dir).map_err(|source| StartupError::DataDir {
+            path: crate::control::socket_path(dir).display().to_string(),
+            source,
+        })?;
         Ok(Self {
             acceptor,
             addr,
@@ -155,6 +162,7 @@ impl Application {
             tls,
             redirect,
             metrics,
+            control,
         })
     }
 
@@ -221,7 +229,7 @@ impl Application {
             trusted_proxies: self.settings.http.trusted_proxies.clone(),
             keys,
         }));
-        let sweeper = spawn_sweeper(limiters.clone(), self.state.clone());
+        let sweeper = spawn_side_tasks(limiters.clone(), self.state.clone(), self.control);
         let docs = if self.settings.http.docs {
             Some(Docs::build().await)
         } else {
@@ -410,16 +418,52 @@ fn spawn_redirect(
     })
 }
 
-/// Every minute, forgets recovered addresses so an attack from many
-/// addresses cannot grow the limiters' maps without bound; hourly, drops
-/// sessions nobody can use, stale login counters and audit events past
-/// their retention.
-fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+/// The control socket's file, removed when the server stops with it.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The control socket's server, and the sweeper: every minute, it forgets
+/// recovered addresses so an attack from many addresses cannot grow the
+/// limiters' maps without bound, and drops signing keys whose tokens have
+/// all expired; hourly, it drops sessions nobody can use, stale login
+/// counters and audit events past their retention. Aborting the task stops
+/// both and removes the socket file.
+fn spawn_side_tasks(
+    limiters: Arc<Limiters>,
+    state: Arc<AppState>,
+    control: tokio::net::UnixListener,
+) -> tokio::task::JoinHandle<()> {
+    let socket = SocketFile(crate::control::socket_path(&state.data_dir));
+    let commands = crate::control::serve(control, state.clone());
     tokio::spawn(async move {
+        let _socket = socket;
+        tokio::join!(commands, sweep(limiters, state));
+    })
+}
+
+async fn sweep(limiters: Arc<Limiters>, state: Arc<AppState>) {
+    {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         for minute in 0u64.. {
             tick.tick().await;
             limiters.sweep();
+            match state
+                .auth
+                .tokens
+                .prune_keys(&state.data_dir, state.auth.clock.now())
+            {
+                Ok(dropped) => {
+                    for kid in dropped {
+                        tracing::info!(%kid, "signing key dropped: every token it signed has expired");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not drop expired signing keys"),
+            }
             if minute % 60 == 59 {
                 if let Err(e) = state.auth.purge_dead_sessions().await {
                     tracing::warn!(error = %e, "could not purge dead sessions");
@@ -434,7 +478,7 @@ fn spawn_sweeper(limiters: Arc<Limiters>, state: Arc<AppState>) -> tokio::task::
                 }
             }
         }
-    })
+    }
 }
 
 /// The connection caps both listeners share.
@@ -465,7 +509,9 @@ fn serve_options(settings: &Settings) -> ServeOptions {
     }
 }
 
-fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
+/// Opens the data directory, the database and the key ring: everything
+/// the API and the administration commands work on.
+pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
     let keyring = KeyRing::load_or_create(dir)?;
@@ -521,6 +567,8 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
         clock,
         events: Arc::default(),
         audit_retention: settings.auth.audit_retention,
+        signup_policy: settings.auth.signup,
+        invite_ttl: settings.auth.invite_ttl,
     };
     Ok(AppState {
         auth,
@@ -530,6 +578,7 @@ fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupErro
             settings.http.trusted_proxies.clone(),
             ClientKeys::new(settings.http.ipv6_prefix),
         ),
+        data_dir: dir.clone(),
     })
 }
 

@@ -82,6 +82,8 @@ kinds! {
     UserCreated = "user_created", info;
     InviteCreated = "invite_created", info;
     InviteUsed = "invite_used", info;
+    /// An admin or the operator withdrew an invite.
+    InviteDeleted = "invite_deleted", info;
     /// A new token signing key took over.
     KeyRotated = "key_rotated", warn;
 }

@@ -35,18 +35,13 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        use unicode_normalization::UnicodeNormalization;
         let too_long = || FieldError::new("email", "must be at most 254 characters");
         let raw = raw.trim();
         // Normalising can lengthen text; bound the work before doing it.
         if raw.len() > 4 * EMAIL_MAX {
             return Err(too_long());
         }
-        let compatible: String = raw.nfkc().collect();
-        let email: String = caseless::default_case_fold_str(&compatible)
-            .nfkc()
-            .map(|c| if c == '\u{3002}' { '.' } else { c })
-            .collect();
+        let email = fold_email(raw);
         let invalid = || FieldError::new("email", "must be an email address");
         if email.chars().count() > EMAIL_MAX {
             return Err(too_long());
@@ -84,6 +79,18 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Text folded as emails are (NFKC, case folding, NFKC again, ideographic
+/// full stops as dots), without the checks: for matching a prefix of the
+/// stored, normalised emails.
+pub fn fold_email(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let compatible: String = raw.trim().nfkc().collect();
+    caseless::default_case_fold_str(&compatible)
+        .nfkc()
+        .map(|c| if c == '\u{3002}' { '.' } else { c })
+        .collect()
 }
 
 /// A letter or digit of any script (marks that belong to letters
@@ -248,6 +255,10 @@ uuid_id!(
 uuid_id!(
     /// Identifies a note; v7, so ids sort by creation time.
     NoteId
+);
+uuid_id!(
+    /// Identifies a signup invite (its code carries a secret besides).
+    InviteId
 );
 
 /// What an account may do.

@@ -71,6 +71,10 @@ pub enum Error {
     /// The caller is authenticated but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// The signup policy does not let this request create an account
+    /// (closed, or no usable invite); the detail says which.
+    #[error("signup refused")]
+    SignupRefused(&'static str),
     /// The write would take the account past a quota (notes or bytes).
     #[error("quota exceeded")]
     QuotaExceeded,
@@ -119,7 +123,7 @@ impl Error {
         match self {
             Error::Validation(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::Forbidden | Error::QuotaExceeded => StatusCode::FORBIDDEN,
+            Error::Forbidden | Error::QuotaExceeded | Error::SignupRefused(_) => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -155,6 +159,7 @@ impl Error {
                 "You are not allowed to do this.".to_owned(),
                 None,
             ),
+            Error::SignupRefused(detail) => ("signup-refused", "Signup refused", (*detail).to_owned(), None),
             Error::QuotaExceeded => (
                 "quota-exceeded",
                 "Quota exceeded",

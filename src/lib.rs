@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod control;
 pub mod domain;
 pub mod error;
 pub mod fsutil;

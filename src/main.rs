@@ -16,7 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    notesd::telemetry::init(loaded.cli.log.log_format);
+    // An administration command prints its answer; its log says only
+    // what went wrong (`NOTESD_LOG=info` for the rest).
+    let quiet = matches!(
+        loaded.cli.command,
+        Command::User(_) | Command::Invite(_) | Command::Keys(_) | Command::Audit(_)
+    );
+    notesd::telemetry::init_at(loaded.cli.log.log_format, if quiet { "warn" } else { "info" });
     for name in cli::unknown_env_vars() {
         tracing::warn!(variable = %name, "unknown NOTESD_ environment variable ignored");
     }
@@ -28,6 +34,10 @@ fn main() -> ExitCode {
     }
     let shown = loaded.settings_subcommand().map(|name| loaded.effective(name));
     match loaded.cli.command {
+        Command::User(command) => cli::admin::run(cli::admin::Command::User(command)),
+        Command::Invite(command) => cli::admin::run(cli::admin::Command::Invite(command)),
+        Command::Keys(command) => cli::admin::run(cli::admin::Command::Keys(command)),
+        Command::Audit(command) => cli::admin::run(cli::admin::Command::Audit(command)),
         Command::Openapi => {
             cli::openapi::run();
             ExitCode::SUCCESS

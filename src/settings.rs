@@ -147,6 +147,16 @@ pub struct AuthSettings {
     #[arg(long, env = "NOTESD_SESSION_ABSOLUTE_TTL", default_value = "90d", value_parser = humantime::parse_duration)]
     pub session_absolute_ttl: Duration,
 
+    /// Who may sign up: anyone (`open`), holders of an admin's one-time
+    /// invite code (`invite`), or nobody (`closed`: accounts are made by
+    /// an admin or `notesd user create`).
+    #[arg(long, env = "NOTESD_SIGNUP", value_enum, default_value = "open")]
+    pub signup: SignupPolicy,
+
+    /// Life of an invite code when its creator names none, e.g. `7d`.
+    #[arg(long, env = "NOTESD_INVITE_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub invite_ttl: Duration,
+
     /// Stored audit events older than this are purged, e.g. `365d`.
     #[arg(long, env = "NOTESD_AUDIT_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
@@ -346,6 +356,14 @@ pub struct StorageSettings {
     pub write_queue: u32,
 }
 
+/// Who may create an account with `POST /api/v1/auth/signup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignupPolicy {
+    Open,
+    Invite,
+    Closed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TlsMode {
     Off,
@@ -404,6 +422,14 @@ impl Settings {
         const DAY: u64 = 86_400;
         if self.auth.access_token_ttl < Duration::from_secs(1) {
             return Err("--access-token-ttl must be at least 1s".into());
+        }
+        if self.auth.invite_ttl < Duration::from_secs(60)
+            || self.auth.invite_ttl > Duration::from_secs(365 * DAY)
+        {
+            return Err("--invite-ttl must be between 1m and 365d".into());
+        }
+        if self.auth.audit_retention < Duration::from_secs(DAY) {
+            return Err("--audit-retention must be at least 1d".into());
         }
         // Purging expired sessions relies on their access tokens being
         // expired too.

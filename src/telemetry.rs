@@ -10,7 +10,12 @@ pub enum LogFormat {
 }
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("NOTESD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    init_at(format, "info");
+}
+
+/// As [`init`], with `default` as the level when `NOTESD_LOG` is unset.
+pub fn init_at(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("NOTESD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

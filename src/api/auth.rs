@@ -37,9 +37,17 @@ pub struct SignupRequest {
         validator(min_length = 8, max_length = 1024)
     )]
     pub password: Text,
+    /// A one-time code from an admin; needed when the server's signup
+    /// policy is `invite`, ignored otherwise.
+    #[oai(
+        deserialize_with = "invite_code_field",
+        validator(max_length = 128),
+        skip_serializing_if_is_none
+    )]
+    pub invite_code: Option<Text>,
 }
 
-/// Never shows the password.
+/// Never shows the password or the invite code.
 impl std::fmt::Debug for SignupRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignupRequest").finish_non_exhaustive()
@@ -51,6 +59,7 @@ impl poem_openapi::types::Example for SignupRequest {
         Self {
             email: "ada@example.com".into(),
             password: "plaid otter cathedral".into(),
+            invite_code: None,
         }
     }
 }
@@ -107,6 +116,7 @@ crate::field_parsers! {
     password_field: Text => "password";
     refresh_token_field: Text => "refresh_token";
     device_token_field: Option<Text> => "device_token";
+    invite_code_field: Option<Text> => "invite_code";
 }
 
 /// An access token and the refresh token that renews it.
@@ -182,6 +192,10 @@ problem_responses! {
     pub enum SignupError {
         /// A field is invalid, or the password is too easy to guess.
         BadRequest = 400,
+        /// The signup policy refuses it (`urn:notesd:problem:signup-refused`):
+        /// signup is closed, or it needs a valid, unused, unexpired
+        /// `invite_code`.
+        Forbidden = 403,
         /// The email cannot be used for a new account.
         Conflict = 409,
         /// The body is not `application/json`.
@@ -262,7 +276,10 @@ impl AuthApi {
     /// Create an account
     ///
     /// Creates an account with role `user` and logs it in. The email is
-    /// trimmed and lower-cased.
+    /// trimmed and lower-cased. The server's signup policy decides who may:
+    /// anyone (`open`), holders of an admin's one-time `invite_code`
+    /// (`invite`; the code is checked before the email, and a taken email
+    /// leaves the code unused), or nobody (`closed`).
     #[oai(path = "/signup", method = "post", operation_id = "signup")]
     async fn signup(
         &self,
@@ -270,9 +287,17 @@ impl AuthApi {
         state: Data<&Arc<AppState>>,
         body: Json<SignupRequest>,
     ) -> Result<SignupResponse, SignupError> {
-        let SignupRequest { email, password } = body.0;
+        let SignupRequest {
+            email,
+            password,
+            invite_code,
+        } = body.0;
         let (email, password) = parse_credentials(&email.0, password.0)?;
-        let (user, pair) = state.auth.signup(email, password, origin(&state, req)).await?;
+        let invite = invite_code.map(|c| c.0);
+        let (user, pair) = state
+            .auth
+            .signup(email, password, origin(&state, req), invite.as_deref())
+            .await?;
         state.auth.events.record(AuthEvent::Signup);
         Ok(SignupResponse::Created(Json(SignupBody {
             user: UserProfile::from(&user),

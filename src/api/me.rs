@@ -88,7 +88,46 @@ impl poem_openapi::types::Example for PasswordChange {
     }
 }
 
+/// The password, re-entered to delete the account.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct AccountDeletion {
+    /// The account's password.
+    #[oai(deserialize_with = "password_field", validator(max_length = 1024))]
+    pub password: Text,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for AccountDeletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountDeletion").finish_non_exhaustive()
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum AccountDeletedResponse {
+    /// The account, its notes and its sessions are gone; its tokens no
+    /// longer work and its email is free again.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+problem_responses! {
+    pub enum AccountDeletionError {
+        /// `password` is not the account's password.
+        BadRequest = 400,
+        /// Missing, invalid, expired or revoked access token.
+        Unauthorized = 401,
+        /// The account is the last enabled admin, or its password changed
+        /// meanwhile.
+        Conflict = 409,
+        /// The body is not `application/json`.
+        UnsupportedMediaType = 415,
+    }
+}
+
 crate::field_parsers! {
+    password_field: Text => "password";
     current_password_field: Text => "current_password";
     new_password_field: Text => "new_password";
 }
@@ -325,6 +364,27 @@ impl MeApi {
             items,
             next_cursor: next.map(|id| id.to_string()),
         })))
+    }
+
+    /// Delete your account
+    ///
+    /// Needs your password. The account, every note and every session go
+    /// in one transaction: its tokens stop at once and the email is free
+    /// for a new signup. A wrong password counts toward the login backoff
+    /// (429 while it backs off). The last enabled admin cannot delete
+    /// itself (409).
+    #[oai(path = "/api/v1/me", method = "delete", operation_id = "deleteMe")]
+    async fn delete_me(
+        &self,
+        req: &Request,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+        body: Json<AccountDeletion>,
+    ) -> Result<AccountDeletedResponse, AccountDeletionError> {
+        let password = password_member(body.0.password.0, "password").map_err(Error::from)?;
+        let client = state.clients.client_key(req);
+        state.auth.delete_own_account(auth.0, password, client).await?;
+        Ok(AccountDeletedResponse::NoContent)
     }
 
     /// Your security events

@@ -3,6 +3,7 @@
 //! [`AppState`] through poem's `Data`, so the service (and the OpenAPI
 //! document) can be built without a running server.
 
+pub mod admin;
 pub mod auth;
 pub mod me;
 pub mod notes;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub notes: notes::NotesConfig,
     /// Who the client of a request is (for the login backoff).
     pub clients: crate::client::ClientResolver,
+    /// Where the database, the key ring and the control socket live.
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Tags)]
@@ -37,14 +40,22 @@ pub enum ApiTags {
     Notes,
     /// Health and readiness probes.
     Operations,
+    /// Accounts, invites and the audit log, for admins.
+    Admin,
 }
 
-pub type Apis = (auth::AuthApi, me::MeApi, notes::NotesApi, ops::OpsApi);
+pub type Apis = (
+    auth::AuthApi,
+    me::MeApi,
+    notes::NotesApi,
+    admin::AdminApi,
+    ops::OpsApi,
+);
 
 /// The OpenAPI service for all operations.
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (auth::AuthApi, me::MeApi, notes::NotesApi, ops::OpsApi),
+        (auth::AuthApi, me::MeApi, notes::NotesApi, admin::AdminApi, ops::OpsApi),
         "notesd",
         env!("CARGO_PKG_VERSION"),
     )

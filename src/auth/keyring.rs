@@ -215,6 +215,33 @@ impl KeyRing {
         self.keys.push(generate_key(now)?);
         Ok(self.current())
     }
+
+    /// Undoes a rotation that could not be saved.
+    pub fn drop_newest(&mut self) {
+        if self.keys.len() > 1 {
+            self.keys.pop();
+        }
+    }
+
+    /// Drops the keys that stopped signing more than `token_life` ago:
+    /// every token they signed has expired. A key stopped signing when the
+    /// next one was made. Returns the ids dropped.
+    pub fn prune(&mut self, now: OffsetDateTime, token_life: std::time::Duration) -> Vec<String> {
+        let retired_at: Vec<Option<OffsetDateTime>> = (0..self.keys.len())
+            .map(|i| self.keys.get(i + 1).map(|next| next.created_at))
+            .collect();
+        let mut dropped = Vec::new();
+        let mut index = 0;
+        self.keys.retain(|key| {
+            let keep = retired_at[index].is_none_or(|at| at + token_life > now);
+            index += 1;
+            if !keep {
+                dropped.push(key.id.clone());
+            }
+            keep
+        });
+        dropped
+    }
 }
 
 /// A stored 32-byte secret, if the ring has it.
@@ -286,6 +313,28 @@ mod tests {
             KeyRing::load_or_create(dir.path()),
             Err(KeyringError::TooOpen { .. })
         ));
+    }
+
+    #[test]
+    fn a_retired_key_drops_out_once_its_tokens_have_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ring = KeyRing::load_or_create(dir.path()).unwrap();
+        let first = ring.current().id.clone();
+        let start = ring.current().created_at;
+        let life = std::time::Duration::from_secs(900);
+        ring.rotate(start + time::Duration::minutes(1)).unwrap();
+        assert!(
+            ring.prune(start + time::Duration::minutes(15), life).is_empty(),
+            "tokens may live"
+        );
+        assert!(ring.find(&first).is_some());
+        assert_eq!(
+            ring.prune(start + time::Duration::minutes(17), life),
+            std::slice::from_ref(&first)
+        );
+        assert!(ring.find(&first).is_none());
+        assert_eq!(ring.keys().len(), 1, "the signing key always stays");
+        assert!(ring.prune(start + time::Duration::days(999), life).is_empty());
     }
 
     #[test]

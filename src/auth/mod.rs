@@ -1,8 +1,10 @@
 //! Authentication: accounts' passwords, sessions, and the tokens that prove
 //! them. [`Auth`] is the one entry point the API uses.
 
+pub mod admin;
 pub mod backoff;
 pub mod devices;
+pub mod invites;
 pub mod keyring;
 pub mod password;
 pub mod sessions;
@@ -18,8 +20,10 @@ use crate::client::ClientKey;
 use crate::clock::Clock;
 use crate::domain::{Email, Password, Role, SessionId, UserId};
 use crate::error::{Error, FieldError};
+use crate::settings::SignupPolicy;
 use crate::storage::{
-    CounterOf, Db, KnownClient, KnownKind, SessionCutoffs, SessionRecord, Storage, UserRecord,
+    CounterOf, Created, Db, InviteClaim, KnownClient, KnownKind, SessionCutoffs, SessionRecord, Storage,
+    UserRecord,
 };
 use backoff::{Admission, Attempts};
 use devices::ClientClass;
@@ -92,6 +96,9 @@ fn seen_clients(
     device.into_iter().chain(address).collect()
 }
 
+const INVITE_NEEDED: &str =
+    "Signup needs a valid invite code (`invite_code`) on this server; ask an admin for one.";
+
 /// The login counter is not in memory: read the stored one.
 struct NotInMemory;
 
@@ -119,17 +126,43 @@ pub struct Auth {
     pub events: std::sync::Arc<crate::metrics::AuthCounters>,
     /// How long stored audit events are kept.
     pub audit_retention: Duration,
+    /// Who may sign up.
+    pub signup_policy: SignupPolicy,
+    /// Life of an invite code when its creator names none.
+    pub invite_ttl: Duration,
 }
 
 impl Auth {
-    /// Creates an account and logs it in. The password is hashed before the
-    /// email is looked at, so a taken email costs the same time as a new one.
+    /// Creates an account and logs it in, as the signup policy allows. The
+    /// password is hashed before the email is looked at, so a taken email
+    /// costs the same time as a new one. Under `invite`, the invite is
+    /// checked before the email: without a usable code nothing is told
+    /// about the email.
     pub async fn signup(
         &self,
         email: Email,
         password: Password,
         origin: Origin,
+        invite: Option<&str>,
     ) -> Result<(UserRecord, TokenPair), Error> {
+        let claim = match self.signup_policy {
+            SignupPolicy::Open => None,
+            SignupPolicy::Closed => {
+                return Err(Error::SignupRefused(
+                    "Signup is closed on this server; an admin creates accounts.",
+                ));
+            }
+            SignupPolicy::Invite => {
+                let Some((id, hash)) = invite.and_then(invites::parse_invite) else {
+                    return Err(Error::SignupRefused(INVITE_NEEDED));
+                };
+                Some(InviteClaim {
+                    id,
+                    hash,
+                    at: self.clock.now(),
+                })
+            }
+        };
         let client = origin.client;
         let hash = self
             .passwords
@@ -151,15 +184,29 @@ impl Auth {
             .user(user.id)
             .session(session.id)
             .client(session.client.clone());
+        let mut events = vec![event];
+        if let Some(claim) = &claim {
+            events.push(
+                AuditEvent::new(AuditKind::InviteUsed, now)
+                    .user(user.id)
+                    .detail(format!("invite {}", claim.id)),
+            );
+        }
         let created = self
             .db
-            .create_account(user.clone(), Some(session.clone()), seen, vec![event.clone()])
+            .create_account(user.clone(), Some(session.clone()), seen, claim, events.clone())
             .await?;
-        if !created {
-            info!(event = "signup_refused", reason = "email taken");
-            return Err(Error::Conflict("An account cannot be created with this email."));
+        match created {
+            Created::Created => {}
+            Created::EmailTaken => {
+                info!(event = "signup_refused", reason = "email taken");
+                return Err(Error::Conflict("An account cannot be created with this email."));
+            }
+            Created::InviteRefused => return Err(Error::SignupRefused(INVITE_NEEDED)),
         }
-        event.emit();
+        for event in &events {
+            event.emit();
+        }
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = Some(device.token);
         Ok((user, pair))
@@ -314,43 +361,9 @@ impl Auth {
         let Some(user) = self.db.user(caller.user_id).await?.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
-        let known = self.db.known_clients(user.id).await?;
-        let class = ClientClass::of(&known, None, client);
-        let of = CounterOf::Account;
-        let ticket = self
-            .admit_attempt(
-                class.counter_key(&user.email),
-                of,
-                now,
-                class != ClientClass::Unknown,
-            )
-            .await?;
         let same = current.expose() == new.expose();
-        let verified = match self
-            .passwords
-            .verify(current, Some(user.password_hash.clone()))
-            .await
-        {
-            Ok(verified) => verified,
-            Err(e) => {
-                ticket.released();
-                return Err(e);
-            }
-        };
-        if !verified.ok {
-            let failed = AuditEvent::new(AuditKind::LoginFailed, now)
-                .user(user.id)
-                .session(caller.session_id)
-                .client(client.map(ClientKey::coarse))
-                .detail("wrong current password at a password change");
-            self.count_failure(ticket, of, now, failed).await;
-            return Err(FieldError::new("current_password", "is not the account's password").into());
-        }
-        let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
-        ticket.succeeded();
-        if had_failures {
-            self.db.clear_failures(key).await?;
-        }
+        self.check_password_again(&user, caller.session_id, current, client, "current_password")
+            .await?;
         if same {
             return Err(FieldError::new("new_password", "must differ from the current password").into());
         }

@@ -159,6 +159,39 @@ impl Tokens {
             .collect())
     }
 
+    /// Makes a new signing key and saves the ring in `dir`; new tokens
+    /// carry its id at once, and the old keys keep verifying. Returns the
+    /// new key's id.
+    pub fn rotate_key(&self, dir: &std::path::Path, now: OffsetDateTime) -> Result<String, String> {
+        let mut ring = self
+            .keyring
+            .write()
+            .map_err(|_| "key ring lock poisoned".to_owned())?;
+        let id = ring.rotate(now)?.id.clone();
+        if let Err(e) = ring.save(dir) {
+            // Not saved: not used either, or a restart would lose the key
+            // its tokens name.
+            ring.drop_newest();
+            return Err(e.to_string());
+        }
+        Ok(id)
+    }
+
+    /// Drops the keys whose tokens have all expired (see
+    /// [`KeyRing::prune`]) and saves the ring if any went.
+    pub fn prune_keys(&self, dir: &std::path::Path, now: OffsetDateTime) -> Result<Vec<String>, String> {
+        let mut ring = self
+            .keyring
+            .write()
+            .map_err(|_| "key ring lock poisoned".to_owned())?;
+        // A minute more than the token life, for clock skew.
+        let dropped = ring.prune(now, self.ttl + Duration::from_secs(60));
+        if !dropped.is_empty() {
+            ring.save(dir).map_err(|e| e.to_string())?;
+        }
+        Ok(dropped)
+    }
+
     /// The key ring's secret for deriving rotated refresh tokens.
     pub fn rotation_secret(&self) -> Option<[u8; 32]> {
         self.keyring.read().ok().map(|ring| *ring.rotation_secret())

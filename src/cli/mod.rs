@@ -1,5 +1,6 @@
 //! The command line: one clap enum, one module per subcommand.
 
+pub mod admin;
 pub mod config;
 pub mod openapi;
 pub mod serve;
@@ -49,6 +50,19 @@ pub enum Command {
     },
     /// Print the OpenAPI document (JSON) to standard output.
     Openapi,
+    /// Manage accounts, through the running server or, when none runs,
+    /// on its database.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Make signup invites.
+    #[command(subcommand)]
+    Invite(admin::InviteCommand),
+    /// List or rotate the token signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Check the stored audit log.
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
 }
 
 /// The settings of `notesd serve`, and the file they may come from.

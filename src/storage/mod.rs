@@ -22,8 +22,8 @@ use std::sync::atomic::AtomicBool;
 
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
-use crate::domain::{NoteId, Role, SessionId, UserId};
+use crate::audit::{Actor, AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
+use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 
 pub use self::redb::RedbStorage;
 
@@ -41,6 +41,50 @@ pub struct UserRecord {
     pub role: Role,
     pub disabled: bool,
     pub created_at: OffsetDateTime,
+}
+
+/// What an account change by an admin (or the owner, for a deletion)
+/// found. Only `Done` changed anything.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AccountChange<T> {
+    Done(T),
+    NotFound,
+    /// The change would leave no enabled admin.
+    LastAdmin,
+    /// The password hash is no longer the one that was verified.
+    Stale,
+}
+
+/// A one-time signup code, stored as a hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    pub id: InviteId,
+    /// BLAKE2b-256 of the code's secret.
+    pub hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub created_by: Actor,
+    pub used_by: Option<UserId>,
+    pub used_at: Option<OffsetDateTime>,
+}
+
+/// A signup's use of an invite: taken only if the stored one has this
+/// hash, is unused and has not expired at `at`.
+#[derive(Debug, Clone)]
+pub struct InviteClaim {
+    pub id: InviteId,
+    pub hash: [u8; 32],
+    pub at: OffsetDateTime,
+}
+
+/// What [`Storage::create_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// Nothing written: the email has an account.
+    EmailTaken,
+    /// Nothing written: the invite is unknown, used or expired.
+    InviteRefused,
 }
 
 /// A login session. It holds the hash of its current refresh token and of
@@ -290,19 +334,98 @@ pub trait Storage: Send + Sync + 'static {
     // Accounts.
 
     /// Creates an account, its first session (signup; none when an admin
-    /// or the command line makes it) and its known clients, all or
-    /// nothing. Returns `false` (writing nothing) when the email is
-    /// taken. Uniqueness of the email holds under concurrent calls: of two
-    /// signups racing on one email exactly one returns `true` (a server
-    /// database: a unique index on the email, the insert in the same
-    /// transaction as the user row).
+    /// or the command line makes it) and its known clients, and marks the
+    /// invite used, all or nothing. Writes nothing when the email is taken
+    /// or the invite cannot be claimed. Uniqueness of the email holds
+    /// under concurrent calls: of two signups racing on one email exactly
+    /// one is `Created` (a server database: a unique index on the email,
+    /// the insert in the same transaction as the user row); so does the
+    /// single use of an invite (`UPDATE invites SET used_by = $1 WHERE id
+    /// = $2 AND used_by IS NULL`).
     fn create_account(
         &self,
         user: UserRecord,
         session: Option<SessionRecord>,
         seen: Vec<KnownClient>,
+        invite: Option<InviteClaim>,
         events: Vec<AuditEvent>,
-    ) -> impl Future<Output = Result<bool>> + Send;
+    ) -> impl Future<Output = Result<Created>> + Send;
+
+    /// Deletes the account: its user row and email (free again), notes,
+    /// tags, usage, known clients and login counters, in one transaction;
+    /// its sessions are ended (kept, revoked, until the purge, so their
+    /// tokens stay refused after a restart). With `verified`, only if the
+    /// stored hash is still that one. Refused for the last enabled admin.
+    /// Returns the sessions it ended. Never refused for load.
+    fn delete_account(
+        &self,
+        user: UserId,
+        verified: Option<String>,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<AccountChange<Vec<SessionId>>>> + Send;
+
+    /// Sets the account's role; demoting the last enabled admin is
+    /// refused. Returns the account as changed.
+    fn set_role(
+        &self,
+        user: UserId,
+        role: Role,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<AccountChange<UserRecord>>> + Send;
+
+    /// Disables (ending every session, returned) or enables the account;
+    /// disabling the last enabled admin is refused.
+    fn set_disabled(
+        &self,
+        user: UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<AccountChange<Vec<SessionId>>>> + Send;
+
+    /// Sets a new password hash and ends every session of the account
+    /// (returned): a reset follows a lost or stolen password.
+    fn reset_password(
+        &self,
+        user: UserId,
+        hash: String,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<AccountChange<Vec<SessionId>>>> + Send;
+
+    /// Ends every session of the account; returns those it ended.
+    fn end_user_sessions(
+        &self,
+        user: UserId,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<AccountChange<Vec<SessionId>>>> + Send;
+
+    /// Accounts whose email starts with `prefix`, by email, after `after`
+    /// (exclusive); and the cursor of the next page.
+    fn users_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<UserRecord>, Option<String>)>> + Send;
+
+    // Invites.
+
+    fn create_invite(
+        &self,
+        invite: InviteRecord,
+        event: AuditEvent,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Invites, newest first, at most `limit`.
+    fn invites(&self, limit: usize) -> impl Future<Output = Result<Vec<InviteRecord>>> + Send;
+
+    fn invite(&self, id: InviteId) -> impl Future<Output = Result<Option<InviteRecord>>> + Send;
+
+    /// Deletes an invite (used or not); `false` if there is none.
+    fn delete_invite(&self, id: InviteId, event: AuditEvent) -> impl Future<Output = Result<bool>> + Send;
 
     fn user(&self, id: UserId) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
 

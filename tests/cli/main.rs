@@ -42,6 +42,20 @@ fn openapi_prints_a_valid_openapi_3_document() {
         ("delete", "/api/v1/me/sessions"),
         ("delete", "/api/v1/me/sessions/{id}"),
         ("get", "/api/v1/me/events"),
+        ("delete", "/api/v1/me"),
+        ("get", "/api/v1/admin/users"),
+        ("post", "/api/v1/admin/users"),
+        ("get", "/api/v1/admin/users/{id}"),
+        ("delete", "/api/v1/admin/users/{id}"),
+        ("put", "/api/v1/admin/users/{id}/role"),
+        ("post", "/api/v1/admin/users/{id}/disable"),
+        ("post", "/api/v1/admin/users/{id}/enable"),
+        ("put", "/api/v1/admin/users/{id}/password"),
+        ("delete", "/api/v1/admin/users/{id}/sessions"),
+        ("get", "/api/v1/admin/audit"),
+        ("post", "/api/v1/admin/invites"),
+        ("get", "/api/v1/admin/invites"),
+        ("delete", "/api/v1/admin/invites/{id}"),
         ("put", "/api/v1/me/password"),
         ("post", "/api/v1/notes"),
         ("get", "/api/v1/notes"),
@@ -65,8 +79,19 @@ fn openapi_prints_a_valid_openapi_3_document() {
             !op.responses.responses.is_empty(),
             "{method} {path} lists its responses"
         );
-        let authenticated =
-            path.starts_with("/api/v1/notes") || path.starts_with("/api/v1/me") || path.ends_with("/logout");
+        let admin = path.starts_with("/api/v1/admin");
+        let authenticated = admin
+            || path.starts_with("/api/v1/notes")
+            || path.starts_with("/api/v1/me")
+            || path.ends_with("/logout");
+        if admin {
+            assert!(
+                op.responses
+                    .responses
+                    .contains_key(&openapiv3::StatusCode::Code(403)),
+                "{method} {path} documents 403"
+            );
+        }
         if authenticated {
             assert!(
                 op.security.as_ref().is_some_and(|s| !s.is_empty()),
@@ -313,6 +338,6 @@ fn docs_render_in_a_headless_browser_under_the_csp() {
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:#?}");
     let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
-    assert_eq!(rendered, 19, "every operation is rendered");
+    assert_eq!(rendered, 33, "every operation is rendered");
     assert!(dom.contains("/api/v1/notes/{id}"));
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::tables::{self, META};
-use super::{notes, sessions, users};
+use super::{accounts, notes, sessions, users};
 use crate::storage::{Result, StorageError};
 
 /// The schema this build reads and writes.
@@ -35,7 +35,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         to: 3,
-        what: "sessions record the coarse address and user agent of their login",
+        what: "sessions record the coarse address and user agent of their login; admins are indexed",
         run: to_v3,
     },
 ];
@@ -50,8 +50,10 @@ fn to_v2(txn: &WriteTransaction) -> Result<String> {
 }
 
 fn to_v3(txn: &WriteTransaction) -> Result<String> {
+    tables::create_all(txn)?;
     let rewritten = sessions::add_login_details(txn)?;
-    Ok(format!("{rewritten} sessions rewritten"))
+    let admins = accounts::index_admins(txn)?;
+    Ok(format!("{rewritten} sessions rewritten, {admins} admins indexed"))
 }
 
 /// Brings the file to [`SCHEMA_VERSION`] and creates missing tables.

@@ -18,6 +18,7 @@
 //! Every commit uses redb's default durability (fsync before the commit
 //! returns), so a write acknowledged to its caller is on disk.
 
+mod accounts;
 mod audit;
 mod backoff;
 mod known;
@@ -36,12 +37,13 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableT
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
-use crate::domain::{NoteId, SessionId, UserId};
+use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 use crate::metrics::WriteStats;
 use crate::pool::{IdlePool, PoolError};
 use crate::storage::{
-    BackoffRecord, Conditional, CounterOf, KnownClient, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota,
-    RecordCounts, Result, SessionCutoffs, SessionRecord, Storage, StorageError, UserRecord,
+    AccountChange, BackoffRecord, Conditional, CounterOf, Created, InviteClaim, InviteRecord, KnownClient,
+    NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, RecordCounts, Result, SessionCutoffs, SessionRecord,
+    Storage, StorageError, UserRecord,
 };
 use tables::{
     EMAIL_TO_BACKOFF, GHOST_TO_BACKOFF, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
@@ -166,6 +168,28 @@ impl RedbStorage {
     }
 }
 
+impl RedbStorage {
+    /// Runs an account change on the writer, never shed, with its event
+    /// stored when it is done.
+    async fn account_change<T, F>(&self, event: AuditEvent, mut change: F) -> Result<AccountChange<T>>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> Result<AccountChange<T>> + Send + 'static,
+    {
+        let key = self.audit_key;
+        self.writer
+            .write_unshed(move |txn| {
+                let outcome = change(txn)?;
+                let done = matches!(outcome, AccountChange::Done(_));
+                if done {
+                    audit::append(txn, &key, &event)?;
+                }
+                Ok((outcome, done))
+            })
+            .await
+    }
+}
+
 impl Drop for RedbStorage {
     fn drop(&mut self) {
         // The queued writes finish and the writer lets go of the file.
@@ -194,20 +218,130 @@ impl Storage for RedbStorage {
         user: UserRecord,
         session: Option<SessionRecord>,
         seen: Vec<KnownClient>,
+        invite: Option<InviteClaim>,
         events: Vec<AuditEvent>,
-    ) -> Result<bool> {
+    ) -> Result<Created> {
         let key = self.audit_key;
         self.writer
             .write(move |txn| {
-                if !users::create(txn, &user)? {
-                    return Ok((false, false));
+                // The invite first (only reads): without a usable one,
+                // nothing about the email is told. A taken email then
+                // leaves the invite unused.
+                if let Some(claim) = &invite
+                    && !accounts::invite_claimable(txn, claim)?
+                {
+                    return Ok((Created::InviteRefused, false));
                 }
+                if !users::create(txn, &user)? {
+                    return Ok((Created::EmailTaken, false));
+                }
+                if let Some(claim) = &invite {
+                    accounts::claim_invite(txn, claim, user.id)?;
+                }
+                accounts::index_if_admin(txn, &user)?;
                 if let Some(session) = &session {
                     sessions::insert(txn, session)?;
                 }
                 known::remember(txn, user.id, &seen)?;
                 audit::append_all(txn, &key, &events)?;
-                Ok((true, true))
+                Ok((Created::Created, true))
+            })
+            .await
+    }
+
+    async fn delete_account(
+        &self,
+        user: UserId,
+        verified: Option<String>,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<AccountChange<Vec<SessionId>>> {
+        self.account_change(event, move |txn| {
+            accounts::delete(txn, user, verified.as_deref(), at)
+        })
+        .await
+    }
+
+    async fn set_role(
+        &self,
+        user: UserId,
+        role: Role,
+        event: AuditEvent,
+    ) -> Result<AccountChange<UserRecord>> {
+        self.account_change(event, move |txn| accounts::set_role(txn, user, role))
+            .await
+    }
+
+    async fn set_disabled(
+        &self,
+        user: UserId,
+        disabled: bool,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<AccountChange<Vec<SessionId>>> {
+        self.account_change(event, move |txn| accounts::set_disabled(txn, user, disabled, at))
+            .await
+    }
+
+    async fn reset_password(
+        &self,
+        user: UserId,
+        hash: String,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<AccountChange<Vec<SessionId>>> {
+        self.account_change(event, move |txn| accounts::reset_password(txn, user, &hash, at))
+            .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user: UserId,
+        at: OffsetDateTime,
+        event: AuditEvent,
+    ) -> Result<AccountChange<Vec<SessionId>>> {
+        self.account_change(event, move |txn| accounts::end_sessions(txn, user, at))
+            .await
+    }
+
+    async fn users_page(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<UserRecord>, Option<String>)> {
+        self.scan(move |txn| accounts::page(txn, &prefix, after.as_deref(), limit))
+            .await
+    }
+
+    async fn create_invite(&self, invite: InviteRecord, event: AuditEvent) -> Result<()> {
+        let key = self.audit_key;
+        self.writer
+            .write_unshed(move |txn| {
+                accounts::put_invite(txn, &invite)?;
+                audit::append(txn, &key, &event)?;
+                Ok(((), true))
+            })
+            .await
+    }
+
+    async fn invites(&self, limit: usize) -> Result<Vec<InviteRecord>> {
+        self.scan(move |txn| accounts::invites(txn, limit)).await
+    }
+
+    async fn invite(&self, id: InviteId) -> Result<Option<InviteRecord>> {
+        self.read(|txn| accounts::invite(txn, id))
+    }
+
+    async fn delete_invite(&self, id: InviteId, event: AuditEvent) -> Result<bool> {
+        let key = self.audit_key;
+        self.writer
+            .write_unshed(move |txn| {
+                let done = accounts::delete_invite(txn, id)?;
+                if done {
+                    audit::append(txn, &key, &event)?;
+                }
+                Ok((done, done))
             })
             .await
     }

@@ -7,9 +7,11 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
-use crate::domain::{NoteId, Role, SessionId, UserId};
+use crate::audit::Actor;
+use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 use crate::storage::{
-    BackoffRecord, KnownClient, KnownKind, NoteRecord, Result, SessionRecord, StorageError, UserRecord,
+    BackoffRecord, InviteRecord, KnownClient, KnownKind, NoteRecord, Result, SessionRecord, StorageError,
+    UserRecord,
 };
 use redb::TableHandle;
 
@@ -268,6 +270,54 @@ impl From<&KnownClient> for KnownRow {
             id: client.id,
             last_seen: client.last_seen,
             proven: client.proven,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InviteRow {
+    pub id: u128,
+    pub hash: [u8; 32],
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub expires_at: OffsetDateTime,
+    /// The admin who made it; `None`: the command line.
+    pub created_by: Option<u128>,
+    pub used_by: Option<u128>,
+    #[serde(with = "time::serde::timestamp::nanoseconds::option")]
+    pub used_at: Option<OffsetDateTime>,
+}
+
+impl From<InviteRow> for InviteRecord {
+    fn from(row: InviteRow) -> Self {
+        Self {
+            id: InviteId::from_u128(row.id),
+            hash: row.hash,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            created_by: row
+                .created_by
+                .map_or(Actor::Operator, |id| Actor::Admin(UserId::from_u128(id))),
+            used_by: row.used_by.map(UserId::from_u128),
+            used_at: row.used_at,
+        }
+    }
+}
+
+impl From<&InviteRecord> for InviteRow {
+    fn from(invite: &InviteRecord) -> Self {
+        Self {
+            id: invite.id.as_u128(),
+            hash: invite.hash,
+            created_at: invite.created_at,
+            expires_at: invite.expires_at,
+            created_by: match invite.created_by {
+                Actor::Admin(id) => Some(id.as_u128()),
+                Actor::Operator => None,
+            },
+            used_by: invite.used_by.map(UserId::as_u128),
+            used_at: invite.used_at,
         }
     }
 }

@@ -140,6 +140,12 @@ pub fn add_login_details(txn: &WriteTransaction) -> Result<usize> {
     Ok(rows.len())
 }
 
+/// Ends every live session of the user.
+pub fn end_all(txn: &WriteTransaction, user: UserId, at: OffsetDateTime) -> Result<Vec<SessionId>> {
+    // No session has the nil id.
+    end_others(txn, user, SessionId::from_u128(0), at)
+}
+
 pub fn count(txn: &ReadTransaction) -> Result<u64> {
     Ok(txn.open_table(SESSION_TO_RECORD)?.len()?)
 }

@@ -40,6 +40,11 @@ pub const USER_SEQ_TO_UNIT: TableDefinition<(u128, u64), ()> = TableDefinition::
 /// retention) of the audit chain, each with a MAC of its own.
 pub const AUDIT_ENDS: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_ends");
 
+/// User id → (): the accounts with role admin.
+pub const ADMIN_TO_UNIT: TableDefinition<u128, ()> = TableDefinition::new("admins");
+/// Invite id → invite record (the hash of its secret, expiry, use).
+pub const INVITE_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("invites");
+
 /// Opens every table, creating the missing ones.
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(META)?;
@@ -56,5 +61,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(SEQ_TO_AUDIT)?;
     txn.open_table(USER_SEQ_TO_UNIT)?;
     txn.open_table(AUDIT_ENDS)?;
+    txn.open_table(ADMIN_TO_UNIT)?;
+    txn.open_table(INVITE_TO_RECORD)?;
     Ok(())
 }

@@ -284,14 +284,14 @@ async fn an_email_has_one_account_even_under_concurrent_signups() {
             let user = user("a@x.io");
             let first = session(user.id, false);
             store
-                .create_account(user, Some(first), Vec::new(), Vec::new())
+                .create_account(user, Some(first), Vec::new(), None, Vec::new())
                 .await
                 .unwrap()
         }));
     }
     let mut won = 0;
     for r in racing {
-        won += usize::from(r.await.unwrap());
+        won += usize::from(r.await.unwrap() == Created::Created);
     }
     assert_eq!(won, 1);
     let counts = store.record_counts().await.unwrap();
@@ -567,6 +567,7 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
                 owner.clone(),
                 Some(session(owner.id, false)),
                 Vec::new(),
+                None,
                 Vec::new(),
             )
             .await

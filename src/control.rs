@@ -1,0 +1,390 @@
+//! The administration commands (`notesd user|invite|keys|audit ...`) and
+//! how they reach the data: through the running server's control socket,
+//! or on the database directly when no server runs. Both ways run the same
+//! [`execute`] against an [`AppState`], so a command means the same thing
+//! either way, and a change made through the socket reaches the server's
+//! memory (revoked sessions, the key ring) at once.
+//!
+//! The socket is `control.sock` in the data directory: a Unix domain
+//! socket (not an HTTP port), mode 0600 inside the 0700 directory, and the
+//! server answers only a peer whose user id owns the data directory. One
+//! request per connection: a JSON line in, a JSON line out.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::api::AppState;
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditVerdict};
+use crate::domain::{Email, Password, Role};
+use crate::error::Error;
+use crate::storage::Storage;
+
+pub const SOCKET_FILE: &str = "control.sock";
+/// Largest request read from the socket.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// A peer that has not sent its request by then is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An administration command.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    UserCreate {
+        email: String,
+        password: String,
+        admin: bool,
+    },
+    UserList {
+        prefix: Option<String>,
+    },
+    UserSetRole {
+        email: String,
+        role: String,
+    },
+    UserDisable {
+        email: String,
+    },
+    UserEnable {
+        email: String,
+    },
+    UserResetPassword {
+        email: String,
+        password: String,
+    },
+    UserDelete {
+        email: String,
+    },
+    InviteCreate {
+        expires: Option<String>,
+    },
+    KeysList,
+    KeysRotate,
+    AuditVerify,
+}
+
+/// Never shows a password.
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Request::UserCreate { .. } => "user create",
+            Request::UserList { .. } => "user list",
+            Request::UserSetRole { .. } => "user set-role",
+            Request::UserDisable { .. } => "user disable",
+            Request::UserEnable { .. } => "user enable",
+            Request::UserResetPassword { .. } => "user reset-password",
+            Request::UserDelete { .. } => "user delete",
+            Request::InviteCreate { .. } => "invite create",
+            Request::KeysList => "keys list",
+            Request::KeysRotate => "keys rotate",
+            Request::AuditVerify => "audit verify",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A command's answer: what to print, and whether it succeeded.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub text: String,
+}
+
+impl Reply {
+    fn ok(text: String) -> Self {
+        Self { ok: true, text }
+    }
+
+    fn failed(text: String) -> Self {
+        Self { ok: false, text }
+    }
+}
+
+/// The message of an error, for the operator (who may see details a
+/// client would not).
+fn message(err: &Error) -> String {
+    match err {
+        Error::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Error::NotFound => "no such account".to_owned(),
+        Error::Conflict(detail) => (*detail).to_owned(),
+        Error::Internal(detail) => format!("internal error: {detail}"),
+        other => other.to_string(),
+    }
+}
+
+/// Why a command failed, as the operator reads it.
+struct Failure(String);
+
+impl<E: Into<Error>> From<E> for Failure {
+    fn from(err: E) -> Self {
+        Failure(message(&err.into()))
+    }
+}
+
+/// Runs a command against the server's state (or one opened for it).
+pub async fn execute(state: &AppState, request: Request) -> Reply {
+    match run(state, request).await {
+        Ok(text) => Reply::ok(text),
+        Err(Failure(text)) => Reply::failed(text),
+    }
+}
+
+async fn run(state: &AppState, request: Request) -> Result<String, Failure> {
+    let auth = &state.auth;
+    let actor = Actor::Operator;
+    match request {
+        Request::InviteCreate { expires } => {
+            let ttl = match expires.as_deref() {
+                Some(raw) => Some(crate::api::admin::parse_invite_ttl(raw)?),
+                None => None,
+            };
+            let issued = auth.create_invite(actor, ttl).await?;
+            Ok(format!(
+                "{}\n(one use, until {}; shown only now)",
+                issued.code,
+                rfc3339(issued.invite.expires_at)
+            ))
+        }
+        Request::KeysList | Request::KeysRotate => keys(state, &request).await,
+        Request::AuditVerify => match state.db.verify_audit().await? {
+            AuditVerdict::Intact { records, first, last } => {
+                Ok(format!("audit log intact: {records} records ({first}..={last})"))
+            }
+            AuditVerdict::Broken { seq, reason } => {
+                Err(Failure(format!("audit log broken at record {seq}: {reason}")))
+            }
+        },
+        user => users(state, user).await,
+    }
+}
+
+/// `notesd user ...`.
+async fn users(state: &AppState, request: Request) -> Result<String, Failure> {
+    let auth = &state.auth;
+    let actor = Actor::Operator;
+    match request {
+        Request::UserCreate {
+            email,
+            password,
+            admin,
+        } => {
+            let email = Email::parse(&email)?;
+            let password = Password::parse(password)?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let user = auth.create_user(actor, email, password, role).await?;
+            Ok(format!("created {} {} ({})", user.id, user.email, role.as_str()))
+        }
+        Request::UserList { prefix } => {
+            let prefix = prefix
+                .as_deref()
+                .map(crate::domain::fold_email)
+                .unwrap_or_default();
+            let mut out = String::new();
+            let mut after = None;
+            loop {
+                let (users, next) = state.db.users_page(prefix.clone(), after, 500).await?;
+                for user in users {
+                    let status = if user.disabled { "disabled" } else { "enabled" };
+                    let _ = writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}\t{}",
+                        user.id,
+                        user.email,
+                        user.role.as_str(),
+                        status,
+                        user.created_at.date()
+                    );
+                }
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Ok(out.trim_end().to_owned())
+        }
+        Request::UserSetRole { email, role } => {
+            let role =
+                Role::parse(&role).ok_or_else(|| Failure("the role is `user` or `admin`".to_owned()))?;
+            let user = auth.user_by_email(&email).await?;
+            auth.set_role(actor, user.id, role).await?;
+            Ok(format!("{} is now {}", user.email, role.as_str()))
+        }
+        Request::UserDisable { email } => {
+            let user = auth.user_by_email(&email).await?;
+            let ended = auth.set_disabled(actor, user.id, true).await?;
+            Ok(format!("disabled {}; {ended} sessions ended", user.email))
+        }
+        Request::UserEnable { email } => {
+            let user = auth.user_by_email(&email).await?;
+            auth.set_disabled(actor, user.id, false).await?;
+            Ok(format!("enabled {}", user.email))
+        }
+        Request::UserResetPassword { email, password } => {
+            let user = auth.user_by_email(&email).await?;
+            let password = Password::parse(password)?;
+            let ended = auth.reset_password(actor, user.id, password).await?;
+            Ok(format!(
+                "password of {} reset; {ended} sessions ended",
+                user.email
+            ))
+        }
+        Request::UserDelete { email } => {
+            let user = auth.user_by_email(&email).await?;
+            auth.delete_user(actor, user.id).await?;
+            Ok(format!("deleted {} and everything it held", user.email))
+        }
+        _ => Err(Failure("not an account command".to_owned())),
+    }
+}
+
+/// `notesd keys ...`.
+async fn keys(state: &AppState, request: &Request) -> Result<String, Failure> {
+    let auth = &state.auth;
+    let actor = Actor::Operator;
+    match request {
+        Request::KeysList => {
+            let keys = auth.tokens.public_keys().map_err(Error::internal)?;
+            let last = keys.len().saturating_sub(1);
+            Ok(keys
+                .iter()
+                .enumerate()
+                .map(|(i, (kid, _, created))| {
+                    let role = if i == last { "signing" } else { "verifying" };
+                    format!("{kid}\t{role}\tcreated {}", rfc3339(*created))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        Request::KeysRotate => {
+            let now = auth.clock.now();
+            let kid = auth
+                .tokens
+                .rotate_key(&state.data_dir, now)
+                .map_err(Error::internal)?;
+            let event = AuditEvent::new(AuditKind::KeyRotated, now)
+                .actor(actor)
+                .detail(format!("new signing key {kid}"));
+            state.db.append_audit(event.clone()).await?;
+            event.emit();
+            Ok(format!(
+                "new signing key {kid}; the old keys verify until their tokens expire"
+            ))
+        }
+        _ => Err(Failure("not a key command".to_owned())),
+    }
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
+}
+
+/// The control socket of a data directory.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_FILE)
+}
+
+/// Binds the control socket (replacing one a dead server left), mode 0600.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = socket_path(data_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers commands until the task is dropped. Only a peer running as the
+/// data directory's owner is answered.
+pub async fn serve(listener: UnixListener, state: Arc<AppState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &state).await {
+                tracing::warn!(error = %e, "control socket request failed");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, state: &AppState) -> std::io::Result<()> {
+    let owner = std::fs::metadata(&state.data_dir)?.uid();
+    let peer = stream.peer_cred()?.uid();
+    if peer != owner {
+        tracing::warn!(
+            peer_uid = peer,
+            "control socket peer is not the data directory's owner; refused"
+        );
+        return Ok(());
+    }
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            tracing::info!(command = ?request, "control command");
+            execute(state, request).await
+        }
+        Err(_) => Reply::failed("not a command this server understands".to_owned()),
+    };
+    let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+/// Sends a command to a running server; `None` if no server answers on
+/// the socket (none runs, or it died and left the file).
+pub async fn call(data_dir: &Path, request: &Request) -> std::io::Result<Option<Reply>> {
+    let stream = match UnixStream::connect(socket_path(data_dir)).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut answer = String::new();
+    BufReader::new(read).read_line(&mut answer).await?;
+    if answer.is_empty() {
+        return Err(std::io::Error::other(
+            "the server closed the control socket without answering (is it run by another user?)",
+        ));
+    }
+    serde_json::from_str(&answer)
+        .map(Some)
+        .map_err(std::io::Error::other)
+}
