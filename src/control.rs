@@ -253,7 +253,10 @@ async fn keys(state: &AppState, request: &Request) -> Result<String, Failure> {
     let actor = Actor::Operator;
     match request {
         Request::KeysList => {
-            let keys = auth.tokens.public_keys().map_err(Error::internal)?;
+            let keys = auth
+                .tokens
+                .public_keys(auth.clock.now())
+                .map_err(Error::internal)?;
             let last = keys.len().saturating_sub(1);
             Ok(keys
                 .iter()

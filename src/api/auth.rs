@@ -397,7 +397,7 @@ impl AuthApi {
         let keys = state
             .auth
             .tokens
-            .public_keys()
+            .public_keys(state.auth.clock.now())
             .map_err(Error::internal)?
             .into_iter()
             .map(|(kid, paserk, created_at)| PublicKey {

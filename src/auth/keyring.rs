@@ -227,13 +227,11 @@ impl KeyRing {
     /// every token they signed has expired. A key stopped signing when the
     /// next one was made. Returns the ids dropped.
     pub fn prune(&mut self, now: OffsetDateTime, token_life: std::time::Duration) -> Vec<String> {
-        let retired_at: Vec<Option<OffsetDateTime>> = (0..self.keys.len())
-            .map(|i| self.keys.get(i + 1).map(|next| next.created_at))
-            .collect();
+        let live = self.live(now, token_life);
         let mut dropped = Vec::new();
         let mut index = 0;
         self.keys.retain(|key| {
-            let keep = retired_at[index].is_none_or(|at| at + token_life > now);
+            let keep = live[index];
             index += 1;
             if !keep {
                 dropped.push(key.id.clone());
@@ -241,6 +239,30 @@ impl KeyRing {
             keep
         });
         dropped
+    }
+
+    /// For each key, whether a token it signed may still be unexpired at
+    /// `now`: it signs, or it stopped signing (when the next key was made)
+    /// less than `token_life` ago.
+    fn live(&self, now: OffsetDateTime, token_life: std::time::Duration) -> Vec<bool> {
+        (0..self.keys.len())
+            .map(|i| {
+                self.keys
+                    .get(i + 1)
+                    .is_none_or(|next| next.created_at + token_life > now)
+            })
+            .collect()
+    }
+
+    /// The keys that may have signed a token still unexpired at `now`.
+    pub fn live_keys(&self, now: OffsetDateTime, token_life: std::time::Duration) -> Vec<&SigningKey> {
+        let live = self.live(now, token_life);
+        self.keys
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| *l)
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 

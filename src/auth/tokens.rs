@@ -147,16 +147,24 @@ impl Tokens {
     }
 
     /// `(kid, k4.public PASERK, created_at)` of every verifying key.
-    pub fn public_keys(&self) -> Result<Vec<(String, String, OffsetDateTime)>, String> {
+    /// A retired key is listed until every token it signed has expired,
+    /// whether or not the sweeper has dropped it from the ring yet.
+    pub fn public_keys(&self, now: OffsetDateTime) -> Result<Vec<(String, String, OffsetDateTime)>, String> {
         let ring = self
             .keyring
             .read()
             .map_err(|_| "key ring lock poisoned".to_owned())?;
         Ok(ring
-            .keys()
-            .iter()
+            .live_keys(now, self.key_life())
+            .into_iter()
             .map(|k| (k.id.clone(), k.public_paserk.clone(), k.created_at))
             .collect())
+    }
+
+    /// How long a retired key keeps verifying: the token life, and a
+    /// minute for clock skew.
+    fn key_life(&self) -> Duration {
+        self.ttl + Duration::from_secs(60)
     }
 
     /// Makes a new signing key and saves the ring in `dir`; new tokens
@@ -184,8 +192,7 @@ impl Tokens {
             .keyring
             .write()
             .map_err(|_| "key ring lock poisoned".to_owned())?;
-        // A minute more than the token life, for clock skew.
-        let dropped = ring.prune(now, self.ttl + Duration::from_secs(60));
+        let dropped = ring.prune(now, self.key_life());
         if !dropped.is_empty() {
             ring.save(dir).map_err(|e| e.to_string())?;
         }

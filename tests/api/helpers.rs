@@ -251,6 +251,73 @@ impl TestApp {
         req.send().await.expect("write note")
     }
 
+    /// Runs `notesd <args> --data-dir <this app's>`: an administration
+    /// command, which reaches this server through its control socket.
+    /// Returns (success, stdout, stderr).
+    pub async fn cli(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_notesd"));
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("NOTESD_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let stdin = stdin.to_owned();
+        // On a blocking thread: the server answering it runs on this
+        // test's runtime.
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = command.spawn().expect("notesd runs");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(stdin.as_bytes())
+                .expect("stdin written");
+            child.wait_with_output().expect("notesd ends")
+        })
+        .await
+        .expect("joined");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Makes a fresh user an admin (through the command line, as an
+    /// operator would).
+    pub async fn new_admin(&self) -> TestUser {
+        let user = self.new_user().await;
+        let (ok, _, err) = self
+            .cli(
+                &["user", "set-role", "--email", &user.email, "--role", "admin"],
+                "",
+            )
+            .await;
+        assert!(ok, "set-role: {err}");
+        user
+    }
+
+    /// Creates an admin with the command line (whatever the signup
+    /// policy) and logs it in; returns its access token.
+    pub async fn new_admin_by_cli(&self) -> String {
+        let email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
+        let (ok, _, err) = self
+            .cli(
+                &["user", "create", "--admin", "--email", &email, "--password-stdin"],
+                PASSWORD,
+            )
+            .await;
+        assert!(ok, "user create: {err}");
+        let resp = self.login(&email, PASSWORD).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let pair: Value = resp.json().await.expect("login json");
+        pair["access_token"].as_str().expect("access").to_owned()
+    }
+
     /// Signs up a fresh user with a unique email.
     pub async fn new_user(&self) -> TestUser {
         let email = format!("user-{}@example.com", uuid::Uuid::now_v7().simple());

@@ -1,6 +1,8 @@
 //! Black-box tests of the HTTP API against the real server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod accounts;
+mod admin;
 mod attack_auth;
 mod attack_connections;
 mod attack_input;

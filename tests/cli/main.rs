@@ -10,6 +10,7 @@ use std::time::Duration;
 use openapiv3::{OpenAPI, ReferenceOr};
 
 mod acme;
+mod admin;
 #[path = "../common/certs.rs"]
 mod certs;
 mod config;
