@@ -203,6 +203,33 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "tls" =~ $BENCH_ONLY ]]; then
   echo "TLS server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
 fi
 
+# Export: one account of 2 000 notes of 100 000 characters ("é", so
+# 200 MB of JSON) exported by one client reading as fast as it can, on a
+# fresh server with the default settings. The figure: how far the server's
+# peak RSS rises above its idle RSS. The document is written page by page
+# (256 KiB of JSON at most), so the rise is the page and redb's page cache
+# (64 MiB by default), not the document.
+if [ -z "${BENCH_ONLY:-}" ] || [[ "export" =~ $BENCH_ONLY ]]; then
+  kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true
+  "$TARGET/release/examples/bench_seed" "$WORK/data-export" export@bench.test:2000:accented >/dev/null
+  NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data-export" \
+    >"$WORK/server-export.log" 2>&1 &
+  SERVER=$!; PIDS+=("$SERVER")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  EXPORTER=$(login export@bench.test)
+  idle=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
+  taskset -c $CLIENT_CPU curl -sf -o /dev/null -w '%{size_download} %{time_total}\n' \
+    -H "Authorization: Bearer $EXPORTER" "http://127.0.0.1:$PORT/api/v1/me/export" >"$WORK/export.out"
+  peak=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
+  read -r bytes seconds <"$WORK/export.out"
+  python3 - "$bytes" "$seconds" "$idle" "$peak" <<'PY'
+import sys
+size, secs, idle, peak = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(f"GET /me/export, 2 000 notes: {size / 1e6:.0f} MB in {secs:.2f} s ({size / 1e6 / secs:.0f} MB/s); "
+      f"server RSS {idle / 1024:.1f} MB idle, peak {peak / 1024:.1f} MB (+{(peak - idle) / 1024:.1f} MB)")
+PY
+fi
+
 # Attacks (bench/attack.py, its own servers and data on PORT+20): RSS with
 # 64 stalled readers of maximal pages against the bound the buffer settings
 # promise; the time a fresh client (127.0.0.2) waits while 127.0.0.1 holds

@@ -310,9 +310,15 @@ pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Connections answered at once; more are closed at once (only the data
+/// directory's owner can connect, but not even they may pile up
+/// descriptors).
+const MAX_CONNECTIONS: usize = 16;
+
 /// Answers commands until the task is dropped. Only a peer running as the
 /// data directory's owner is answered.
 pub async fn serve(listener: UnixListener, state: Arc<AppState>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -323,8 +329,13 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("control socket busy: a connection was closed unanswered");
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = answer(stream, &state).await {
                 tracing::warn!(error = %e, "control socket request failed");
             }

@@ -9,6 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
+use super::payload::StreamedJson;
 use super::security::BearerAuth;
 use super::text::CanonicalId;
 use super::{ApiTags, AppState, Text};
@@ -40,6 +41,13 @@ impl From<&UserRecord> for UserProfile {
             created_at: user.created_at,
         }
     }
+}
+
+#[derive(ApiResponse)]
+pub enum ExportResponse {
+    /// Every note of the account, streamed.
+    #[oai(status = 200)]
+    Ok(StreamedJson<super::export::NotesExport>),
 }
 
 #[derive(ApiResponse)]
@@ -385,6 +393,26 @@ impl MeApi {
         let client = state.clients.client_key(req);
         state.auth.delete_own_account(auth.0, password, client).await?;
         Ok(AccountDeletedResponse::NoContent)
+    }
+
+    /// Export your notes
+    ///
+    /// Every note of your account, newest first, in one JSON document
+    /// (`format`: `notesd-export-1`). It is written as you read it, so its
+    /// size does not matter to the server; each note is as it was when it
+    /// was read. Should reading fail midway, the document is cut short
+    /// (and so is not valid JSON): never a partial document that parses.
+    #[oai(path = "/api/v1/me/export", method = "get", operation_id = "exportNotes")]
+    async fn export(
+        &self,
+        state: Data<&Arc<AppState>>,
+        auth: BearerAuth,
+    ) -> Result<ExportResponse, ProfileError> {
+        let owner = auth.0.user_id;
+        // Refused now, with a status, rather than in the middle of a body.
+        state.db.user(owner).await?.ok_or(Error::Unauthorized)?;
+        let body = super::export::body(state.0.clone(), owner);
+        Ok(ExportResponse::Ok(StreamedJson::new(body)))
     }
 
     /// Your security events

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod export;
 pub mod me;
 pub mod notes;
 pub mod ops;
@@ -89,22 +90,41 @@ pub fn spec_json() -> String {
     if let Some(email) = schemas["SignupRequest"]["properties"]["email"].as_object_mut() {
         email.insert("format".to_owned(), "idn-email".into());
     }
-    // The list's query: a cursor is a note id in its canonical form, a tag
-    // a tag (both checked by the handler with the same rules).
-    if let Some(parameters) = doc["paths"]["/api/v1/notes"]["get"]["parameters"].as_array_mut() {
+    // The lists' queries, as their handlers check them: a cursor is an id
+    // in its canonical form or an audit sequence number, a tag a tag, a
+    // time an RFC 3339 date-time, a kind one of the event kinds.
+    let lists = [
+        ("/api/v1/notes", text::CANONICAL_ID_PATTERN),
+        ("/api/v1/me/sessions", text::CANONICAL_ID_PATTERN),
+        ("/api/v1/me/events", SEQ_PATTERN),
+        ("/api/v1/admin/audit", SEQ_PATTERN),
+    ];
+    for (path, cursor) in lists {
+        let Some(parameters) = doc["paths"][path]["get"]["parameters"].as_array_mut() else {
+            continue;
+        };
         for parameter in parameters {
-            let pattern = match parameter["name"].as_str() {
-                Some("cursor") => text::CANONICAL_ID_PATTERN,
-                Some("tag") => text::TAG_PATTERN,
+            let (key, value): (&str, serde_json::Value) = match parameter["name"].as_str() {
+                Some("cursor") => ("pattern", cursor.into()),
+                Some("tag") => ("pattern", text::TAG_PATTERN.into()),
+                Some("since" | "until") => ("format", "date-time".into()),
+                Some("kind") => (
+                    "enum",
+                    crate::audit::AuditKind::ALL.iter().map(|k| k.as_str()).collect(),
+                ),
                 _ => continue,
             };
             if let Some(schema) = parameter["schema"].as_object_mut() {
-                schema.insert("pattern".to_owned(), pattern.into());
+                schema.insert(key.to_owned(), value);
             }
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or(spec)
 }
+
+/// An audit cursor: a sequence number, 1 or more (19 digits at most, so
+/// every match is a `u64`).
+const SEQ_PATTERN: &str = "^[1-9][0-9]{0,18}$";
 
 /// Unicode White_Space, as ranges: what `char::is_whitespace`, and so
 /// `Title::parse`'s trim, sees (a unit test compares every code point).

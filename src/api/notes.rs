@@ -115,7 +115,7 @@ fn escaped_len(s: &str) -> usize {
 
 /// What a note adds to a list page, in bytes of JSON: exact for the text,
 /// generous for the fixed members (id, dates, version, punctuation).
-fn json_weight(note: &NoteRecord) -> usize {
+pub(crate) fn json_weight(note: &NoteRecord) -> usize {
     const FIXED: usize = 192;
     FIXED
         + escaped_len(&note.title)
@@ -467,6 +467,8 @@ impl NotesApi {
             .await?
         {
             Conditional::Done(()) => {}
+            // The account was deleted while the request ran.
+            Conditional::NotFound => return Err(Error::Unauthorized.into()),
             other => return Err(refusal(&other).into()),
         }
         let location = format!("/api/v1/notes/{}", note.id);

@@ -40,3 +40,40 @@ impl<T: serde::Serialize + Send> IntoResponse for JsonBody<T> {
         }
     }
 }
+
+/// A JSON response written as it is produced (a `poem::Body` stream), so a
+/// large document never sits whole in memory; the schema is `T`'s.
+pub struct StreamedJson<T> {
+    body: poem::Body,
+    schema: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> StreamedJson<T> {
+    pub fn new(body: poem::Body) -> Self {
+        Self {
+            body,
+            schema: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Type> Payload for StreamedJson<T> {
+    const CONTENT_TYPE: &'static str = JSON;
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for StreamedJson<T> {
+    fn into_response(self) -> Response {
+        let mut resp = Response::builder().body(self.body);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        resp
+    }
+}

@@ -41,6 +41,14 @@ pub fn parse_invite(code: &str) -> Option<(InviteId, [u8; 32])> {
     Some((InviteId(id), hash_secret(&raw[16..])))
 }
 
+/// Whether `claim` may use `invite`: the secret's hash matches (compared
+/// in constant time), it is unused and has not expired.
+pub fn admits(invite: &crate::storage::InviteRecord, claim: &crate::storage::InviteClaim) -> bool {
+    use subtle::ConstantTimeEq;
+    let matches: bool = invite.hash.ct_eq(&claim.hash).into();
+    matches && invite.used_by.is_none() && claim.at < invite.expires_at
+}
+
 fn hash_secret(secret: &[u8]) -> [u8; 32] {
     Blake2b::<U32>::digest(secret).into()
 }

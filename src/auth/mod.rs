@@ -156,11 +156,19 @@ impl Auth {
                 let Some((id, hash)) = invite.and_then(invites::parse_invite) else {
                     return Err(Error::SignupRefused(INVITE_NEEDED));
                 };
-                Some(InviteClaim {
+                let claim = InviteClaim {
                     id,
                     hash,
                     at: self.clock.now(),
-                })
+                };
+                // Checked before the password is hashed, so made-up codes
+                // cost no hashing; checked again when the account is
+                // written, where it is taken.
+                let stored = self.db.invite(id).await?;
+                if !stored.is_some_and(|invite| invites::admits(&invite, &claim)) {
+                    return Err(Error::SignupRefused(INVITE_NEEDED));
+                }
+                Some(claim)
             }
         };
         let client = origin.client;
@@ -280,8 +288,13 @@ impl Auth {
         if had_failures {
             self.db.clear_failures(key).await?;
         }
-        if verified.needs_rehash {
-            self.upgrade_hash(user.id, password).await;
+        // The hash the session is opened against: the one checked, or
+        // its upgrade if that was stored.
+        let mut verified_hash = user.password_hash.clone();
+        if verified.needs_rehash
+            && let Some(upgraded) = self.upgrade_hash(&user, password).await
+        {
+            verified_hash = upgraded;
         }
         let now = self.clock.now();
         let (session, refresh) = Self::new_session(user.id, now, Origin { client, user_agent })?;
@@ -300,9 +313,15 @@ impl Auth {
             .user(user.id)
             .session(session.id)
             .client(session.client.clone());
-        self.db
-            .create_session(session.clone(), seen, event.clone())
+        let opened = self
+            .db
+            .create_session(session.clone(), seen, verified_hash, event.clone())
             .await?;
+        if !opened {
+            // Disabled, deleted or given another password since the check.
+            info!(user_id = %user.id, "login refused: the account changed while its password was checked");
+            return Err(Error::Unauthorized);
+        }
         event.emit();
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = device.map(|d| d.token);
@@ -468,15 +487,28 @@ impl Auth {
     }
 
     /// Rehash failures only cost the upgrade; the login itself stands.
-    async fn upgrade_hash(&self, user: UserId, password: Password) {
+    /// Returns the new hash if it was stored: only over the hash that was
+    /// checked, so a reset that came meanwhile is not undone.
+    async fn upgrade_hash(&self, user: &UserRecord, password: Password) -> Option<String> {
         let result = async {
             let hash = self.passwords.rehash(password).await?;
-            Ok::<_, Error>(self.db.set_password_hash(user, hash).await?)
+            let stored = self
+                .db
+                .set_password_hash(user.id, user.password_hash.clone(), hash.clone())
+                .await?;
+            Ok::<_, Error>(stored.then_some(hash))
         }
         .await;
         match result {
-            Ok(_) => info!(user_id = %user, "password hash upgraded to the current parameters"),
-            Err(e) => warn!(user_id = %user, error = %e, "password rehash failed"),
+            Ok(Some(hash)) => {
+                info!(user_id = %user.id, "password hash upgraded to the current parameters");
+                Some(hash)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(user_id = %user.id, error = %e, "password rehash failed");
+                None
+            }
         }
     }
 

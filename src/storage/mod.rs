@@ -432,8 +432,14 @@ pub trait Storage: Send + Sync + 'static {
     /// The account with this normalised email.
     fn user_by_email(&self, email: &str) -> impl Future<Output = Result<Option<UserRecord>>> + Send;
 
-    /// Replaces a user's password hash; `false` if there is no such user.
-    fn set_password_hash(&self, id: UserId, hash: String) -> impl Future<Output = Result<bool>> + Send;
+    /// Replaces a user's password hash if it is still `expected` (a
+    /// rehash must not undo a reset that came meanwhile); `false` if not.
+    fn set_password_hash(
+        &self,
+        id: UserId,
+        expected: String,
+        hash: String,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Replaces the user's password hash and ends every other session of
     /// the account (as [`Storage::end_other_sessions`]), in one
@@ -458,13 +464,18 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a new session and adds or refreshes `seen` in the account's
     /// known clients (each kind bounded, proven devices kept first), in one
-    /// transaction.
+    /// transaction, but only if the account still exists, is enabled and
+    /// still has the password hash `verified` that the login checked:
+    /// `false` (nothing written) if not. So a login in flight while an
+    /// admin disables, deletes or resets the account, or the owner changes
+    /// the password, opens no session.
     fn create_session(
         &self,
         session: SessionRecord,
         seen: Vec<KnownClient>,
+        verified: String,
         event: AuditEvent,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     fn session(&self, id: SessionId) -> impl Future<Output = Result<Option<SessionRecord>>> + Send;
 
@@ -568,9 +579,10 @@ pub trait Storage: Send + Sync + 'static {
     // Notes. Every note operation names its owner: one account's call can
     // never reach another account's note.
 
-    /// Stores a new note if the owner's quota has room for it. The quota
-    /// holds under concurrent creates (the usage is read and charged in
-    /// the transaction that writes the note).
+    /// Stores a new note if the owner's quota has room for it and the
+    /// owner's account still exists (`NotFound` if it was deleted while
+    /// the request ran). The quota holds under concurrent creates (the
+    /// usage is read and charged in the transaction that writes the note).
     fn create_note(
         &self,
         owner: UserId,

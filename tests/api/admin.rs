@@ -400,3 +400,69 @@ async fn the_audit_log_is_filtered_by_user_kind_and_time() {
         assert_problem(audit(bad).await, StatusCode::BAD_REQUEST, bad).await;
     }
 }
+
+/// Logins with `password` racing an admin's `change` of the account: no
+/// token a racing login got may work once the change is done.
+async fn logins_racing(
+    app: &TestApp,
+    admin: &TestUser,
+    target: &TestUser,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) {
+    let mut logins = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let req = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": target.email, "password": PASSWORD}));
+        logins.spawn(async move {
+            let resp = req.send().await.unwrap();
+            if resp.status() != StatusCode::OK {
+                return None;
+            }
+            let pair: Value = resp.json().await.unwrap();
+            Some(pair["access_token"].as_str().unwrap().to_owned())
+        });
+    }
+    let change = call(app, method, path, &admin.access, body).await;
+    assert!(change.status().is_success(), "{path}: {}", change.status());
+    while let Some(token) = logins.join_next().await {
+        if let Some(token) = token.unwrap() {
+            let resp = app.list_notes(&token, "").await;
+            assert_eq!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED,
+                "a login racing {path} kept a session"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_login_in_flight_does_not_outlive_a_disable_or_a_reset() {
+    let app =
+        crate::helpers::spawn_app_with(&["--auth-rate-limit", "1000", "--max-connections-per-client", "0"])
+            .await;
+    let admin = app.new_admin().await;
+    let target = app.new_user().await;
+    let user = |rest: &str| format!("/api/v1/admin/users/{}{rest}", target.id);
+    logins_racing(&app, &admin, &target, Method::POST, &user("/disable"), None).await;
+    assert_eq!(
+        call(&app, Method::POST, &user("/enable"), &admin.access, None)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let reset = json!({"password": "saffron kettle meridian"});
+    logins_racing(
+        &app,
+        &admin,
+        &target,
+        Method::PUT,
+        &user("/password"),
+        Some(reset),
+    )
+    .await;
+}

@@ -12,6 +12,7 @@ mod auth;
 mod backoff;
 mod errors;
 mod events;
+mod export;
 mod headers;
 mod helpers;
 mod limits;

@@ -44,6 +44,7 @@ fn openapi_prints_a_valid_openapi_3_document() {
         ("delete", "/api/v1/me/sessions/{id}"),
         ("get", "/api/v1/me/events"),
         ("delete", "/api/v1/me"),
+        ("get", "/api/v1/me/export"),
         ("get", "/api/v1/admin/users"),
         ("post", "/api/v1/admin/users"),
         ("get", "/api/v1/admin/users/{id}"),
@@ -339,6 +340,6 @@ fn docs_render_in_a_headless_browser_under_the_csp() {
         .collect();
     assert!(violations.is_empty(), "CSP violations: {violations:#?}");
     let rendered = dom.matches("class=\"opblock-summary-path\" data-path=").count();
-    assert_eq!(rendered, 33, "every operation is rendered");
+    assert_eq!(rendered, 34, "every operation is rendered");
     assert!(dom.contains("/api/v1/notes/{id}"));
 }

@@ -57,7 +57,17 @@ def main() -> int:
     import attrs
     from notesd_client import AuthenticatedClient, Client, models
     from notesd_client.api.auth import list_keys, login, logout, signup
-    from notesd_client.api.me import change_password, end_other_sessions, end_session, get_me, list_sessions
+    from notesd_client.api.admin import admin_list_users
+    from notesd_client.api.me import (
+        change_password,
+        delete_me,
+        end_other_sessions,
+        end_session,
+        export_notes,
+        get_me,
+        list_my_events,
+        list_sessions,
+    )
     from notesd_client.api.notes import (
         create_note,
         delete_note,
@@ -68,6 +78,8 @@ def main() -> int:
     )
     from notesd_client.api.operations import healthz
     from notesd_client.models import (
+        AccountDeletion,
+        EventPage,
         Health,
         KeySet,
         LoginRequest,
@@ -75,6 +87,7 @@ def main() -> int:
         NoteInput,
         NotePage,
         NotePatch,
+        NotesExport,
         PasswordChange,
         Problem,
         SessionPage,
@@ -319,6 +332,7 @@ def main() -> int:
         fresh = f"journey {secrets.token_hex(8)} heron compass"
         body = PasswordChange(current_password=password, new_password=fresh)
         expect("PUT /me/password", change_password.sync_detailed(client=state["client"], body=body), 204, None)
+        state["password"] = fresh
         wrong = PasswordChange(current_password=password, new_password=f"{fresh} again")
         expect(
             "PUT /me/password with the old password",
@@ -334,6 +348,23 @@ def main() -> int:
         )
 
     @step
+    def events() -> None:
+        page = expect("GET /me/events", list_my_events.sync_detailed(client=state["client"]), 200, EventPage)
+        kinds = [e.kind for e in page.items]
+        check("password_changed" in kinds and "signup" in kinds, f"GET /me/events: own events ({kinds})")
+
+    @step
+    def export() -> None:
+        doc = expect("GET /me/export", export_notes.sync_detailed(client=state["client"]), 200, NotesExport)
+        fmt = getattr(doc, "format_", getattr(doc, "format", None))
+        check(fmt == "notesd-export-1" and doc.account.email == email, "GET /me/export: the account")
+        check(all(n.id != state["note"].id for n in doc.notes), "GET /me/export: no deleted note")
+
+    @step
+    def admin_forbidden() -> None:
+        expect("GET /admin/users as a user", admin_list_users.sync_detailed(client=state["client"]), 403, Problem)
+
+    @step
     def log_out() -> None:
         expect("POST /auth/logout", logout.sync_detailed(client=state["client"]), 204, None)
 
@@ -342,6 +373,29 @@ def main() -> int:
         old = AuthenticatedClient(base_url=base, token=state["token"], raise_on_unexpected_status=True, timeout=30)
         expect("GET /me with the logged-out token", get_me.sync_detailed(client=old), 401, Problem)
         expect("GET /notes with the logged-out token", list_notes.sync_detailed(client=old), 401, Problem)
+
+    @step
+    def delete_account() -> None:
+        pair = expect(
+            "POST /auth/login before deleting",
+            login.sync_detailed(client=anon, body=LoginRequest(email=email, password=state["password"])),
+            200,
+            TokenPairBody,
+        )
+        client = AuthenticatedClient(
+            base_url=base, token=pair.access_token, raise_on_unexpected_status=True, timeout=30
+        )
+        wrong = AccountDeletion(password="not the password at all")
+        expect("DELETE /me with a wrong password", delete_me.sync_detailed(client=client, body=wrong), 400, Problem)
+        right = AccountDeletion(password=state["password"])
+        expect("DELETE /me", delete_me.sync_detailed(client=client, body=right), 204, None)
+        expect("GET /me after deleting", get_me.sync_detailed(client=client), 401, Problem)
+        expect(
+            "POST /auth/signup with the freed email",
+            signup.sync_detailed(client=anon, body=SignupRequest(email=email, password=password)),
+            201,
+            SignupBody,
+        )
 
     for name, fn in steps:
         print(f"journey: {name}")

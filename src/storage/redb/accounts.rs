@@ -204,13 +204,12 @@ pub fn page(
 /// The invite `claim` names, if it can be used: the hash matches (compared
 /// in constant time), it is unused and unexpired.
 fn usable(txn: &WriteTransaction, claim: &InviteClaim) -> Result<Option<InviteRow>> {
-    use subtle::ConstantTimeEq;
     let invites = txn.open_table(INVITE_TO_RECORD)?;
     let Some(row) = get_row::<_, InviteRow>(&invites, claim.id.as_u128())? else {
         return Ok(None);
     };
-    let matches: bool = row.hash.ct_eq(&claim.hash).into();
-    Ok((matches && row.used_by.is_none() && claim.at < row.expires_at).then_some(row))
+    let admitted = crate::auth::invites::admits(&InviteRecord::from(row.clone()), claim);
+    Ok(admitted.then_some(row))
 }
 
 pub fn invite_claimable(txn: &WriteTransaction, claim: &InviteClaim) -> Result<bool> {

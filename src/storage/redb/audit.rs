@@ -25,6 +25,9 @@ type Tag = [u8; 32];
 
 const HEAD: &str = "head";
 const ANCHOR: &str = "anchor";
+/// Written once, when the log begins: a log removed whole (records, head
+/// and anchor) is told from one that never had a record.
+const GENESIS: &str = "genesis";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum ActorRow {
@@ -147,6 +150,24 @@ fn split(value: &[u8]) -> Result<(&[u8], Tag)> {
     Ok((body, tag))
 }
 
+/// Marks the start of the log in a database whose log begins now (a new
+/// file, or one from before the log existed). A log that has begun keeps
+/// its mark; one whose mark is gone is reported broken, never re-marked.
+pub fn begin(txn: &WriteTransaction, key: &[u8; 32]) -> Result<()> {
+    let ends = txn.open_table(AUDIT_ENDS)?;
+    let (genesis, head) = (read_end(&ends, GENESIS)?, read_end(&ends, HEAD)?);
+    drop(ends);
+    if genesis.is_none() {
+        write_end(txn, key, GENESIS, 0, [0; 32])?;
+        // The head of an empty log: from now on there is always one, so
+        // removing the records and the head together is seen too.
+        if head.is_none() {
+            write_end(txn, key, HEAD, 0, [0; 32])?;
+        }
+    }
+    Ok(())
+}
+
 /// Stores `event` after the last record, in the caller's transaction.
 pub fn append(txn: &WriteTransaction, key: &[u8; 32], event: &AuditEvent) -> Result<u64> {
     let last = read_end(&txn.open_table(AUDIT_ENDS)?, HEAD)?;
@@ -229,6 +250,21 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
             reason: reason.to_owned(),
         })
     };
+    match read_end(&ends, GENESIS)? {
+        None => {
+            return broken(
+                0,
+                "the log's start mark is missing: the log was removed or replaced",
+            );
+        }
+        Some(end) if end.tag != end_tag(key, GENESIS, 0, &[0; 32]) => {
+            return broken(
+                0,
+                "the log's start mark does not match its MAC (or this is not its key)",
+            );
+        }
+        Some(_) => {}
+    }
     let anchor = read_end(&ends, ANCHOR)?;
     if let Some(end) = anchor
         && end.tag != end_tag(key, ANCHOR, end.seq, &end.mac)
@@ -241,6 +277,8 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
     let (mut last, mut previous) = anchor.map_or((0, [0; 32]), |end| (end.seq, end.mac));
     let first = last + 1;
     let records = txn.open_table(SEQ_TO_AUDIT)?;
+    let index = txn.open_table(USER_SEQ_TO_UNIT)?;
+    let mut indexed = 0;
     for entry in records.range(first..)? {
         let (seq, value) = entry?;
         let seq = seq.value();
@@ -254,11 +292,18 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
                 "this record does not match its MAC: it was changed, or one before it was",
             );
         }
+        // The index that `/me/events` reads: every record of an account
+        // in it, and nothing else.
+        if let Some(user) = decode::<AuditRow>(&SEQ_TO_AUDIT, body)?.user {
+            if index.get((user, seq))?.is_none() {
+                return broken(seq, "this record is missing from its account's index");
+            }
+            indexed += 1;
+        }
         (last, previous) = (seq, mac);
     }
     match read_end(&ends, HEAD)? {
-        None if last == 0 => {}
-        None => return broken(last, "the log has records but no head"),
+        None => return broken(last + 1, "the end of the log (its head) is missing"),
         Some(head) => {
             if head.tag != end_tag(key, HEAD, head.seq, &head.mac) {
                 return broken(head.seq, "the end of the log does not match its MAC");
@@ -267,6 +312,9 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
                 return broken(last + 1, "records are missing from the end of the log");
             }
         }
+    }
+    if redb::ReadableTableMetadata::len(&index)? != indexed {
+        return broken(first, "the accounts' index holds entries that no record has");
     }
     Ok(AuditVerdict::Intact {
         records: last + 1 - first,

@@ -126,7 +126,13 @@ impl RedbStorage {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(path)?;
-        migrations::upgrade(&db)?;
+        let found = migrations::upgrade(&db)?;
+        if found < 3 {
+            // The audit log begins with this file, or with this version.
+            let txn = db.begin_write()?;
+            audit::begin(&txn, &options.audit_key)?;
+            txn.commit()?;
+        }
         let db = Arc::new(db);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
@@ -354,9 +360,11 @@ impl Storage for RedbStorage {
         self.read(|txn| users::by_email(txn, email))
     }
 
-    async fn set_password_hash(&self, id: UserId, hash: String) -> Result<bool> {
+    async fn set_password_hash(&self, id: UserId, expected: String, hash: String) -> Result<bool> {
         self.writer
-            .write(move |txn| users::set_password_hash(txn, id, &hash).map(|found| (found, found)))
+            .write(move |txn| {
+                users::replace_password_hash(txn, id, &expected, &hash).map(|done| (done, done))
+            })
             .await
     }
 
@@ -390,15 +398,19 @@ impl Storage for RedbStorage {
         &self,
         session: SessionRecord,
         seen: Vec<KnownClient>,
+        verified: String,
         event: AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = self.audit_key;
         self.writer
             .write(move |txn| {
+                if !users::still_as_verified(txn, session.user_id, &verified)? {
+                    return Ok((false, false));
+                }
                 sessions::insert(txn, &session)?;
                 known::remember(txn, session.user_id, &seen)?;
                 audit::append(txn, &key, &event)?;
-                Ok(((), true))
+                Ok((true, true))
             })
             .await
     }

@@ -9,7 +9,7 @@ use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use super::get_row;
 use super::rows::{NoteRow, NoteRowRef, decode, encode};
-use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE};
+use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_RECORD};
 use crate::domain::{NoteId, UserId};
 use crate::storage::{Conditional, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
 
@@ -81,13 +81,19 @@ fn version_matches(expected: Option<&[u64]>, version: u64) -> bool {
     expected.is_none_or(|versions| versions.contains(&version))
 }
 
-/// Stores a new note if the owner's quota has room for it.
+/// Stores a new note if the owner's account exists and its quota has room
+/// for it.
 pub fn create(
     txn: &WriteTransaction,
     owner: UserId,
     note: &NoteRecord,
     quota: &Quota,
 ) -> Result<Conditional<()>> {
+    // Deleted while the request ran: its notes went with it, and so must
+    // this one.
+    if txn.open_table(USER_TO_RECORD)?.get(owner.as_u128())?.is_none() {
+        return Ok(Conditional::NotFound);
+    }
     let mut usage = txn.open_table(OWNER_TO_USAGE)?;
     if !charge(&mut usage, owner.as_u128(), 1, signed(note.text_bytes()), quota)? {
         return Ok(Conditional::OverQuota);

@@ -12,11 +12,14 @@ fn open(dir: &tempfile::TempDir) -> RedbStorage {
     RedbStorage::open(&dir.path().join("db"), Options::default()).unwrap()
 }
 
+/// The password hash of the test accounts.
+const STUB: &str = "$argon2id$stub";
+
 fn user(email: &str) -> UserRecord {
     UserRecord {
         id: UserId::generate(),
         email: email.into(),
-        password_hash: "$argon2id$stub".into(),
+        password_hash: STUB.into(),
         role: Role::User,
         disabled: false,
         created_at: OffsetDateTime::now_utc(),
@@ -56,6 +59,33 @@ fn note(title: &str, tags: &[&str]) -> NoteRecord {
     }
 }
 
+/// A stored account with no session; its id.
+async fn account(store: &RedbStorage) -> UserId {
+    let owner = user(&format!("{}@example.com", UserId::generate()));
+    let id = owner.id;
+    let created = store
+        .create_account(owner, None, Vec::new(), None, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(created, Created::Created);
+    id
+}
+
+#[tokio::test]
+async fn a_note_is_not_created_for_an_account_that_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let gone = UserId::generate();
+    assert_eq!(
+        store
+            .create_note(gone, note("orphan", &[]), Quota::UNLIMITED)
+            .await
+            .unwrap(),
+        Conditional::NotFound
+    );
+    assert_eq!(store.usage(gone).await.unwrap(), (0, 0), "nothing charged");
+}
+
 fn query(limit: usize) -> NoteQuery {
     NoteQuery::first(limit)
 }
@@ -64,7 +94,7 @@ fn query(limit: usize) -> NoteQuery {
 async fn notes_are_scoped_to_their_owner() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let (alice, bob) = (UserId::generate(), UserId::generate());
+    let (alice, bob) = (account(&store).await, UserId::generate());
     let n = note("alice's", &["x"]);
     store
         .create_note(alice, n.clone(), Quota::UNLIMITED)
@@ -110,7 +140,7 @@ async fn tagged(store: &RedbStorage, owner: UserId, tags: &[&str]) -> Vec<usize>
 async fn tag_index_follows_updates_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let owner = UserId::generate();
+    let owner = account(&store).await;
     let n = note("t", &["a", "b"]);
     store
         .create_note(owner, n.clone(), Quota::UNLIMITED)
@@ -228,7 +258,7 @@ async fn a_page_ends_at_its_byte_budget_and_a_search_at_its_scan_bytes() {
 async fn quotas_hold_on_insert_and_growth_and_deletes_give_room_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let owner = UserId::generate();
+    let owner = account(&store).await;
     let quota = Quota { notes: 2, bytes: 10 };
     let a = note("aaaa", &[]);
     assert_eq!(
@@ -310,9 +340,9 @@ async fn an_email_has_one_account_even_under_concurrent_signups() {
 async fn a_session_is_replaced_only_from_what_was_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let first = session(UserId::generate(), false);
+    let first = session(account(&store).await, false);
     store
-        .create_session(first.clone(), Vec::new(), ev())
+        .create_session(first.clone(), Vec::new(), STUB.into(), ev())
         .await
         .unwrap();
     let read = store.session(first.id).await.unwrap().unwrap();
@@ -363,17 +393,20 @@ async fn a_session_is_replaced_only_from_what_was_read() {
 async fn a_users_live_sessions_are_listed_newest_first_in_pages() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let (owner, other) = (UserId::generate(), UserId::generate());
+    let (owner, other) = (account(&store).await, account(&store).await);
     let mut live = Vec::new();
     for i in 0..5 {
         let s = session(owner, i == 2);
-        store.create_session(s.clone(), Vec::new(), ev()).await.unwrap();
+        store
+            .create_session(s.clone(), Vec::new(), STUB.into(), ev())
+            .await
+            .unwrap();
         if i != 2 {
             live.push(s.id);
         }
     }
     store
-        .create_session(session(other, false), Vec::new(), ev())
+        .create_session(session(other, false), Vec::new(), STUB.into(), ev())
         .await
         .unwrap();
     live.reverse();
@@ -403,7 +436,12 @@ async fn dead_sessions_are_purged_in_batches_and_live_ones_kept() {
     let store = open(&dir);
     for i in 0..600u32 {
         store
-            .create_session(session(UserId::generate(), i % 2 == 0), Vec::new(), ev())
+            .create_session(
+                session(account(&store).await, i % 2 == 0),
+                Vec::new(),
+                STUB.into(),
+                ev(),
+            )
             .await
             .unwrap();
     }
@@ -513,7 +551,7 @@ async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
     use crate::storage::{ADDRESSES_MAX, DEVICES_MAX, KnownKind};
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let user = UserId::generate();
+    let user = account(&store).await;
     let start = OffsetDateTime::now_utc();
     let seen = |kind, i: u8, proven| KnownClient {
         kind,
@@ -523,7 +561,12 @@ async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
     };
     // The owner's phone came back with its token once...
     store
-        .create_session(session(user, false), vec![seen(KnownKind::Device, 0, true)], ev())
+        .create_session(
+            session(user, false),
+            vec![seen(KnownKind::Device, 0, true)],
+            STUB.into(),
+            ev(),
+        )
         .await
         .unwrap();
     // ... then a script logs in 60 times without one, from 20 addresses.
@@ -533,7 +576,7 @@ async fn known_clients_are_bounded_and_keep_the_proven_and_the_recent() {
             seen(KnownKind::Address, 100 + i % 20, false),
         ];
         store
-            .create_session(session(user, false), clients, ev())
+            .create_session(session(user, false), clients, STUB.into(), ev())
             .await
             .unwrap();
     }
@@ -634,13 +677,16 @@ async fn a_missing_table_is_created_at_open_even_at_the_current_version() {
 async fn ending_other_sessions_keeps_the_callers_and_other_accounts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let (owner, other) = (UserId::generate(), UserId::generate());
+    let (owner, other) = (account(&store).await, account(&store).await);
     let keep = session(owner, false);
     let ended_before = session(owner, true);
     let live: Vec<SessionRecord> = (0..3).map(|_| session(owner, false)).collect();
     let bystander = session(other, false);
     for s in live.iter().chain([&keep, &ended_before, &bystander]) {
-        store.create_session(s.clone(), Vec::new(), ev()).await.unwrap();
+        store
+            .create_session(s.clone(), Vec::new(), STUB.into(), ev())
+            .await
+            .unwrap();
     }
     let now = OffsetDateTime::now_utc();
     let mut ended = store
@@ -797,7 +843,46 @@ async fn removed_records_break_the_chain_wherever_they_were() {
     .unwrap();
     assert!(matches!(
         other_key.verify_audit().await.unwrap(),
-        AuditVerdict::Broken { seq: 1, .. }
+        AuditVerdict::Broken { seq: 0, .. }
+    ));
+    // The whole log removed (records, index and both ends) is no empty log.
+    let dir = tempfile::tempdir().unwrap();
+    let store = audit_store(&dir);
+    store_events(&store, UserId::generate(), 3, OffsetDateTime::now_utc()).await;
+    for keep_genesis in [true, false] {
+        write(&store, |txn| {
+            txn.open_table(SEQ_TO_AUDIT)
+                .unwrap()
+                .retain(|_, _| false)
+                .unwrap();
+            txn.open_table(tables::USER_SEQ_TO_UNIT)
+                .unwrap()
+                .retain(|_, ()| false)
+                .unwrap();
+            txn.open_table(tables::AUDIT_ENDS)
+                .unwrap()
+                .retain(|name, _| keep_genesis && name == "genesis")
+                .unwrap();
+        });
+        assert!(
+            matches!(store.verify_audit().await.unwrap(), AuditVerdict::Broken { .. }),
+            "wiped, start mark kept: {keep_genesis}"
+        );
+    }
+    // So is a record taken out of its account's index.
+    let dir = tempfile::tempdir().unwrap();
+    let store = audit_store(&dir);
+    let user = UserId::generate();
+    store_events(&store, user, 3, OffsetDateTime::now_utc()).await;
+    write(&store, |txn| {
+        txn.open_table(tables::USER_SEQ_TO_UNIT)
+            .unwrap()
+            .remove((user.as_u128(), 2))
+            .unwrap();
+    });
+    assert!(matches!(
+        store.verify_audit().await.unwrap(),
+        AuditVerdict::Broken { seq: 2, .. }
     ));
 }
 
@@ -886,4 +971,41 @@ async fn audit_pages_filter_by_user_kind_and_time() {
             .iter()
             .all(|r| r.event.at >= now - time::Duration::hours(1))
     );
+}
+
+#[tokio::test]
+async fn a_session_opens_only_on_the_account_as_its_login_checked_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = account(&store).await;
+    assert!(
+        !store
+            .create_session(session(owner, false), Vec::new(), "$argon2id$other".into(), ev())
+            .await
+            .unwrap(),
+        "the password changed since the check"
+    );
+    store
+        .set_disabled(owner, true, OffsetDateTime::now_utc(), ev())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .create_session(session(owner, false), Vec::new(), STUB.into(), ev())
+            .await
+            .unwrap(),
+        "disabled since the check"
+    );
+    store
+        .delete_account(owner, None, OffsetDateTime::now_utc(), ev())
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .create_session(session(owner, false), Vec::new(), STUB.into(), ev())
+            .await
+            .unwrap(),
+        "deleted since the check"
+    );
+    assert_eq!(store.session_count().await.unwrap(), 0);
 }

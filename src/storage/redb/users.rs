@@ -35,6 +35,14 @@ pub fn by_email(txn: &ReadTransaction, email: &str) -> Result<Option<UserRecord>
     get(txn, UserId::from_u128(id))
 }
 
+/// Whether the account exists, is enabled and has the password hash
+/// `verified`.
+pub fn still_as_verified(txn: &WriteTransaction, id: UserId, verified: &str) -> Result<bool> {
+    let users = txn.open_table(USER_TO_RECORD)?;
+    let row: Option<UserRow> = get_row(&users, id.as_u128())?;
+    Ok(row.is_some_and(|u| !u.disabled && u.password_hash == verified))
+}
+
 /// Replaces a user's password hash; `false` if there is no such user.
 pub fn set_password_hash(txn: &WriteTransaction, id: UserId, hash: &str) -> Result<bool> {
     let mut users = txn.open_table(USER_TO_RECORD)?;
