@@ -347,14 +347,7 @@ impl MeApi {
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<String>>,
     ) -> Result<SessionPageResponse, SessionListError> {
-        let after = match cursor.0 {
-            Some(c) => Some(SessionId(
-                CanonicalId::parse(&c)
-                    .ok_or_else(|| Error::from(FieldError::new("cursor", "is not a cursor from this API")))?
-                    .0,
-            )),
-            None => None,
-        };
+        let after = super::text::id_cursor(cursor.0.as_deref())?.map(SessionId);
         let caller = auth.0;
         let (sessions, next) = state.auth.sessions_of(caller, after, limit.0 as usize).await?;
         let items = sessions

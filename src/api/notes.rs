@@ -503,14 +503,7 @@ impl NotesApi {
         #[oai(validator(min_length = 1, max_length = 200))]
         q: Query<Option<String>>,
     ) -> Result<PageResponse, ListError> {
-        let after = match cursor.0 {
-            Some(c) => Some(NoteId(
-                CanonicalId::parse(&c)
-                    .ok_or_else(|| Error::from(FieldError::new("cursor", "is not a cursor from this API")))?
-                    .0,
-            )),
-            None => None,
-        };
+        let after = super::text::id_cursor(cursor.0.as_deref())?.map(NoteId);
         // Checked here rather than by a `pattern` validator, which would
         // compile its regex on every request; the document carries the
         // pattern (see `api::spec_json`).

@@ -150,6 +150,18 @@ pub const CANONICAL_ID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 /// A tag (`domain::Tag`), as a schema pattern.
 pub const TAG_PATTERN: &str = "^[a-z0-9_-]{1,32}$";
 
+/// A list's `cursor` that names an id: `None` if absent, a 400 naming
+/// `cursor` if it is not an id in its canonical form.
+pub fn id_cursor(cursor: Option<&str>) -> Result<Option<uuid::Uuid>, crate::error::Error> {
+    cursor
+        .map(|c| {
+            CanonicalId::parse(c).map(|id| id.0).ok_or_else(|| {
+                crate::error::FieldError::new("cursor", "is not a cursor from this API").into()
+            })
+        })
+        .transpose()
+}
+
 impl CanonicalId {
     pub fn parse(s: &str) -> Option<Self> {
         let canonical = s.len() == 36

@@ -158,19 +158,8 @@ impl Auth {
         password: Password,
         role: Role,
     ) -> Result<UserRecord, Error> {
-        let hash = self
-            .passwords
-            .hash_new(password, password::context_words(email.as_str()))
-            .await?;
-        let now = self.clock.now();
-        let user = UserRecord {
-            id: UserId::generate(),
-            email: email.as_str().to_owned(),
-            password_hash: hash,
-            role,
-            disabled: false,
-            created_at: now,
-        };
+        let user = self.new_account(&email, password, role).await?;
+        let now = user.created_at;
         let event = AuditEvent::new(AuditKind::UserCreated, now)
             .user(user.id)
             .actor(actor)

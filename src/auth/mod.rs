@@ -172,19 +172,8 @@ impl Auth {
             }
         };
         let client = origin.client;
-        let hash = self
-            .passwords
-            .hash_new(password, password::context_words(email.as_str()))
-            .await?;
-        let now = self.clock.now();
-        let user = UserRecord {
-            id: UserId::generate(),
-            email: email.as_str().to_owned(),
-            password_hash: hash,
-            role: Role::User,
-            disabled: false,
-            created_at: now,
-        };
+        let user = self.new_account(&email, password, Role::User).await?;
+        let now = user.created_at;
         let (session, refresh) = Self::new_session(user.id, now, origin)?;
         let device = devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?;
         let seen = seen_clients(Some(device.hash), false, client, now);
@@ -218,6 +207,23 @@ impl Auth {
         let mut pair = self.token_pair(&user, &session, refresh, now)?;
         pair.device_token = Some(device.token);
         Ok((user, pair))
+    }
+
+    /// A new account's record: the password checked against the signup
+    /// rules and hashed.
+    async fn new_account(&self, email: &Email, password: Password, role: Role) -> Result<UserRecord, Error> {
+        let hash = self
+            .passwords
+            .hash_new(password, password::context_words(email.as_str()))
+            .await?;
+        Ok(UserRecord {
+            id: UserId::generate(),
+            email: email.as_str().to_owned(),
+            password_hash: hash,
+            role,
+            disabled: false,
+            created_at: self.clock.now(),
+        })
     }
 
     /// Checks credentials and opens a session. Every failure is the same
