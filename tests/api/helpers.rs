@@ -256,11 +256,15 @@ impl TestApp {
     /// Returns (success, stdout, stderr).
     pub async fn cli(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_notesd"));
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("NOTESD_") {
+                command.env_remove(name);
+            }
+        }
         command
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .env_remove("NOTESD_LOG")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

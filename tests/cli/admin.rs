@@ -14,11 +14,18 @@ const PASSWORD: &str = "plaid otter cathedral";
 
 /// Runs `notesd <args> --data-dir <dir>` with `stdin` as its input.
 fn notesd(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    // Nothing from the caller's environment (`make test` sets
+    // NOTESD_TEST_TOOLS, which notesd would warn about).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("NOTESD_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .args(args)
         .arg("--data-dir")
         .arg(dir)
-        .env_remove("NOTESD_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
