@@ -29,7 +29,8 @@ use crate::storage::Storage;
 pub const SOCKET_FILE: &str = "control.sock";
 /// Largest request read from the socket.
 const MAX_REQUEST: u64 = 64 * 1024;
-/// A peer that has not sent its request by then is dropped.
+/// A peer that has not sent its request, or not read its answer, by then
+/// is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An administration command.
@@ -368,8 +369,13 @@ async fn answer(stream: UnixStream, state: &AppState) -> std::io::Result<()> {
     };
     let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
     out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await
+    // A peer that does not read its answer frees its slot all the same.
+    tokio::time::timeout(READ_TIMEOUT, async {
+        write.write_all(&out).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer was not read"))?
 }
 
 /// Sends a command to a running server; `None` if no server answers on

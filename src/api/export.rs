@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::me::UserProfile;
 use super::notes::{Note, json_weight};
-use crate::domain::{NoteId, UserId};
+use crate::domain::{NoteId, SessionId, UserId};
 use crate::storage::{NoteQuery, Storage, UserRecord};
 
 /// JSON read per page, at most (a single larger note is a page alone).
@@ -45,6 +45,9 @@ enum Stage {
 struct Export {
     state: Arc<AppState>,
     owner: UserId,
+    /// The session that asked: once it ends (logout, a password change,
+    /// the account disabled or deleted), the export stops.
+    session: SessionId,
     stage: Stage,
 }
 
@@ -93,6 +96,14 @@ impl Export {
                 Ok(Some(bytes.into()))
             }
             Stage::Notes { after, first } => {
+                // Each page asks again: an export that outlives its session
+                // or its account is cut short, never completed.
+                let user = self.state.db.user(self.owner).await.map_err(|e| io(&e))?;
+                if self.state.auth.revoked.is_revoked(self.session) || user.is_none_or(|u| u.disabled) {
+                    return Err(std::io::Error::other(
+                        "the session or the account ended during an export",
+                    ));
+                }
                 let query = NoteQuery {
                     limit: PAGE_NOTES,
                     max_bytes: PAGE_BYTES,
@@ -130,10 +141,11 @@ impl Export {
 }
 
 /// The export of `owner`'s notes as a body that is written as it is read.
-pub fn body(state: Arc<AppState>, owner: UserId) -> poem::Body {
+pub fn body(state: Arc<AppState>, owner: UserId, session: SessionId) -> poem::Body {
     let export = Export {
         state,
         owner,
+        session,
         stage: Stage::Head,
     };
     let stream = futures_util::stream::unfold(export, |mut export| async move {

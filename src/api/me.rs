@@ -155,6 +155,9 @@ problem_responses! {
         BadRequest = 400,
         /// Missing, invalid, expired or revoked access token.
         Unauthorized = 401,
+        /// The password changed meanwhile (another change, a reset): try
+        /// again with the current one.
+        Conflict = 409,
         /// The body is not `application/json`.
         UnsupportedMediaType = 415,
     }
@@ -393,8 +396,10 @@ impl MeApi {
     /// Every note of your account, newest first, in one JSON document
     /// (`format`: `notesd-export-1`). It is written as you read it, so its
     /// size does not matter to the server; each note is as it was when it
-    /// was read. Should reading fail midway, the document is cut short
-    /// (and so is not valid JSON): never a partial document that parses.
+    /// was read. Should reading fail midway, or the session end (a logout,
+    /// a password change, the account disabled or deleted), the document
+    /// is cut short (and so is not valid JSON): never a partial document
+    /// that parses.
     #[oai(path = "/api/v1/me/export", method = "get", operation_id = "exportNotes")]
     async fn export(
         &self,
@@ -404,7 +409,7 @@ impl MeApi {
         let owner = auth.0.user_id;
         // Refused now, with a status, rather than in the middle of a body.
         state.db.user(owner).await?.ok_or(Error::Unauthorized)?;
-        let body = super::export::body(state.0.clone(), owner);
+        let body = super::export::body(state.0.clone(), owner, auth.0.session_id);
         Ok(ExportResponse::Ok(StreamedJson::new(body)))
     }
 

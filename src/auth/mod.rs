@@ -22,8 +22,8 @@ use crate::domain::{Email, Password, Role, SessionId, UserId};
 use crate::error::{Error, FieldError};
 use crate::settings::SignupPolicy;
 use crate::storage::{
-    CounterOf, Created, Db, InviteClaim, KnownClient, KnownKind, SessionCutoffs, SessionRecord, Storage,
-    UserRecord,
+    AccountChange, CounterOf, Created, Db, InviteClaim, KnownClient, KnownKind, SessionCutoffs,
+    SessionRecord, Storage, UserRecord,
 };
 use backoff::{Admission, Attempts};
 use devices::ClientClass;
@@ -297,10 +297,17 @@ impl Auth {
         // The hash the session is opened against: the one checked, or
         // its upgrade if that was stored.
         let mut verified_hash = user.password_hash.clone();
-        if verified.needs_rehash
-            && let Some(upgraded) = self.upgrade_hash(&user, password).await
-        {
-            verified_hash = upgraded;
+        if verified.needs_rehash {
+            verified_hash = match self.upgrade_hash(&user, password.clone()).await {
+                Some(upgraded) => upgraded,
+                // Another login of this account upgraded it first: check
+                // the password against what it stored (once, in that race
+                // only), rather than refuse a right password.
+                None => self
+                    .hash_now_verified(&user, password)
+                    .await?
+                    .unwrap_or(verified_hash),
+            };
         }
         let now = self.clock.now();
         let (session, refresh) = Self::new_session(user.id, now, Origin { client, user_agent })?;
@@ -421,6 +428,15 @@ impl Auth {
                 event.clone(),
             )
             .await?;
+        let ended = match ended {
+            AccountChange::Done(ended) => Some(ended),
+            AccountChange::Stale => {
+                return Err(Error::Conflict(
+                    "The password changed meanwhile; try again with the current one.",
+                ));
+            }
+            AccountChange::NotFound | AccountChange::LastAdmin => None,
+        };
         let ended = self.refuse_ended(ended, now)?;
         event.emit();
         Ok(ended)
@@ -493,6 +509,26 @@ impl Auth {
     }
 
     /// Rehash failures only cost the upgrade; the login itself stands.
+    /// The account's stored hash if it changed since `user` was read and
+    /// `password` still verifies against it.
+    async fn hash_now_verified(
+        &self,
+        user: &UserRecord,
+        password: Password,
+    ) -> Result<Option<String>, Error> {
+        let Some(now) = self.db.user(user.id).await? else {
+            return Ok(None);
+        };
+        if now.password_hash == user.password_hash {
+            return Ok(None);
+        }
+        let verified = self
+            .passwords
+            .verify(password, Some(now.password_hash.clone()))
+            .await?;
+        Ok(verified.ok.then_some(now.password_hash))
+    }
+
     /// Returns the new hash if it was stored: only over the hash that was
     /// checked, so a reset that came meanwhile is not undone.
     async fn upgrade_hash(&self, user: &UserRecord, password: Password) -> Option<String> {

@@ -443,13 +443,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replaces the user's password hash and ends every other session of
     /// the account (as [`Storage::end_other_sessions`]), in one
-    /// transaction; `None` (nothing changed) if there is no such user or
-    /// `keep` is no longer a live session of it: of two sessions changing
-    /// the password at once, the one whose session the other ended fails.
-    /// Never refused for load.
-    /// Compare-and-set on the hash as well: nothing changes unless the
-    /// stored hash is still `verified`, the one the current password was
-    /// checked against.
+    /// transaction, returning the sessions it ended. `NotFound` (nothing
+    /// changed) if there is no such user or `keep` is no longer a live
+    /// session of it: of two sessions changing the password at once, the
+    /// one whose session the other ended fails. Compare-and-set on the
+    /// hash as well: `Stale` (nothing changed) unless the stored hash is
+    /// still `verified`, the one the current password was checked
+    /// against. Never refused for load.
     fn change_password(
         &self,
         user: UserId,
@@ -458,7 +458,7 @@ pub trait Storage: Send + Sync + 'static {
         keep: SessionId,
         at: OffsetDateTime,
         event: AuditEvent,
-    ) -> impl Future<Output = Result<Option<Vec<SessionId>>>> + Send;
+    ) -> impl Future<Output = Result<AccountChange<Vec<SessionId>>>> + Send;
 
     // Sessions and known clients.
 

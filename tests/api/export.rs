@@ -106,3 +106,42 @@ async fn an_export_needs_a_live_account() {
         .unwrap();
     assert_problem(resp, StatusCode::UNAUTHORIZED, "a deleted account").await;
 }
+
+#[tokio::test]
+async fn an_export_stops_short_when_its_session_ends() {
+    let app = spawn_app_with(&["--rate-limit", "100000"]).await;
+    let owner = app.new_user().await;
+    // 20 MB of notes: more than the socket buffers hold, so the export is
+    // still being written when the session ends.
+    let content = "a".repeat(100_000);
+    for i in 0..200 {
+        let resp = app
+            .create_note(
+                &owner.access,
+                &json!({"title": format!("n{i}"), "content": content}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let mut resp = app
+        .request(Method::GET, "/api/v1/me/export", Some(&owner.access))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.chunk().await.unwrap().unwrap().to_vec();
+    assert_eq!(app.logout(&owner.access).await.status(), StatusCode::NO_CONTENT);
+    let cut = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    let parsed = serde_json::from_slice::<Value>(&body);
+    assert!(
+        cut || parsed.is_err(),
+        "the export ran to a complete document after its logout"
+    );
+    assert!(body.len() < 20_000_000, "it stopped: {} bytes", body.len());
+}

@@ -7,6 +7,8 @@
 //! Without the key nobody can make a record, a head or an anchor that
 //! verifies.
 
+use std::sync::Arc;
+
 use blake2::Blake2bMac;
 use blake2::digest::consts::U32;
 use blake2::digest::{KeyInit, Mac};
@@ -157,13 +159,16 @@ pub fn begin(txn: &WriteTransaction, key: &[u8; 32]) -> Result<()> {
     let ends = txn.open_table(AUDIT_ENDS)?;
     let (genesis, head) = (read_end(&ends, GENESIS)?, read_end(&ends, HEAD)?);
     drop(ends);
-    if genesis.is_none() {
-        write_end(txn, key, GENESIS, 0, [0; 32])?;
+    if genesis.is_none() && head.is_none() {
+        // A random start the first record chains to: this log's start
+        // mark and empty head fit no other log, even under the same key.
+        let mut start = [0u8; 32];
+        getrandom::fill(&mut start)
+            .map_err(|e| StorageError::Backend(Arc::new(std::io::Error::other(e.to_string()))))?;
+        write_end(txn, key, GENESIS, 0, start)?;
         // The head of an empty log: from now on there is always one, so
         // removing the records and the head together is seen too.
-        if head.is_none() {
-            write_end(txn, key, HEAD, 0, [0; 32])?;
-        }
+        write_end(txn, key, HEAD, 0, start)?;
     }
     Ok(())
 }
@@ -171,6 +176,8 @@ pub fn begin(txn: &WriteTransaction, key: &[u8; 32]) -> Result<()> {
 /// Stores `event` after the last record, in the caller's transaction.
 pub fn append(txn: &WriteTransaction, key: &[u8; 32], event: &AuditEvent) -> Result<u64> {
     let last = read_end(&txn.open_table(AUDIT_ENDS)?, HEAD)?;
+    // `begin` made a head; a log without one chains to zeros (and
+    // fails verification for its missing start mark).
     let (seq, previous) = last.map_or((1, [0; 32]), |end| (end.seq + 1, end.mac));
     let mut value = encode(&SEQ_TO_AUDIT, &AuditRow::from(event))?;
     let mac = record_mac(key, &previous, seq, &value);
@@ -200,6 +207,12 @@ fn record(seq: u64, value: &[u8]) -> Result<AuditRecord> {
     })
 }
 
+/// How far out of time order records may be stored: an event carries the
+/// time its request began (a failed login, before it waited for its hash),
+/// so one stored later can be older than one stored before it. A `since`
+/// query reads on this far past its bound.
+const SINCE_SLACK: time::Duration = time::Duration::hours(1);
+
 /// A page of records, newest first, and the cursor of the next page.
 pub fn list(txn: &ReadTransaction, query: &AuditQuery) -> Result<(Vec<AuditRecord>, Option<u64>)> {
     let records = txn.open_table(SEQ_TO_AUDIT)?;
@@ -224,9 +237,11 @@ pub fn list(txn: &ReadTransaction, query: &AuditQuery) -> Result<(Vec<AuditRecor
             continue;
         };
         let found = record(seq, value.value())?;
-        if query.since.is_some_and(|since| found.event.at < since) {
-            // Older than the window: so is everything after it (records
-            // are stored in time order, give or take a clock step).
+        if query
+            .since
+            .is_some_and(|since| found.event.at < since - SINCE_SLACK)
+        {
+            // Well older than the window: so is everything after it.
             return Ok((page, None));
         }
         if !query.matches(&found.event) {
@@ -250,21 +265,21 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
             reason: reason.to_owned(),
         })
     };
-    match read_end(&ends, GENESIS)? {
+    let start = match read_end(&ends, GENESIS)? {
         None => {
             return broken(
                 0,
                 "the log's start mark is missing: the log was removed or replaced",
             );
         }
-        Some(end) if end.tag != end_tag(key, GENESIS, 0, &[0; 32]) => {
+        Some(end) if end.tag != end_tag(key, GENESIS, 0, &end.mac) => {
             return broken(
                 0,
                 "the log's start mark does not match its MAC (or this is not its key)",
             );
         }
-        Some(_) => {}
-    }
+        Some(end) => end.mac,
+    };
     let anchor = read_end(&ends, ANCHOR)?;
     if let Some(end) = anchor
         && end.tag != end_tag(key, ANCHOR, end.seq, &end.mac)
@@ -274,7 +289,7 @@ pub fn verify(txn: &ReadTransaction, key: &[u8; 32]) -> Result<AuditVerdict> {
             "the start of the log (the last purged record) does not match its MAC",
         );
     }
-    let (mut last, mut previous) = anchor.map_or((0, [0; 32]), |end| (end.seq, end.mac));
+    let (mut last, mut previous) = anchor.map_or((0, start), |end| (end.seq, end.mac));
     let first = last + 1;
     let records = txn.open_table(SEQ_TO_AUDIT)?;
     let index = txn.open_table(USER_SEQ_TO_UNIT)?;

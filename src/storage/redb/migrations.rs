@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, TableHandle, WriteTransaction};
 
 use super::tables::{self, META};
 use super::{accounts, notes, sessions, users};
@@ -70,6 +70,19 @@ pub fn upgrade(db: &Database) -> Result<u64> {
         }
         Some(v) => v,
         None => {
+            // A file without a version is new, and holds nothing: one
+            // that holds tables lost its version (damage, or someone
+            // hoping the next start will think it new and start a fresh
+            // audit log).
+            let held = txn.list_tables()?.filter(|t| t.name() != META.name()).count();
+            if held > 0 {
+                return Err(StorageError::Corrupt {
+                    table: META.name().to_owned(),
+                    detail: format!(
+                        "no schema version, yet {held} tables: refusing to treat the file as new"
+                    ),
+                });
+            }
             tables::create_all(&txn)?;
             txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
             txn.commit()?;
@@ -113,6 +126,20 @@ pub fn set_version(db: &Database, version: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_holds_tables_but_no_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let db = Database::create(&path).unwrap();
+        upgrade(&db).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(SCHEMA_KEY).unwrap();
+        txn.commit().unwrap();
+        assert!(matches!(upgrade(&db), Err(StorageError::Corrupt { .. })));
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        assert_eq!(version(&txn).unwrap(), 0, "left as it was");
+    }
 
     #[test]
     fn every_version_has_one_step_from_the_one_before() {

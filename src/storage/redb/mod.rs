@@ -376,20 +376,21 @@ impl Storage for RedbStorage {
         keep: SessionId,
         at: OffsetDateTime,
         event: AuditEvent,
-    ) -> Result<Option<Vec<SessionId>>> {
+    ) -> Result<AccountChange<Vec<SessionId>>> {
         let key = self.audit_key;
         self.writer
             .write_unshed(move |txn| {
                 // Checked in the transaction: of two sessions changing the
                 // password at once, the second finds itself ended.
-                if !sessions::is_live(txn, user, keep)?
-                    || !users::replace_password_hash(txn, user, &verified, &hash)?
-                {
-                    return Ok((None, false));
+                if !sessions::is_live(txn, user, keep)? {
+                    return Ok((AccountChange::NotFound, false));
+                }
+                if !users::replace_password_hash(txn, user, &verified, &hash)? {
+                    return Ok((AccountChange::Stale, false));
                 }
                 let ended = sessions::end_others(txn, user, keep, at)?;
                 audit::append(txn, &key, &event)?;
-                Ok((Some(ended), true))
+                Ok((AccountChange::Done(ended), true))
             })
             .await
     }
