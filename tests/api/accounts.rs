@@ -283,3 +283,34 @@ async fn a_rotated_key_signs_at_once_and_the_old_one_verifies_until_its_tokens_e
     assert_eq!(app.refresh(&after.refresh).await.status(), StatusCode::OK);
     assert_eq!(published(&app.keys().await), [new_kid]);
 }
+
+#[tokio::test]
+async fn the_control_socket_answers_sixteen_peers_at_once_and_no_more() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let socket = app.data_dir.join("control.sock");
+    // Sixteen peers that connect and say nothing hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tokio::net::UnixStream::connect(&socket).await.unwrap());
+    }
+    let mut extra = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    extra.write_all(b"{\"op\":\"keys-list\"}\n").await.unwrap();
+    let mut answer = Vec::new();
+    // Closed unanswered at once (a reset or an empty read, never a reply).
+    let read = extra.read_to_end(&mut answer).await;
+    assert!(read.is_err() || answer.is_empty(), "a 17th peer was answered");
+    drop(idle);
+    // The slots come back when those peers go (the server sees them go
+    // as it reads: a command started right after may still find them
+    // held, so it may take a second one).
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (ok, out, err) = app.cli(&["keys", "list"], "").await;
+        if ok && out.contains("signing") {
+            return;
+        }
+        last = err;
+    }
+    panic!("the slots never came back: {last}");
+}
