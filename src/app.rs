@@ -18,13 +18,14 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response}
 use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::auth::backoff::{Attempts, BackoffPolicy};
-use crate::auth::keyring::{KeyRing, KeyringError};
+use crate::auth::keyring::{KeyRing, KeyringError, RingFile};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
 use crate::client::ClientKeys;
 use crate::clock::Clock;
 use crate::listener::{ConnectionLimits, GuardedAcceptor, ParserAnswers};
+use crate::masterkey::{MasterKeyError, MasterKeys};
 use crate::metrics::{Metrics, Sources};
 use crate::middleware::cors::CorsPolicy;
 use crate::middleware::headers::SecurityHeaders;
@@ -49,6 +50,8 @@ pub enum StartupError {
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StorageError),
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
     #[error("TLS: {0}")]
@@ -514,13 +517,16 @@ fn serve_options(settings: &Settings) -> ServeOptions {
 pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
-    let keyring = KeyRing::load_or_create(dir)?;
+    let masters = open_master_keys(settings)?;
+    let keyring = KeyRing::load_or_create(dir, &masters)?;
+    retire_master_keys(masters, &keyring);
     let db: Db = Arc::new(Backend::open(
         &prepare_db_file(dir)?,
         crate::storage::redb::Options {
             cache_bytes: settings.storage.db_cache_mib.saturating_mul(1024 * 1024),
             write_queue: settings.storage.write_queue as usize,
             audit_key: *keyring.audit_key(),
+            sealer: Arc::new(crate::seal::Sealer::new(keyring.data_key())),
         },
     )?);
     let keyring = Arc::new(RwLock::new(keyring));
@@ -580,6 +586,53 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
         ),
         data_dir: dir.clone(),
     })
+}
+
+/// The master key file, made at the first start (when the data directory
+/// holds no sealed key ring yet); refused inside the data directory.
+pub fn open_master_keys(settings: &Settings) -> Result<MasterKeys, StartupError> {
+    let dir = &settings.storage.data_dir;
+    let path = settings
+        .storage
+        .master_key_path()
+        .ok_or(MasterKeyError::NoPlace)?;
+    MasterKeys::check_outside(&path, dir)?;
+    if let Some(keys) = MasterKeys::load(&path)? {
+        return Ok(keys);
+    }
+    if let RingFile::SealedWith(id) = crate::auth::keyring::ring_file(dir)? {
+        return Err(MasterKeyError::Missing {
+            path: path.display().to_string(),
+            sealed_with: id,
+        }
+        .into());
+    }
+    let keys = MasterKeys::create(&path)?;
+    tracing::warn!(
+        path = %path.display(),
+        id = keys.current().id(),
+        "created the master key that seals the data at rest; keep a copy apart from the data directory and its backups: without it they cannot be read"
+    );
+    Ok(keys)
+}
+
+/// Drops from the master key file the keys nothing uses any more: the key
+/// ring, which they sealed, is sealed with the current key by now.
+fn retire_master_keys(mut masters: MasterKeys, keyring: &KeyRing) {
+    if masters.ids().len() < 2 || keyring.master_key_id() != masters.current().id() {
+        return;
+    }
+    let retired = masters.retire_others();
+    match masters.save() {
+        Ok(()) => tracing::info!(
+            retired = retired.join(", "),
+            current = masters.current().id(),
+            "retired the old master keys: nothing uses them"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not drop the retired master keys from their file; they stay there, unused");
+        }
+    }
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {

@@ -354,6 +354,22 @@ pub struct StorageSettings {
     /// 503 with Retry-After at once.
     #[arg(long, env = "NOTESD_WRITE_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub write_queue: u32,
+
+    /// The master key that seals the data at rest, kept outside the data
+    /// directory [default: $CREDENTIALS_DIRECTORY/master.key under systemd,
+    /// else $XDG_CONFIG_HOME/notesd/master.key or
+    /// ~/.config/notesd/master.key]. Made at the first start.
+    #[arg(long, env = "NOTESD_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl StorageSettings {
+    /// The master key file: the one set, or the default place.
+    pub fn master_key_path(&self) -> Option<PathBuf> {
+        self.master_key_file
+            .clone()
+            .or_else(crate::masterkey::default_path)
+    }
 }
 
 /// Who may create an account with `POST /api/v1/auth/signup`.

@@ -199,6 +199,24 @@ impl Tokens {
         Ok(dropped)
     }
 
+    /// Runs `f` on the key ring (read-locked).
+    pub fn with_ring<T>(&self, f: impl FnOnce(&KeyRing) -> T) -> Result<T, String> {
+        let ring = self
+            .keyring
+            .read()
+            .map_err(|_| "key ring lock poisoned".to_owned())?;
+        Ok(f(&ring))
+    }
+
+    /// Runs `f` on the key ring (write-locked).
+    pub fn with_ring_mut<T>(&self, f: impl FnOnce(&mut KeyRing) -> T) -> Result<T, String> {
+        let mut ring = self
+            .keyring
+            .write()
+            .map_err(|_| "key ring lock poisoned".to_owned())?;
+        Ok(f(&mut ring))
+    }
+
     /// The key ring's secret for deriving rotated refresh tokens.
     pub fn rotation_secret(&self) -> Option<[u8; 32]> {
         self.keyring.read().ok().map(|ring| *ring.rotation_secret())
@@ -312,7 +330,13 @@ mod tests {
     use super::*;
 
     fn tokens(dir: &std::path::Path, issuer: &str) -> Tokens {
-        let ring = Arc::new(RwLock::new(KeyRing::load_or_create(dir).unwrap()));
+        let ring = Arc::new(RwLock::new(
+            KeyRing::load_or_create(
+                dir,
+                &crate::masterkey::MasterKeys::create(&dir.join("master.key")).unwrap(),
+            )
+            .unwrap(),
+        ));
         Tokens::new(
             ring,
             issuer.into(),

@@ -577,7 +577,7 @@ mod tests {
         );
         let shown = loaded.effective("serve");
         assert!(
-            shown.lines().filter(|l| l.ends_with("# file")).count() >= keys - 10,
+            shown.lines().filter(|l| l.ends_with("# file")).count() >= keys - 12,
             "{shown}"
         );
     }

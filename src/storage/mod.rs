@@ -281,7 +281,7 @@ pub const DEVICES_MAX: usize = 32;
 pub const ADDRESSES_MAX: usize = 16;
 
 /// How many records of each kind a database holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordCounts {
     pub users: u64,
     pub sessions: u64,
@@ -305,6 +305,11 @@ pub enum StorageError {
         "the database has schema version {found}, newer than this notesd understands ({understood}); upgrade notesd"
     )]
     NewerSchema { found: u64, understood: u64 },
+    /// The key ring's data key does not open this database's values.
+    #[error(
+        "the key ring does not open this database: keyring.json is not the one written with this database file"
+    )]
+    WrongKey,
     /// Another process holds the database open.
     #[error("the database is in use by another process (is notesd already running?)")]
     Locked,

@@ -12,6 +12,16 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 static TRACING: Once = Once::new();
+static MASTER_KEY_DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+
+/// The master key file every test server of this process uses: apart from
+/// their data directories, and not the one of whoever runs the tests.
+pub fn master_key_file() -> PathBuf {
+    MASTER_KEY_DIR
+        .get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+        .join("master.key")
+}
 
 pub struct TestApp {
     pub base: String,
@@ -65,7 +75,11 @@ async fn start(data_dir: &Path, flags: &[&str], clock: Clock) -> TestApp {
         }
     });
     let dir = data_dir.to_str().expect("utf-8 path").to_owned();
+    let key = master_key_file().to_str().expect("utf-8 path").to_owned();
     let mut args = vec!["--data-dir", dir.as_str(), "--listen", "127.0.0.1:0"];
+    if !flags.contains(&"--master-key-file") {
+        args.extend(["--master-key-file", key.as_str()]);
+    }
     // Every test talks from 127.0.0.1; the rate limits are off unless a
     // test sets them (tests/api/limits.rs does).
     for (flag, off) in [("--rate-limit", "0"), ("--auth-rate-limit", "0")] {
@@ -265,6 +279,7 @@ impl TestApp {
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .env("NOTESD_MASTER_KEY_FILE", master_key_file())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod at_rest;
 mod attack_auth;
 mod attack_connections;
 mod attack_input;

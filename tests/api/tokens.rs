@@ -110,7 +110,13 @@ async fn a_token_signed_by_another_key_is_401() {
     // A well-formed token for the same user, issuer and audience, signed by
     // a key this server never had.
     let elsewhere = tempfile::tempdir().unwrap();
-    let ring = Arc::new(RwLock::new(KeyRing::load_or_create(elsewhere.path()).unwrap()));
+    let ring = Arc::new(RwLock::new(
+        KeyRing::load_or_create(
+            elsewhere.path(),
+            &notesd::masterkey::MasterKeys::create(&elsewhere.path().join("master.key")).unwrap(),
+        )
+        .unwrap(),
+    ));
     let tokens = Tokens::new(
         ring,
         "notesd".into(),

@@ -26,6 +26,7 @@ fn notesd(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .args(args)
         .arg("--data-dir")
         .arg(dir)
+        .env("NOTESD_MASTER_KEY_FILE", super::master_key_file())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

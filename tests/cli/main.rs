@@ -19,6 +19,16 @@ mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notesd");
 
+static MASTER_KEY_DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+
+/// The master key file of every server and command these tests run.
+fn master_key_file() -> std::path::PathBuf {
+    MASTER_KEY_DIR
+        .get_or_init(|| tempfile::tempdir().unwrap())
+        .path()
+        .join("master.key")
+}
+
 /// Whether a missing tool fails a test instead of skipping it: under CI,
 /// and under `make test`, whose prerequisite step installs every tool.
 fn tools_required() -> bool {
@@ -140,6 +150,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .env("NOTESD_LOG_FORMAT", "json")
+            .env("NOTESD_MASTER_KEY_FILE", master_key_file())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {

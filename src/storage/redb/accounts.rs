@@ -6,18 +6,19 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use time::OffsetDateTime;
 
 use super::get_row;
-use super::rows::{InviteRow, UserRow, encode};
+use super::rows::{InviteRow, UserRow, UserRowV3, encode, user_row};
 use super::sessions;
 use super::tables::{
     ADMIN_TO_UNIT, EMAIL_TO_BACKOFF, EMAIL_TO_USER, INVITE_TO_RECORD, OWNER_NOTE_TO_RECORD,
     OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_KNOWN_CLIENTS, USER_TO_RECORD,
 };
 use crate::domain::{InviteId, Role, SessionId, UserId};
+use crate::seal::Sealer;
 use crate::storage::{AccountChange, InviteClaim, InviteRecord, Result, UserRecord};
 
 fn load(txn: &WriteTransaction, user: UserId) -> Result<Option<UserRow>> {
     let users = txn.open_table(USER_TO_RECORD)?;
-    get_row(&users, user.as_u128())
+    user_row(&users, user.as_u128())
 }
 
 fn store(txn: &WriteTransaction, row: &UserRow) -> Result<()> {
@@ -44,7 +45,7 @@ fn is_last_admin(txn: &WriteTransaction, row: &UserRow) -> Result<bool> {
         if id == row.id {
             continue;
         }
-        let other: Option<UserRow> = get_row(&users, id)?;
+        let other = user_row(&users, id)?;
         if other.is_some_and(|o| o.role == Role::Admin && !o.disabled) {
             return Ok(false);
         }
@@ -67,7 +68,7 @@ pub fn index_admins(txn: &WriteTransaction) -> Result<usize> {
     let mut found = 0;
     for entry in users.iter()? {
         let (_, value) = entry?;
-        let row: UserRow = super::rows::decode(&USER_TO_RECORD, value.value())?;
+        let row: UserRowV3 = super::rows::decode(&USER_TO_RECORD, value.value())?;
         if row.role == Role::Admin {
             admins.insert(row.id, ())?;
             found += 1;
@@ -81,11 +82,13 @@ pub fn delete(
     user: UserId,
     verified: Option<&str>,
     at: OffsetDateTime,
+    sealer: &Sealer,
 ) -> Result<AccountChange<Vec<SessionId>>> {
     let Some(row) = load(txn, user)? else {
         return Ok(AccountChange::NotFound);
     };
-    if verified.is_some_and(|hash| hash != row.password_hash) {
+    let secrets = row.secrets(sealer)?;
+    if verified.is_some_and(|hash| hash != secrets.password_hash) {
         return Ok(AccountChange::Stale);
     }
     if is_last_admin(txn, &row)? {
@@ -94,24 +97,31 @@ pub fn delete(
     let id = row.id;
     txn.open_table(USER_TO_RECORD)?.remove(id)?;
     txn.open_table(ADMIN_TO_UNIT)?.remove(id)?;
-    txn.open_table(EMAIL_TO_USER)?.remove(row.email.as_str())?;
+    let email = sealer.email_index(&secrets.email);
+    txn.open_table(EMAIL_TO_USER)?.remove(email.as_str())?;
     txn.open_table(USER_TO_KNOWN_CLIENTS)?.remove(id)?;
     txn.open_table(OWNER_TO_USAGE)?.remove(id)?;
     txn.open_table(OWNER_NOTE_TO_RECORD)?
         .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;
-    // Tags are `[a-z0-9_-]`: every one sorts below `~`.
+    // Tags are indexed by hexadecimal blind indexes: every one sorts
+    // below `~`.
     txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?
         .retain_in((id, "", 0)..=(id, "~", u128::MAX), |_, ()| false)?;
-    // The account's counters: keyed by the email alone, or the email, a
-    // newline and the known client (emails hold no control character).
-    let below_newline = format!("{}\u{b}", row.email);
+    // The account's counters: keyed by the email's blind index alone, or
+    // followed by a newline and more (see `backoff::stored_key`).
+    let below_newline = format!("{email}\u{b}");
     txn.open_table(EMAIL_TO_BACKOFF)?
-        .retain_in(row.email.as_str()..below_newline.as_str(), |_, _| false)?;
+        .retain_in(email.as_str()..below_newline.as_str(), |_, _| false)?;
     let ended = sessions::end_all(txn, user, at)?;
     Ok(AccountChange::Done(ended))
 }
 
-pub fn set_role(txn: &WriteTransaction, user: UserId, role: Role) -> Result<AccountChange<UserRecord>> {
+pub fn set_role(
+    txn: &WriteTransaction,
+    user: UserId,
+    role: Role,
+    sealer: &Sealer,
+) -> Result<AccountChange<UserRecord>> {
     let Some(mut row) = load(txn, user)? else {
         return Ok(AccountChange::NotFound);
     };
@@ -120,7 +130,7 @@ pub fn set_role(txn: &WriteTransaction, user: UserId, role: Role) -> Result<Acco
     }
     row.role = role;
     store(txn, &row)?;
-    Ok(AccountChange::Done(row.into()))
+    Ok(AccountChange::Done(row.open(sealer)?))
 }
 
 pub fn set_disabled(
@@ -150,11 +160,12 @@ pub fn reset_password(
     user: UserId,
     hash: &str,
     at: OffsetDateTime,
+    sealer: &Sealer,
 ) -> Result<AccountChange<Vec<SessionId>>> {
     let Some(mut row) = load(txn, user)? else {
         return Ok(AccountChange::NotFound);
     };
-    hash.clone_into(&mut row.password_hash);
+    row.set_password_hash(sealer, hash)?;
     store(txn, &row)?;
     Ok(AccountChange::Done(sessions::end_all(txn, user, at)?))
 }
@@ -170,33 +181,34 @@ pub fn end_sessions(
     Ok(AccountChange::Done(sessions::end_all(txn, user, at)?))
 }
 
-/// Accounts whose email starts with `prefix`, in email order.
+/// Accounts whose email starts with `prefix`, in email order, after the
+/// email `after`. Emails are sealed, so this opens every account's and
+/// sorts the matches: an administrator's listing, run on a scanning
+/// thread.
 pub fn page(
     txn: &ReadTransaction,
     prefix: &str,
     after: Option<&str>,
     limit: usize,
+    sealer: &Sealer,
 ) -> Result<(Vec<UserRecord>, Option<String>)> {
-    let emails = txn.open_table(EMAIL_TO_USER)?;
     let users = txn.open_table(USER_TO_RECORD)?;
-    let start = match after {
-        Some(after) if after >= prefix => std::ops::Bound::Excluded(after),
-        _ => std::ops::Bound::Included(prefix),
-    };
     let mut found = Vec::new();
-    for entry in emails.range::<&str>((start, std::ops::Bound::Unbounded))? {
-        let (email, id) = entry?;
-        if !email.value().starts_with(prefix) {
-            break;
+    for entry in users.iter()? {
+        let (id, _) = entry?;
+        let Some(row) = user_row(&users, id.value())? else {
+            continue;
+        };
+        let user = row.open(sealer)?;
+        if user.email.starts_with(prefix) && after.is_none_or(|after| user.email.as_str() > after) {
+            found.push(user);
         }
-        if found.len() == limit {
-            let next = found.last().map(|u: &UserRecord| u.email.clone());
-            return Ok((found, next));
-        }
-        let row: Option<UserRow> = get_row(&users, id.value())?;
-        if let Some(row) = row {
-            found.push(row.into());
-        }
+    }
+    found.sort_unstable_by(|a, b| a.email.cmp(&b.email));
+    if found.len() > limit {
+        found.truncate(limit);
+        let next = found.last().map(|u| u.email.clone());
+        return Ok((found, next));
     }
     Ok((found, None))
 }

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use super::get_row;
 use super::rows::{BackoffRow, decode, encode};
 use super::tables::{EMAIL_TO_BACKOFF, GHOST_TO_BACKOFF};
+use crate::seal::Sealer;
 use crate::storage::{BackoffRecord, CounterOf, Result};
 
 type Definition = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -18,13 +19,36 @@ pub fn table(of: CounterOf) -> Definition {
     }
 }
 
-pub fn get(txn: &ReadTransaction, key: &str, of: CounterOf) -> Result<Option<BackoffRecord>> {
+/// How a counter's key (an email, or an email, a newline and the client it
+/// is for) is stored: blind indexes (see [`crate::seal`]), the email's
+/// first so that an account's counters stay together.
+pub fn stored_key(sealer: &Sealer, key: &str) -> String {
+    match key.split_once('\n') {
+        Some((email, _)) => format!("{}\n{}", sealer.email_index(email), sealer.email_index(key)),
+        None => sealer.email_index(key),
+    }
+}
+
+pub fn get(
+    txn: &ReadTransaction,
+    key: &str,
+    of: CounterOf,
+    sealer: &Sealer,
+) -> Result<Option<BackoffRecord>> {
     let counters = txn.open_table(table(of))?;
-    Ok(get_row::<_, BackoffRow>(&counters, key)?.map(BackoffRecord::from))
+    Ok(get_row::<_, BackoffRow>(&counters, stored_key(sealer, key).as_str())?.map(BackoffRecord::from))
 }
 
 /// Stores a counter; a new ghost counter past the cap is not (`false`).
-pub fn put(txn: &WriteTransaction, key: &str, counter: &BackoffRecord, of: CounterOf) -> Result<bool> {
+pub fn put(
+    txn: &WriteTransaction,
+    key: &str,
+    counter: &BackoffRecord,
+    of: CounterOf,
+    sealer: &Sealer,
+) -> Result<bool> {
+    let key = stored_key(sealer, key);
+    let key = key.as_str();
     let definition = table(of);
     let mut counters = txn.open_table(definition)?;
     if let CounterOf::Ghost { cap } = of
@@ -38,8 +62,11 @@ pub fn put(txn: &WriteTransaction, key: &str, counter: &BackoffRecord, of: Count
     Ok(true)
 }
 
-pub fn clear(txn: &WriteTransaction, key: &str) -> Result<bool> {
-    Ok(txn.open_table(EMAIL_TO_BACKOFF)?.remove(key)?.is_some())
+pub fn clear(txn: &WriteTransaction, key: &str, sealer: &Sealer) -> Result<bool> {
+    Ok(txn
+        .open_table(EMAIL_TO_BACKOFF)?
+        .remove(stored_key(sealer, key).as_str())?
+        .is_some())
 }
 
 /// Up to `batch` keys of counters stale by `before`, after `after`

@@ -1,8 +1,12 @@
 //! Schema versions and the steps between them. Each version after the
 //! first has one step from the version before it; at start, every step the
-//! file still needs runs in order, all in one write transaction (an
-//! upgrade that fails leaves the file as it was), each logged with what it
-//! did and how long it took. A file from a newer notesd is refused.
+//! file still needs runs in order, each logged with what it did and how
+//! long it took. Steps to version 3 run in the file, all in one write
+//! transaction (an upgrade that fails leaves the file as it was). The step
+//! to version 4, which seals the data at rest, writes a new file from the
+//! old one and renames it into place (see [`super::copy::seal_v3`]), so
+//! that no page of the file keeps the plain text. A file from a newer
+//! notesd is refused.
 
 use std::time::Instant;
 
@@ -13,7 +17,9 @@ use super::{accounts, notes, sessions, users};
 use crate::storage::{Result, StorageError};
 
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
+/// The last version reached in the file itself; see the module comment.
+pub const LAST_IN_PLACE: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 
 /// One upgrade: from `to - 1` to `to`.
@@ -41,7 +47,7 @@ const STEPS: &[Step] = &[
 ];
 
 fn to_v2(txn: &WriteTransaction) -> Result<String> {
-    tables::create_all(txn)?;
+    tables::create_all_v3(txn)?;
     let owners = notes::count_usage(txn)?;
     let rekeyed = users::renormalise_emails(txn)?;
     Ok(format!(
@@ -50,14 +56,15 @@ fn to_v2(txn: &WriteTransaction) -> Result<String> {
 }
 
 fn to_v3(txn: &WriteTransaction) -> Result<String> {
-    tables::create_all(txn)?;
+    tables::create_all_v3(txn)?;
     let rewritten = sessions::add_login_details(txn)?;
     let admins = accounts::index_admins(txn)?;
     Ok(format!("{rewritten} sessions rewritten, {admins} admins indexed"))
 }
 
-/// Brings the file to [`SCHEMA_VERSION`] and creates missing tables.
-/// Returns the version found (0 for a new file).
+/// Brings the file to [`LAST_IN_PLACE`], or leaves it at
+/// [`SCHEMA_VERSION`], and creates missing tables; a new file starts at
+/// [`SCHEMA_VERSION`]. Returns the version found (0 for a new file).
 pub fn upgrade(db: &Database) -> Result<u64> {
     let txn = db.begin_write()?;
     let found = txn.open_table(META)?.get(SCHEMA_KEY)?.map(|v| v.value());
@@ -89,6 +96,11 @@ pub fn upgrade(db: &Database) -> Result<u64> {
             return Ok(0);
         }
     };
+    if from == SCHEMA_VERSION {
+        tables::create_all(&txn)?;
+        txn.commit()?;
+        return Ok(from);
+    }
     for step in STEPS.iter().filter(|s| s.to > from) {
         let started = Instant::now();
         let summary = (step.run)(&txn)?;
@@ -104,10 +116,16 @@ pub fn upgrade(db: &Database) -> Result<u64> {
     // Also at the current version: a table added within a version (as
     // `known_clients` and `ghost_backoff` were during version 2) is created
     // in a file that lacks it.
-    tables::create_all(&txn)?;
-    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    tables::create_all_v3(&txn)?;
+    txn.open_table(META)?.insert(SCHEMA_KEY, LAST_IN_PLACE)?;
     txn.commit()?;
     Ok(from)
+}
+
+/// Records that the file is at [`SCHEMA_VERSION`] (after the step to 4).
+pub fn set_current(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+    Ok(())
 }
 
 /// The version recorded in the file.
@@ -144,7 +162,8 @@ mod tests {
     #[test]
     fn every_version_has_one_step_from_the_one_before() {
         let versions: Vec<u64> = STEPS.iter().map(|s| s.to).collect();
-        let expected: Vec<u64> = (2..=SCHEMA_VERSION).collect();
+        let expected: Vec<u64> = (2..=LAST_IN_PLACE).collect();
         assert_eq!(versions, expected);
+        assert_eq!(SCHEMA_VERSION, LAST_IN_PLACE + 1, "and the sealing copy");
     }
 }

@@ -21,6 +21,7 @@
 mod accounts;
 mod audit;
 mod backoff;
+pub mod copy;
 mod known;
 pub mod migrations;
 mod notes;
@@ -40,6 +41,7 @@ use crate::audit::{AuditEvent, AuditQuery, AuditRecord, AuditVerdict};
 use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 use crate::metrics::WriteStats;
 use crate::pool::{IdlePool, PoolError};
+use crate::seal::Sealer;
 use crate::storage::{
     AccountChange, BackoffRecord, Conditional, CounterOf, Created, InviteClaim, InviteRecord, KnownClient,
     NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, RecordCounts, Result, SessionCutoffs, SessionRecord,
@@ -63,7 +65,7 @@ const SCAN_QUEUE: usize = 64;
 const PURGE_BATCH: usize = 256;
 
 /// How the file is opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// redb's page cache. redb's own default is 1 GiB, which on a small
     /// server would let the cache grow to most of the memory; pages it
@@ -73,6 +75,8 @@ pub struct Options {
     pub write_queue: usize,
     /// The key that chains the audit log's records (from the key ring).
     pub audit_key: [u8; 32],
+    /// Seals note text and accounts, from the key ring's data key.
+    pub sealer: Arc<Sealer>,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             cache_bytes: DEFAULT_CACHE_BYTES,
             write_queue: DEFAULT_WRITE_QUEUE,
             audit_key: [0; 32],
+            sealer: Arc::new(Sealer::new(&[0; 32])),
         }
     }
 }
@@ -114,6 +119,7 @@ impl From<redb::DatabaseError> for StorageError {
 pub struct RedbStorage {
     db: Arc<Database>,
     audit_key: [u8; 32],
+    sealer: Arc<Sealer>,
     writer: Writer,
     scanners: IdlePool<()>,
 }
@@ -123,9 +129,12 @@ impl RedbStorage {
     /// build's version (see [`migrations`]); a file from a newer notesd is
     /// refused rather than misread.
     pub fn open(path: &Path, options: Options) -> Result<Self> {
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)?;
+        let open = || {
+            Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(path)
+        };
+        let mut db = open()?;
         let found = migrations::upgrade(&db)?;
         if found < 3 {
             // The audit log begins with this file, or with this version.
@@ -133,6 +142,12 @@ impl RedbStorage {
             audit::begin(&txn, &options.audit_key)?;
             txn.commit()?;
         }
+        if found != 0 && found < SCHEMA_VERSION {
+            drop(db);
+            seal_file(path, &options.sealer)?;
+            db = open()?;
+        }
+        check_seal(&db, &options.sealer)?;
         let db = Arc::new(db);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
@@ -140,6 +155,7 @@ impl RedbStorage {
             writer: Writer::start(db.clone(), options.write_queue).map_err(io)?,
             scanners: IdlePool::new("scan", cores.saturating_sub(1).max(1), SCAN_QUEUE).map_err(io)?,
             audit_key: options.audit_key,
+            sealer: options.sealer,
             db,
         })
     }
@@ -196,6 +212,151 @@ impl RedbStorage {
     }
 }
 
+fn counts(txn: &ReadTransaction) -> Result<RecordCounts> {
+    Ok(RecordCounts {
+        users: txn.open_table(USER_TO_RECORD)?.len()?,
+        sessions: txn.open_table(SESSION_TO_RECORD)?.len()?,
+        notes: txn.open_table(OWNER_NOTE_TO_RECORD)?.len()?,
+        tag_entries: txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?.len()?,
+        login_counters: txn.open_table(EMAIL_TO_BACKOFF)?.len()?,
+        ghost_counters: txn.open_table(GHOST_TO_BACKOFF)?.len()?,
+        known_client_lists: txn.open_table(USER_TO_KNOWN_CLIENTS)?.len()?,
+        audit_records: audit::count(txn)?,
+    })
+}
+
+impl RedbStorage {
+    /// Writes a copy of the whole database as one read transaction sees
+    /// it into the new file `to`, durably; writes go on meanwhile (a
+    /// reader never blocks redb's writer). Returns that snapshot's counts
+    /// and the rows copied. Blocking: run it off the async workers.
+    pub fn snapshot_into(
+        &self,
+        to: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(RecordCounts, u64)> {
+        let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
+        crate::fsutil::create_private(to).map_err(io)?;
+        let txn = self.db.begin_read()?;
+        let snapshot = counts(&txn)?;
+        let total = snapshot.users
+            + snapshot.sessions
+            + snapshot.notes
+            + snapshot.tag_entries
+            + snapshot.login_counters
+            + snapshot.ghost_counters
+            + snapshot.known_client_lists
+            + snapshot.audit_records;
+        let dst = Database::builder().set_cache_size(4 * 1024 * 1024).create(to)?;
+        let rows = copy::everything(&txn, &dst, &mut |done| progress(done, total))?;
+        Ok((snapshot, rows))
+    }
+
+    /// Checks a copy made by [`Self::snapshot_into`]: redb's integrity
+    /// check, then, opened with `options` (so the key ring must be the
+    /// one that sealed it), every account and up to `sample` notes open.
+    /// Returns its counts. Blocking.
+    pub fn verify_copy(path: &Path, options: Options, sample: usize) -> Result<RecordCounts> {
+        {
+            let mut db = Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(path)?;
+            if !db.check_integrity()? {
+                return Err(StorageError::Corrupt {
+                    table: "(file)".to_owned(),
+                    detail: "the copy needed repair".to_owned(),
+                });
+            }
+        }
+        let sealer = options.sealer.clone();
+        let store = Self::open(path, options)?;
+        let txn = store.db.begin_read()?;
+        let users = txn.open_table(USER_TO_RECORD)?;
+        for entry in users.iter()? {
+            let (id, _) = entry?;
+            if let Some(row) = rows::user_row(&users, id.value())? {
+                row.open(&sealer)?;
+            }
+        }
+        let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+        for entry in notes.iter()?.take(sample) {
+            let (key, value) = entry?;
+            let (owner, id) = key.value();
+            rows::decode::<rows::NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.open(owner, id, &sealer)?;
+        }
+        counts(&txn)
+    }
+}
+
+/// Schema 3 → 4: writes the file's rows, sealed, into a new file beside it
+/// and renames that over it.
+fn seal_file(path: &Path, sealer: &Sealer) -> Result<()> {
+    let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
+    let sealing = path.with_extension("sealing");
+    let _ = std::fs::remove_file(&sealing);
+    crate::fsutil::create_private(&sealing).map_err(io)?;
+    let src = Database::builder().create(path)?;
+    let dst = Database::builder().create(&sealing)?;
+    let txn = src.begin_read()?;
+    let total = {
+        let users = txn.open_table(USER_TO_RECORD)?.len()?;
+        let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?.len()?;
+        users + notes
+    };
+    tracing::info!(
+        users_and_notes = total,
+        "sealing the database (schema 3 to 4): accounts and notes encrypted into a new file"
+    );
+    let mut progress = crate::progress::Progress::new("sealing", total, false);
+    let rows = copy::seal_v3(&txn, &dst, sealer, &mut |done| progress.at(done))?;
+    drop(txn);
+    drop(src);
+    drop(dst);
+    std::fs::File::open(&sealing)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&sealing, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    let took = progress.finish();
+    tracing::info!(
+        from = 3,
+        to = SCHEMA_VERSION,
+        change = "note text, tags and accounts sealed; emails, login counters and tags indexed blind; the file written anew, so no freed page holds plain text",
+        rows,
+        ms = took.as_millis(),
+        "database schema upgraded"
+    );
+    Ok(())
+}
+
+const CHECK_KEY: &str = "data key";
+const CHECK_TEXT: &[u8] = b"notesd";
+
+/// Opens the file's check value with `sealer`, or writes it (a new or just
+/// sealed file); a key ring that is not the file's is refused.
+fn check_seal(db: &Database, sealer: &Sealer) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(tables::SEAL_CHECK)?;
+        let stored = table.get(CHECK_KEY)?.map(|v| v.value().to_vec());
+        if let Some(value) = stored {
+            let opened = sealer.open(crate::seal::Field::Check, 0, 0, &value);
+            if opened.as_deref().ok() != Some(CHECK_TEXT) {
+                return Err(StorageError::WrongKey);
+            }
+        } else {
+            let value = sealer
+                .seal(crate::seal::Field::Check, 0, 0, CHECK_TEXT)
+                .map_err(|e| StorageError::Backend(Arc::new(e)))?;
+            table.insert(CHECK_KEY, value.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 impl Drop for RedbStorage {
     fn drop(&mut self) {
         // The queued writes finish and the writer lets go of the file.
@@ -228,6 +389,7 @@ impl Storage for RedbStorage {
         events: Vec<AuditEvent>,
     ) -> Result<Created> {
         let key = self.audit_key;
+        let sealer = self.sealer.clone();
         self.writer
             .write(move |txn| {
                 // The invite first (only reads): without a usable one,
@@ -238,7 +400,7 @@ impl Storage for RedbStorage {
                 {
                     return Ok((Created::InviteRefused, false));
                 }
-                if !users::create(txn, &user)? {
+                if !users::create(txn, &user, &sealer)? {
                     return Ok((Created::EmailTaken, false));
                 }
                 if let Some(claim) = &invite {
@@ -262,8 +424,9 @@ impl Storage for RedbStorage {
         at: OffsetDateTime,
         event: AuditEvent,
     ) -> Result<AccountChange<Vec<SessionId>>> {
+        let sealer = self.sealer.clone();
         self.account_change(event, move |txn| {
-            accounts::delete(txn, user, verified.as_deref(), at)
+            accounts::delete(txn, user, verified.as_deref(), at, &sealer)
         })
         .await
     }
@@ -274,7 +437,8 @@ impl Storage for RedbStorage {
         role: Role,
         event: AuditEvent,
     ) -> Result<AccountChange<UserRecord>> {
-        self.account_change(event, move |txn| accounts::set_role(txn, user, role))
+        let sealer = self.sealer.clone();
+        self.account_change(event, move |txn| accounts::set_role(txn, user, role, &sealer))
             .await
     }
 
@@ -296,8 +460,11 @@ impl Storage for RedbStorage {
         at: OffsetDateTime,
         event: AuditEvent,
     ) -> Result<AccountChange<Vec<SessionId>>> {
-        self.account_change(event, move |txn| accounts::reset_password(txn, user, &hash, at))
-            .await
+        let sealer = self.sealer.clone();
+        self.account_change(event, move |txn| {
+            accounts::reset_password(txn, user, &hash, at, &sealer)
+        })
+        .await
     }
 
     async fn end_user_sessions(
@@ -316,7 +483,8 @@ impl Storage for RedbStorage {
         after: Option<String>,
         limit: usize,
     ) -> Result<(Vec<UserRecord>, Option<String>)> {
-        self.scan(move |txn| accounts::page(txn, &prefix, after.as_deref(), limit))
+        let sealer = self.sealer.clone();
+        self.scan(move |txn| accounts::page(txn, &prefix, after.as_deref(), limit, &sealer))
             .await
     }
 
@@ -353,17 +521,18 @@ impl Storage for RedbStorage {
     }
 
     async fn user(&self, id: UserId) -> Result<Option<UserRecord>> {
-        self.read(|txn| users::get(txn, id))
+        self.read(|txn| users::get(txn, id, &self.sealer))
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
-        self.read(|txn| users::by_email(txn, email))
+        self.read(|txn| users::by_email(txn, email, &self.sealer))
     }
 
     async fn set_password_hash(&self, id: UserId, expected: String, hash: String) -> Result<bool> {
+        let sealer = self.sealer.clone();
         self.writer
             .write(move |txn| {
-                users::replace_password_hash(txn, id, &expected, &hash).map(|done| (done, done))
+                users::replace_password_hash(txn, id, &expected, &hash, &sealer).map(|done| (done, done))
             })
             .await
     }
@@ -377,6 +546,7 @@ impl Storage for RedbStorage {
         at: OffsetDateTime,
         event: AuditEvent,
     ) -> Result<AccountChange<Vec<SessionId>>> {
+        let sealer = self.sealer.clone();
         let key = self.audit_key;
         self.writer
             .write_unshed(move |txn| {
@@ -385,7 +555,7 @@ impl Storage for RedbStorage {
                 if !sessions::is_live(txn, user, keep)? {
                     return Ok((AccountChange::NotFound, false));
                 }
-                if !users::replace_password_hash(txn, user, &verified, &hash)? {
+                if !users::replace_password_hash(txn, user, &verified, &hash, &sealer)? {
                     return Ok((AccountChange::Stale, false));
                 }
                 let ended = sessions::end_others(txn, user, keep, at)?;
@@ -402,10 +572,11 @@ impl Storage for RedbStorage {
         verified: String,
         event: AuditEvent,
     ) -> Result<bool> {
+        let sealer = self.sealer.clone();
         let key = self.audit_key;
         self.writer
             .write(move |txn| {
-                if !users::still_as_verified(txn, session.user_id, &verified)? {
+                if !users::still_as_verified(txn, session.user_id, &verified, &sealer)? {
                     return Ok((false, false));
                 }
                 sessions::insert(txn, &session)?;
@@ -524,7 +695,7 @@ impl Storage for RedbStorage {
     }
 
     async fn login_counter(&self, key: &str, of: CounterOf) -> Result<Option<BackoffRecord>> {
-        self.read(|txn| backoff::get(txn, key, of))
+        self.read(|txn| backoff::get(txn, key, of, &self.sealer))
     }
 
     async fn record_failure(
@@ -534,10 +705,11 @@ impl Storage for RedbStorage {
         of: CounterOf,
         events: Vec<AuditEvent>,
     ) -> Result<bool> {
+        let sealer = self.sealer.clone();
         let audit_key = self.audit_key;
         self.writer
             .write(move |txn| {
-                let stored = backoff::put(txn, &key, &counter, of)?;
+                let stored = backoff::put(txn, &key, &counter, of, &sealer)?;
                 audit::append_all(txn, &audit_key, &events)?;
                 Ok((stored, stored || !events.is_empty()))
             })
@@ -545,8 +717,9 @@ impl Storage for RedbStorage {
     }
 
     async fn clear_failures(&self, key: String) -> Result<()> {
+        let sealer = self.sealer.clone();
         self.writer
-            .write(move |txn| backoff::clear(txn, &key).map(|removed| ((), removed)))
+            .write(move |txn| backoff::clear(txn, &key, &sealer).map(|removed| ((), removed)))
             .await
     }
 
@@ -579,9 +752,10 @@ impl Storage for RedbStorage {
     }
 
     async fn create_note(&self, owner: UserId, note: NoteRecord, quota: Quota) -> Result<Conditional<()>> {
+        let sealer = self.sealer.clone();
         self.writer
             .write(move |txn| {
-                let outcome = notes::create(txn, owner, &note, &quota)?;
+                let outcome = notes::create(txn, owner, &note, &quota, &sealer)?;
                 let wrote = matches!(outcome, Conditional::Done(()));
                 Ok((outcome, wrote))
             })
@@ -589,13 +763,14 @@ impl Storage for RedbStorage {
     }
 
     async fn import_notes(&self, owner: UserId, batch: Vec<NoteRecord>) -> Result<()> {
+        let sealer = self.sealer.clone();
         self.writer
-            .write(move |txn| notes::import(txn, owner, &batch).map(|()| ((), true)))
+            .write(move |txn| notes::import(txn, owner, &batch, &sealer).map(|()| ((), true)))
             .await
     }
 
     async fn note(&self, owner: UserId, id: NoteId) -> Result<Option<NoteRecord>> {
-        self.read(|txn| notes::get(txn, owner, id))
+        self.read(|txn| notes::get(txn, owner, id, &self.sealer))
     }
 
     async fn update_note(
@@ -605,9 +780,10 @@ impl Storage for RedbStorage {
         update: NoteUpdate,
         quota: Quota,
     ) -> Result<Conditional<NoteRecord>> {
+        let sealer = self.sealer.clone();
         self.writer
             .write(move |txn| {
-                let outcome = notes::update(txn, owner, id, &update, &quota)?;
+                let outcome = notes::update(txn, owner, id, &update, &quota, &sealer)?;
                 let wrote = matches!(outcome, Conditional::Done(_));
                 Ok((outcome, wrote))
             })
@@ -620,9 +796,10 @@ impl Storage for RedbStorage {
         id: NoteId,
         expected_version: Option<Vec<u64>>,
     ) -> Result<Conditional<()>> {
+        let sealer = self.sealer.clone();
         self.writer
             .write(move |txn| {
-                let outcome = notes::delete(txn, owner, id, expected_version.as_deref())?;
+                let outcome = notes::delete(txn, owner, id, expected_version.as_deref(), &sealer)?;
                 let wrote = matches!(outcome, Conditional::Done(()));
                 Ok((outcome, wrote))
             })
@@ -631,9 +808,11 @@ impl Storage for RedbStorage {
 
     async fn list_notes(&self, owner: UserId, query: NoteQuery) -> Result<NotePage> {
         if query.q.is_some() {
-            self.scan(move |txn| notes::list(txn, owner, &query)).await
+            let sealer = self.sealer.clone();
+            self.scan(move |txn| notes::list(txn, owner, &query, &sealer))
+                .await
         } else {
-            self.read(|txn| notes::list(txn, owner, &query))
+            self.read(|txn| notes::list(txn, owner, &query, &self.sealer))
         }
     }
 
@@ -677,18 +856,7 @@ impl Storage for RedbStorage {
     }
 
     async fn record_counts(&self) -> Result<RecordCounts> {
-        self.read(|txn| {
-            Ok(RecordCounts {
-                users: txn.open_table(USER_TO_RECORD)?.len()?,
-                sessions: txn.open_table(SESSION_TO_RECORD)?.len()?,
-                notes: txn.open_table(OWNER_NOTE_TO_RECORD)?.len()?,
-                tag_entries: txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?.len()?,
-                login_counters: txn.open_table(EMAIL_TO_BACKOFF)?.len()?,
-                ghost_counters: txn.open_table(GHOST_TO_BACKOFF)?.len()?,
-                known_client_lists: txn.open_table(USER_TO_KNOWN_CLIENTS)?.len()?,
-                audit_records: audit::count(txn)?,
-            })
-        })
+        self.read(counts)
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
-use super::get_row;
-use super::rows::{NoteRow, NoteRowRef, decode, encode};
+use super::rows::{NoteRow, NoteRowV3, decode};
 use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_RECORD};
 use crate::domain::{NoteId, UserId};
+use crate::seal::Sealer;
 use crate::storage::{Conditional, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
 
 type NotesTable<'t> = Table<'t, (u128, u128), &'static [u8]>;
@@ -44,7 +44,7 @@ pub fn count_usage(txn: &WriteTransaction) -> Result<usize> {
     let mut totals: std::collections::BTreeMap<u128, (u64, u64)> = std::collections::BTreeMap::new();
     for entry in notes.iter()? {
         let (key, value) = entry?;
-        let note: NoteRecord = decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.into();
+        let note: NoteRecord = decode::<NoteRowV3>(&OWNER_NOTE_TO_RECORD, value.value())?.into();
         let total = totals.entry(key.value().0).or_default();
         total.0 += 1;
         total.1 += note.text_bytes();
@@ -63,17 +63,33 @@ fn put_note(
     owner: u128,
     note: &NoteRecord,
     old_tags: &[String],
+    sealer: &Sealer,
 ) -> Result<()> {
     let id = note.id.as_u128();
-    let bytes = encode(&OWNER_NOTE_TO_RECORD, &NoteRowRef::from(note))?;
+    let bytes = NoteRow::seal(note, owner, sealer)?;
     notes.insert((owner, id), bytes.as_slice())?;
     for tag in old_tags.iter().filter(|t| !note.tags.contains(t)) {
-        tags.remove((owner, tag.as_str(), id))?;
+        tags.remove((owner, sealer.tag_index(owner, tag).as_str(), id))?;
     }
     for tag in note.tags.iter().filter(|t| !old_tags.contains(t)) {
-        tags.insert((owner, tag.as_str(), id), ())?;
+        tags.insert((owner, sealer.tag_index(owner, tag).as_str(), id), ())?;
     }
     Ok(())
+}
+
+/// Reads and opens one of `owner`'s notes.
+fn read_note(
+    notes: &impl ReadableTable<(u128, u128), &'static [u8]>,
+    owner: u128,
+    id: u128,
+    sealer: &Sealer,
+) -> Result<Option<NoteRecord>> {
+    match notes.get((owner, id))? {
+        Some(guard) => decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, guard.value())?
+            .open(owner, id, sealer)
+            .map(Some),
+        None => Ok(None),
+    }
 }
 
 /// `If-Match` semantics: no condition, or the version is one of those listed.
@@ -88,6 +104,7 @@ pub fn create(
     owner: UserId,
     note: &NoteRecord,
     quota: &Quota,
+    sealer: &Sealer,
 ) -> Result<Conditional<()>> {
     // Deleted while the request ran: its notes went with it, and so must
     // this one.
@@ -100,12 +117,12 @@ pub fn create(
     }
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
-    put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+    put_note(&mut notes, &mut tags, owner.as_u128(), note, &[], sealer)?;
     Ok(Conditional::Done(()))
 }
 
 /// Stores many notes, counted in the owner's usage but held to no quota.
-pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord]) -> Result<()> {
+pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord], sealer: &Sealer) -> Result<()> {
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
     let mut usage = txn.open_table(OWNER_TO_USAGE)?;
@@ -118,7 +135,7 @@ pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord]) -> Re
         &Quota::UNLIMITED,
     )?;
     for note in batch {
-        put_note(&mut notes, &mut tags, owner.as_u128(), note, &[])?;
+        put_note(&mut notes, &mut tags, owner.as_u128(), note, &[], sealer)?;
     }
     Ok(())
 }
@@ -128,9 +145,9 @@ pub fn usage(txn: &ReadTransaction, owner: UserId) -> Result<(u64, u64)> {
     Ok(usage.get(owner.as_u128())?.map_or((0, 0), |v| v.value()))
 }
 
-pub fn get(txn: &ReadTransaction, owner: UserId, id: NoteId) -> Result<Option<NoteRecord>> {
+pub fn get(txn: &ReadTransaction, owner: UserId, id: NoteId, sealer: &Sealer) -> Result<Option<NoteRecord>> {
     let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    Ok(get_row::<_, NoteRow>(&notes, (owner.as_u128(), id.as_u128()))?.map(NoteRecord::from))
+    read_note(&notes, owner.as_u128(), id.as_u128(), sealer)
 }
 
 /// Applies `update` to the owner's note if it exists and, when asked, only
@@ -141,16 +158,16 @@ pub fn update(
     id: NoteId,
     update: &NoteUpdate,
     quota: &Quota,
+    sealer: &Sealer,
 ) -> Result<Conditional<NoteRecord>> {
     let key = (owner.as_u128(), id.as_u128());
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    let Some(row) = get_row::<_, NoteRow>(&notes, key)? else {
+    let Some(mut note) = read_note(&notes, key.0, key.1, sealer)? else {
         return Ok(Conditional::NotFound);
     };
-    if !version_matches(update.expected_version.as_deref(), row.version) {
+    if !version_matches(update.expected_version.as_deref(), note.version) {
         return Ok(Conditional::VersionMismatch);
     }
-    let mut note = NoteRecord::from(row);
     let old_tags = note.tags.clone();
     let old_bytes = note.text_bytes();
     if let Some(title) = &update.title {
@@ -170,7 +187,7 @@ pub fn update(
         return Ok(Conditional::OverQuota);
     }
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
-    put_note(&mut notes, &mut tags, key.0, &note, &old_tags)?;
+    put_note(&mut notes, &mut tags, key.0, &note, &old_tags, sealer)?;
     Ok(Conditional::Done(note))
 }
 
@@ -179,21 +196,21 @@ pub fn delete(
     owner: UserId,
     id: NoteId,
     expected_version: Option<&[u64]>,
+    sealer: &Sealer,
 ) -> Result<Conditional<()>> {
     let key = (owner.as_u128(), id.as_u128());
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    let Some(row) = get_row::<_, NoteRow>(&notes, key)? else {
+    let Some(note) = read_note(&notes, key.0, key.1, sealer)? else {
         return Ok(Conditional::NotFound);
     };
-    if !version_matches(expected_version, row.version) {
+    if !version_matches(expected_version, note.version) {
         return Ok(Conditional::VersionMismatch);
     }
     notes.remove(key)?;
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
-    for tag in &row.tags {
-        tags.remove((key.0, tag.as_str(), key.1))?;
+    for tag in &note.tags {
+        tags.remove((key.0, sealer.tag_index(key.0, tag).as_str(), key.1))?;
     }
-    let note = NoteRecord::from(row);
     let mut usage = txn.open_table(OWNER_TO_USAGE)?;
     charge(
         &mut usage,
@@ -209,7 +226,7 @@ pub fn delete(
 /// next page if there is one. Without `q` the cost follows the page size,
 /// not the collection: the scan starts at the cursor and stops after
 /// `limit + 1` matches (the tag filter walks its own index).
-pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery) -> Result<NotePage> {
+pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Sealer) -> Result<NotePage> {
     let owner = owner.as_u128();
     let upper = query.after.map_or(u128::MAX, NoteId::as_u128);
     let inclusive = query.after.is_none();
@@ -218,16 +235,20 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery) -> Result<N
 
     if let Some(tag) = &query.tag {
         let index = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
+        let blind = sealer.tag_index(owner, tag);
         let range = if inclusive {
-            index.range((owner, tag.as_str(), 0)..=(owner, tag.as_str(), upper))?
+            index.range((owner, blind.as_str(), 0)..=(owner, blind.as_str(), upper))?
         } else {
-            index.range((owner, tag.as_str(), 0)..(owner, tag.as_str(), upper))?
+            index.range((owner, blind.as_str(), 0)..(owner, blind.as_str(), upper))?
         };
         for entry in range.rev() {
             let (key, _) = entry?;
             let (_, _, note_id) = key.value();
-            if let Some(row) = get_row::<_, NoteRow>(&notes, (owner, note_id))?
-                && page.offer(row.into())
+            // The opened tags confirm the index (two tags could share a
+            // blind index, if only in theory).
+            if let Some(note) = read_note(&notes, owner, note_id, sealer)?
+                && note.tags.contains(tag)
+                && page.offer(note)
             {
                 break;
             }
@@ -239,8 +260,13 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery) -> Result<N
             notes.range((owner, 0)..(owner, upper))?
         };
         for entry in range.rev() {
-            let (_, value) = entry?;
-            if page.offer(decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.into()) {
+            let (key, value) = entry?;
+            let note = decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
+                owner,
+                key.value().1,
+                sealer,
+            )?;
+            if page.offer(note) {
                 break;
             }
         }

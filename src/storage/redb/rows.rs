@@ -1,14 +1,18 @@
 //! How records are laid out in redb: postcard (a compact serde binary
 //! format) of these rows, which keep the field order and types of schema
-//! version 3. The rest of notesd sees only the records of
+//! version 4. The rest of notesd sees only the records of
 //! [`crate::storage`]; a change of layout is a new schema version with its
-//! migration step.
+//! migration step. Since version 4 the text of a note (title, content,
+//! tags) and an account's email and password hash are sealed (see
+//! [`crate::seal`]); the rows of version 3 stay here for the migration.
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
+use super::tables::{OWNER_NOTE_TO_RECORD, USER_TO_RECORD};
 use crate::audit::Actor;
 use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
+use crate::seal::{Field, SealError, Sealer};
 use crate::storage::{
     BackoffRecord, InviteRecord, KnownClient, KnownKind, NoteRecord, Result, SessionRecord, StorageError,
     UserRecord,
@@ -31,8 +35,110 @@ fn corrupt(table: &impl TableHandle, err: &postcard::Error) -> StorageError {
     }
 }
 
+fn sealing_failed(table: &impl TableHandle, err: &SealError) -> StorageError {
+    StorageError::Corrupt {
+        table: table.name().to_owned(),
+        detail: err.to_string(),
+    }
+}
+
+/// An account as schema 4 stores it: the email and password hash sealed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRow {
+    pub id: u128,
+    /// An [`AccountSecrets`], sealed.
+    pub sealed: Vec<u8>,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct AccountSecrets {
+    pub email: String,
+    pub password_hash: String,
+}
+
+/// The account row stored under `id`; one that names another id (moved
+/// or copied from another row) is corrupt.
+pub fn user_row(
+    table: &(impl redb::ReadableTable<u128, &'static [u8]> + TableHandle),
+    id: u128,
+) -> Result<Option<UserRow>> {
+    let Some(guard) = table.get(id)? else {
+        return Ok(None);
+    };
+    let row: UserRow = decode(table, guard.value())?;
+    if row.id != id {
+        return Err(misplaced(table));
+    }
+    Ok(Some(row))
+}
+
+fn misplaced(table: &impl TableHandle) -> StorageError {
+    StorageError::Corrupt {
+        table: table.name().to_owned(),
+        detail: "a row stored under another key than its own".to_owned(),
+    }
+}
+
+impl UserRow {
+    pub fn seal(user: &UserRecord, sealer: &Sealer) -> Result<Self> {
+        let id = user.id.as_u128();
+        let secrets = AccountSecretsRef {
+            email: &user.email,
+            password_hash: &user.password_hash,
+        };
+        let plain = encode(&USER_TO_RECORD, &secrets)?;
+        Ok(Self {
+            id,
+            sealed: sealer
+                .seal(Field::Account, id, id, &plain)
+                .map_err(|e| sealing_failed(&USER_TO_RECORD, &e))?,
+            role: user.role,
+            disabled: user.disabled,
+            created_at: user.created_at,
+        })
+    }
+
+    pub fn secrets(&self, sealer: &Sealer) -> Result<AccountSecrets> {
+        let plain = sealer
+            .open(Field::Account, self.id, self.id, &self.sealed)
+            .map_err(|e| sealing_failed(&USER_TO_RECORD, &e))?;
+        decode(&USER_TO_RECORD, &plain)
+    }
+
+    pub fn open(self, sealer: &Sealer) -> Result<UserRecord> {
+        let secrets = self.secrets(sealer)?;
+        Ok(UserRecord {
+            id: UserId::from_u128(self.id),
+            email: secrets.email,
+            password_hash: secrets.password_hash,
+            role: self.role,
+            disabled: self.disabled,
+            created_at: self.created_at,
+        })
+    }
+
+    /// Replaces the sealed password hash.
+    pub fn set_password_hash(&mut self, sealer: &Sealer, hash: &str) -> Result<()> {
+        let mut user = self.clone().open(sealer)?;
+        hash.clone_into(&mut user.password_hash);
+        *self = Self::seal(&user, sealer)?;
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct AccountSecretsRef<'a> {
+    email: &'a str,
+    password_hash: &'a str,
+}
+
+/// An account as schemas 1 to 3 stored it, in plain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRowV3 {
     pub id: u128,
     pub email: String,
     pub password_hash: String,
@@ -42,8 +148,8 @@ pub struct UserRow {
     pub created_at: OffsetDateTime,
 }
 
-impl From<UserRow> for UserRecord {
-    fn from(row: UserRow) -> Self {
+impl From<UserRowV3> for UserRecord {
+    fn from(row: UserRowV3) -> Self {
         Self {
             id: UserId::from_u128(row.id),
             email: row.email,
@@ -51,19 +157,6 @@ impl From<UserRow> for UserRecord {
             role: row.role,
             disabled: row.disabled,
             created_at: row.created_at,
-        }
-    }
-}
-
-impl From<&UserRecord> for UserRow {
-    fn from(user: &UserRecord) -> Self {
-        Self {
-            id: user.id.as_u128(),
-            email: user.email.clone(),
-            password_hash: user.password_hash.clone(),
-            role: user.role,
-            disabled: user.disabled,
-            created_at: user.created_at,
         }
     }
 }
@@ -147,8 +240,81 @@ impl From<&SessionRecord> for SessionRow {
     }
 }
 
+/// A note as schema 4 stores it: title, content and tags sealed together
+/// (a [`NoteBody`]), bound to the owner and the note.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NoteRow {
+    pub id: u128,
+    pub sealed: Vec<u8>,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub updated_at: OffsetDateTime,
+    pub version: u64,
+}
+
+#[derive(Deserialize)]
+struct NoteBody {
+    title: String,
+    content: String,
+    tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct NoteBodyRef<'a> {
+    title: &'a str,
+    content: &'a str,
+    tags: &'a [String],
+}
+
+impl NoteRow {
+    /// Opens the row stored under (`owner`, `id`).
+    pub fn open(self, owner: u128, id: u128, sealer: &Sealer) -> Result<NoteRecord> {
+        if self.id != id {
+            return Err(misplaced(&OWNER_NOTE_TO_RECORD));
+        }
+        let plain = sealer
+            .open(Field::NoteBody, owner, id, &self.sealed)
+            .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?;
+        let body: NoteBody = decode(&OWNER_NOTE_TO_RECORD, &plain)?;
+        Ok(NoteRecord {
+            id: NoteId::from_u128(self.id),
+            title: body.title,
+            content: body.content,
+            tags: body.tags,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+        })
+    }
+
+    /// The stored form of `note`, sealed.
+    pub fn seal(note: &NoteRecord, owner: u128, sealer: &Sealer) -> Result<Vec<u8>> {
+        let id = note.id.as_u128();
+        let body = encode(
+            &OWNER_NOTE_TO_RECORD,
+            &NoteBodyRef {
+                title: &note.title,
+                content: &note.content,
+                tags: &note.tags,
+            },
+        )?;
+        let row = NoteRow {
+            id,
+            sealed: sealer
+                .seal(Field::NoteBody, owner, id, &body)
+                .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+            version: note.version,
+        };
+        encode(&OWNER_NOTE_TO_RECORD, &row)
+    }
+}
+
+/// A note as schemas 1 to 3 stored it, in plain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoteRowV3 {
     pub id: u128,
     pub title: String,
     pub content: String,
@@ -160,8 +326,8 @@ pub struct NoteRow {
     pub version: u64,
 }
 
-impl From<NoteRow> for NoteRecord {
-    fn from(row: NoteRow) -> Self {
+impl From<NoteRowV3> for NoteRecord {
+    fn from(row: NoteRowV3) -> Self {
         Self {
             id: NoteId::from_u128(row.id),
             title: row.title,
@@ -170,34 +336,6 @@ impl From<NoteRow> for NoteRecord {
             created_at: row.created_at,
             updated_at: row.updated_at,
             version: row.version,
-        }
-    }
-}
-
-/// A note as written: borrowed, so a write does not copy the text.
-#[derive(Serialize)]
-pub struct NoteRowRef<'a> {
-    pub id: u128,
-    pub title: &'a str,
-    pub content: &'a str,
-    pub tags: &'a [String],
-    #[serde(with = "time::serde::timestamp::nanoseconds")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::timestamp::nanoseconds")]
-    pub updated_at: OffsetDateTime,
-    pub version: u64,
-}
-
-impl<'a> From<&'a NoteRecord> for NoteRowRef<'a> {
-    fn from(note: &'a NoteRecord) -> Self {
-        Self {
-            id: note.id.as_u128(),
-            title: &note.title,
-            content: &note.content,
-            tags: &note.tags,
-            created_at: note.created_at,
-            updated_at: note.updated_at,
-            version: note.version,
         }
     }
 }

@@ -45,8 +45,20 @@ pub const ADMIN_TO_UNIT: TableDefinition<u128, ()> = TableDefinition::new("admin
 /// Invite id → invite record (the hash of its secret, expiry, use).
 pub const INVITE_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("invites");
 
+/// A value sealed with the data key, opened at every start: a key ring
+/// that is not this database's is refused at once, not found out note by
+/// note.
+pub const SEAL_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("seal_check");
+
 /// Opens every table, creating the missing ones.
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    create_all_v3(txn)?;
+    txn.open_table(SEAL_CHECK)?;
+    Ok(())
+}
+
+/// Opens the tables of schema 3, creating the missing ones.
+pub fn create_all_v3(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     txn.open_table(META)?;
     txn.open_table(USER_TO_RECORD)?;
     txn.open_table(EMAIL_TO_USER)?;

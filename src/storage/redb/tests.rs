@@ -599,33 +599,63 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let owner = user("ａlice@example.com");
+    let sealer = Sealer::new(&[3; 32]);
+    let options = || Options {
+        sealer: Arc::new(Sealer::new(&[3; 32])),
+        ..Options::default()
+    };
     {
-        let store = RedbStorage::open(&path, Options::default()).unwrap();
-        store
-            .import_notes(owner.id, vec![note("abc", &["f"])])
-            .await
-            .unwrap();
-        store
-            .create_account(
-                owner.clone(),
-                Some(session(owner.id, false)),
-                Vec::new(),
-                None,
-                Vec::new(),
-            )
-            .await
-            .unwrap();
-        // As a version 1 file had it: notes but no usage rows, emails only
-        // lower-cased.
+        // As a version 1 file had it, in plain: notes but no usage rows,
+        // emails only lower-cased.
+        let store = RedbStorage::open(&path, options()).unwrap();
         let txn = store.db.begin_write().unwrap();
-        txn.open_table(tables::OWNER_TO_USAGE)
+        txn.delete_table(tables::SEAL_CHECK).unwrap();
+        let row = rows::UserRowV3 {
+            id: owner.id.as_u128(),
+            email: owner.email.clone(),
+            password_hash: owner.password_hash.clone(),
+            role: owner.role,
+            disabled: false,
+            created_at: owner.created_at,
+        };
+        txn.open_table(tables::USER_TO_RECORD)
             .unwrap()
-            .remove(owner.id.as_u128())
+            .insert(
+                owner.id.as_u128(),
+                rows::encode(&tables::USER_TO_RECORD, &row).unwrap().as_slice(),
+            )
+            .unwrap();
+        txn.open_table(tables::EMAIL_TO_USER)
+            .unwrap()
+            .insert(owner.email.as_str(), owner.id.as_u128())
+            .unwrap();
+        let note = note("abc", &["f"]);
+        let row = rows::NoteRowV3 {
+            id: note.id.as_u128(),
+            title: note.title.clone(),
+            content: note.content.clone(),
+            tags: note.tags.clone(),
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+            version: note.version,
+        };
+        txn.open_table(tables::OWNER_NOTE_TO_RECORD)
+            .unwrap()
+            .insert(
+                (owner.id.as_u128(), note.id.as_u128()),
+                rows::encode(&tables::OWNER_NOTE_TO_RECORD, &row)
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap();
+        txn.open_table(tables::OWNER_TAG_NOTE_TO_UNIT)
+            .unwrap()
+            .insert((owner.id.as_u128(), "f", note.id.as_u128()), ())
             .unwrap();
         txn.commit().unwrap();
         migrations::set_version(&store.db, 1).unwrap();
     }
-    let store = RedbStorage::open(&path, Options::default()).unwrap();
+    let store = RedbStorage::open(&path, options()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(store.usage(owner.id).await.unwrap(), (1, 4));
     let found = store
@@ -634,6 +664,105 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
         .unwrap()
         .expect("re-keyed");
     assert_eq!((found.id, found.email.as_str()), (owner.id, "alice@example.com"));
+    let tagged = NoteQuery {
+        tag: Some("f".into()),
+        ..NoteQuery::first(10)
+    };
+    assert_eq!(store.list_notes(owner.id, tagged).await.unwrap().0.len(), 1);
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !bytes.windows(7).any(|w| w == b"example"),
+        "no plain email is left"
+    );
+    let _ = sealer;
+}
+
+#[tokio::test]
+async fn a_value_moved_to_another_row_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(&dir.path().join("db"), Options::default()).unwrap();
+    let owner = user("a@example.com");
+    let other = user("b@example.com");
+    for who in [&owner, &other] {
+        store
+            .create_account(who.clone(), None, Vec::new(), None, Vec::new())
+            .await
+            .unwrap();
+    }
+    let (first, second) = (note("first", &[]), note("second", &[]));
+    store
+        .import_notes(owner.id, vec![first.clone(), second.clone()])
+        .await
+        .unwrap();
+    store
+        .import_notes(other.id, vec![note("theirs", &[])])
+        .await
+        .unwrap();
+    // Copy the first note's stored value over the second's, and to the
+    // other owner under the same note id.
+    let txn = store.db.begin_write().unwrap();
+    {
+        let mut notes = txn.open_table(tables::OWNER_NOTE_TO_RECORD).unwrap();
+        let value = notes
+            .get((owner.id.as_u128(), first.id.as_u128()))
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec();
+        notes
+            .insert((owner.id.as_u128(), second.id.as_u128()), value.as_slice())
+            .unwrap();
+        notes
+            .insert((other.id.as_u128(), first.id.as_u128()), value.as_slice())
+            .unwrap();
+        // And an account's sealed email and hash onto another account.
+        let mut users = txn.open_table(tables::USER_TO_RECORD).unwrap();
+        let mut row: rows::UserRow = rows::decode(
+            &tables::USER_TO_RECORD,
+            users.get(owner.id.as_u128()).unwrap().unwrap().value(),
+        )
+        .unwrap();
+        row.id = other.id.as_u128();
+        users
+            .insert(
+                other.id.as_u128(),
+                rows::encode(&tables::USER_TO_RECORD, &row).unwrap().as_slice(),
+            )
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    assert!(
+        store.note(owner.id, first.id).await.unwrap().is_some(),
+        "the original opens"
+    );
+    for (who, id) in [(owner.id, second.id), (other.id, first.id)] {
+        let read = store.note(who, id).await;
+        assert!(
+            matches!(read, Err(StorageError::Corrupt { .. })),
+            "a moved value does not open: {read:?}"
+        );
+    }
+    assert!(matches!(
+        store.user(other.id).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert!(store.user(owner.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_key_ring_that_is_not_the_databases_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    drop(RedbStorage::open(&path, Options::default()).unwrap());
+    let other = Options {
+        sealer: Arc::new(Sealer::new(&[9; 32])),
+        ..Options::default()
+    };
+    assert!(matches!(
+        RedbStorage::open(&path, other),
+        Err(StorageError::WrongKey)
+    ));
 }
 
 #[tokio::test]

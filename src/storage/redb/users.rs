@@ -1,69 +1,90 @@
 //! Accounts: the user row and the email index, kept in step in one
-//! transaction.
+//! transaction. The index is keyed by the email's blind index (see
+//! [`crate::seal`]), the row holds it sealed.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::get_row;
-use super::rows::{UserRow, encode};
+use super::rows::{UserRow, UserRowV3, encode, user_row};
 use super::tables::{EMAIL_TO_USER, USER_TO_RECORD};
 use crate::domain::UserId;
+use crate::seal::Sealer;
 use crate::storage::{Result, UserRecord};
 
 /// Inserts the account unless its email is taken (`false`, nothing written).
-pub fn create(txn: &WriteTransaction, user: &UserRecord) -> Result<bool> {
+pub fn create(txn: &WriteTransaction, user: &UserRecord, sealer: &Sealer) -> Result<bool> {
     let mut emails = txn.open_table(EMAIL_TO_USER)?;
-    if emails.get(user.email.as_str())?.is_some() {
+    let blind = sealer.email_index(&user.email);
+    if emails.get(blind.as_str())?.is_some() {
         return Ok(false);
     }
-    emails.insert(user.email.as_str(), user.id.as_u128())?;
-    let bytes = encode(&USER_TO_RECORD, &UserRow::from(user))?;
+    emails.insert(blind.as_str(), user.id.as_u128())?;
+    let bytes = encode(&USER_TO_RECORD, &UserRow::seal(user, sealer)?)?;
     txn.open_table(USER_TO_RECORD)?
         .insert(user.id.as_u128(), bytes.as_slice())?;
     Ok(true)
 }
 
-pub fn get(txn: &ReadTransaction, id: UserId) -> Result<Option<UserRecord>> {
+pub fn get(txn: &ReadTransaction, id: UserId, sealer: &Sealer) -> Result<Option<UserRecord>> {
     let users = txn.open_table(USER_TO_RECORD)?;
-    Ok(get_row::<_, UserRow>(&users, id.as_u128())?.map(UserRecord::from))
+    user_row(&users, id.as_u128())?
+        .map(|row| row.open(sealer))
+        .transpose()
 }
 
-pub fn by_email(txn: &ReadTransaction, email: &str) -> Result<Option<UserRecord>> {
+pub fn by_email(txn: &ReadTransaction, email: &str, sealer: &Sealer) -> Result<Option<UserRecord>> {
     let emails = txn.open_table(EMAIL_TO_USER)?;
-    let Some(id) = emails.get(email)?.map(|g| g.value()) else {
+    let Some(id) = emails.get(sealer.email_index(email).as_str())?.map(|g| g.value()) else {
         return Ok(None);
     };
-    get(txn, UserId::from_u128(id))
+    get(txn, UserId::from_u128(id), sealer)
 }
 
 /// Whether the account exists, is enabled and has the password hash
 /// `verified`.
-pub fn still_as_verified(txn: &WriteTransaction, id: UserId, verified: &str) -> Result<bool> {
+pub fn still_as_verified(
+    txn: &WriteTransaction,
+    id: UserId,
+    verified: &str,
+    sealer: &Sealer,
+) -> Result<bool> {
     let users = txn.open_table(USER_TO_RECORD)?;
-    let row: Option<UserRow> = get_row(&users, id.as_u128())?;
-    Ok(row.is_some_and(|u| !u.disabled && u.password_hash == verified))
+    let Some(row) = user_row(&users, id.as_u128())? else {
+        return Ok(false);
+    };
+    Ok(!row.disabled && row.secrets(sealer)?.password_hash == verified)
 }
 
 /// Replaces a user's password hash; `false` if there is no such user.
-pub fn set_password_hash(txn: &WriteTransaction, id: UserId, hash: &str) -> Result<bool> {
+pub fn set_password_hash(txn: &WriteTransaction, id: UserId, hash: &str, sealer: &Sealer) -> Result<bool> {
     let mut users = txn.open_table(USER_TO_RECORD)?;
-    let Some(mut user) = get_row::<_, UserRow>(&users, id.as_u128())? else {
+    let Some(mut user) = user_row(&users, id.as_u128())? else {
         return Ok(false);
     };
-    hash.clone_into(&mut user.password_hash);
+    user.set_password_hash(sealer, hash)?;
     let bytes = encode(&USER_TO_RECORD, &user)?;
     users.insert(id.as_u128(), bytes.as_slice())?;
     Ok(true)
 }
 
 /// Replaces the hash only if it is still `expected`.
-pub fn replace_password_hash(txn: &WriteTransaction, id: UserId, expected: &str, hash: &str) -> Result<bool> {
+pub fn replace_password_hash(
+    txn: &WriteTransaction,
+    id: UserId,
+    expected: &str,
+    hash: &str,
+    sealer: &Sealer,
+) -> Result<bool> {
     let users = txn.open_table(USER_TO_RECORD)?;
-    let current: Option<UserRow> = get_row(&users, id.as_u128())?;
+    let current = user_row(&users, id.as_u128())?;
     drop(users);
-    if current.is_none_or(|user| user.password_hash != expected) {
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    if current.secrets(sealer)?.password_hash != expected {
         return Ok(false);
     }
-    set_password_hash(txn, id, hash)
+    set_password_hash(txn, id, hash, sealer)
 }
 
 /// Schema 1 → 2: emails were only lower-cased; re-key them to the NFKC +
@@ -92,7 +113,7 @@ pub fn renormalise_emails(txn: &WriteTransaction) -> Result<usize> {
         }
         emails.remove(old.as_str())?;
         emails.insert(new.as_str(), id)?;
-        let current: Option<UserRow> = get_row(&users, id)?;
+        let current: Option<UserRowV3> = get_row(&users, id)?;
         if let Some(mut user) = current {
             new.as_str().clone_into(&mut user.email);
             let bytes = encode(&USER_TO_RECORD, &user)?;
