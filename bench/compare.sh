@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# bench/compare.sh OLD_BINARY [NEW_BINARY]: the authenticated note read of
-# two notesd release binaries on copies of the same data, alternating which
-# goes first, each round beside the bare poem route; prints each one's share
-# of the bare route per round. NEW_BINARY defaults to this checkout's
-# release build. Build the old one from another checkout, e.g.
+# bench/compare.sh OLD_BINARY [NEW_BINARY]: the authenticated note read and
+# the note create of two notesd release binaries, each on the same data
+# written through its own API (so binaries of different schemas compare),
+# alternating which goes first, each round beside the bare poem route;
+# prints each one's share of the bare route per round, the creates, and
+# the medians of new/old. NEW_BINARY defaults to this checkout's release
+# build. Build the old one from another checkout, e.g.
 #   git worktree add /tmp/old <commit> &&
 #   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release)
 set -euo pipefail
@@ -19,32 +21,72 @@ W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-"$TARGET/release/examples/bench_seed" "$W/old" small@bench.test:1000 >/dev/null
-cp -a "$W/old" "$W/new"
-ARGS="--rate-limit 0 --auth-rate-limit 0 --max-connections-per-client 0 --login-free-failures 1000"
-NOTESD_LOG=warn taskset -c 0 "$OLD" serve --listen 127.0.0.1:$PORT --data-dir "$W/old" $ARGS >/dev/null 2>&1 &
+ARGS="--rate-limit 0 --auth-rate-limit 0 --max-connections-per-client 0 --login-free-failures 1000 --max-notes-per-account 10000000"
+# Each server has its own master key (a binary that seals makes one).
+NOTESD_MASTER_KEY_FILE=$W/old.key NOTESD_LOG=warn taskset -c 0 "$OLD" serve --listen 127.0.0.1:$PORT --data-dir "$W/old" $ARGS >/dev/null 2>&1 &
 PIDS+=("$!")
-NOTESD_LOG=warn taskset -c 0 "$NEW" serve --listen 127.0.0.1:$((PORT + 1)) --data-dir "$W/new" $ARGS >/dev/null 2>&1 &
+NOTESD_MASTER_KEY_FILE=$W/new.key NOTESD_LOG=warn taskset -c 0 "$NEW" serve --listen 127.0.0.1:$((PORT + 1)) --data-dir "$W/new" $ARGS >/dev/null 2>&1 &
 PIDS+=("$!")
 taskset -c 0 "$TARGET/release/examples/bare" 127.0.0.1:$((PORT + 2)) >/dev/null 2>&1 &
 PIDS+=("$!")
 for port in $PORT $((PORT + 1)); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 done
-token() {
-  curl -sf -H 'content-type: application/json' -d '{"email":"small@bench.test","password":"bench otter cathedral"}' \
-    "http://127.0.0.1:$1/api/v1/auth/login" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+# seed PORT: an account and 1 000 typical notes through the API; prints
+# "TOKEN NOTE_ID".
+seed() {
+  python3 - "$1" <<'PY'
+import http.client, json, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+def call(method, path, body, token=None):
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = "Bearer " + token
+    c.request(method, path, json.dumps(body), headers)
+    r = c.getresponse()
+    return json.loads(r.read() or b"null")
+signup = call("POST", "/api/v1/auth/signup", {"email": "small@bench.test", "password": "bench otter cathedral"})
+token = signup["tokens"]["access_token"]
+text = "Some text of a typical short note, a few lines long. " * 4
+for i in range(1000):
+    note = call("POST", "/api/v1/notes", {"title": f"note {i}", "content": text, "tags": ["bench"]}, token)
+print(token, note["id"])
+PY
 }
-OLD_TOKEN=$(token $PORT)
-NEW_TOKEN=$(token $((PORT + 1)))
-NOTE=$(curl -sf -H "authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes?limit=1" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+read -r OLD_TOKEN OLD_NOTE < <(seed $PORT)
+read -r NEW_TOKEN NEW_NOTE < <(seed $((PORT + 1)))
+post_lua() {
+  cat >"$W/post-$1.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $2"
+wrk.body = '{"title":"bench note","content":"written by wrk","tags":["bench"]}'
+LUA
+}
+post_lua old "$OLD_TOKEN"
+post_lua new "$NEW_TOKEN"
 rps() { taskset -c 1 wrk -t1 -c32 -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
-read_old() { rps -H "Authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE"; }
-read_new() { rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes/$NOTE"; }
-echo "# GET /notes/{id} share of the bare route: $OLD against $NEW"
+read_old() { rps -H "Authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes/$OLD_NOTE"; }
+read_new() { rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes/$NEW_NOTE"; }
+create_old() { rps -s "$W/post-old.lua" "http://127.0.0.1:$PORT/api/v1/notes"; }
+create_new() { rps -s "$W/post-new.lua" "http://127.0.0.1:$((PORT + 1))/api/v1/notes"; }
+echo "# GET /notes/{id} share of the bare route, and POST /notes: $OLD against $NEW"
+: >"$W/ratios"
 for round in $(seq "$ROUNDS"); do
   bare=$(rps "http://127.0.0.1:$((PORT + 2))/hello")
   if [ $((round % 2)) -eq 1 ]; then old=$(read_old); new=$(read_new); else new=$(read_new); old=$(read_old); fi
-  python3 -c "print(f'round $round: bare {$bare:.0f} req/s, old {$old:.0f} ({$old / $bare:.1%}), new {$new:.0f} ({$new / $bare:.1%})')"
+  python3 -c "print(f'round $round: bare {$bare:.0f} req/s, GET old {$old:.0f} ({$old / $bare:.1%}), new {$new:.0f} ({$new / $bare:.1%})')"
+  echo "get $old $new" >>"$W/ratios"
 done
+for round in $(seq 2); do
+  if [ $((round % 2)) -eq 1 ]; then old=$(create_old); new=$(create_new); else new=$(create_new); old=$(create_old); fi
+  python3 -c "print(f'round $round: POST /notes old {$old:.0f} req/s, new {$new:.0f}')"
+  echo "create $old $new" >>"$W/ratios"
+done
+python3 - "$W/ratios" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for kind in ("get", "create"):
+    r = [float(n) / float(o) for k, o, n in rows if k == kind]
+    print(f"{kind}: new / old, median of {len(r)} rounds: {statistics.median(r):.1%}")
+PY

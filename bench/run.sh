@@ -181,6 +181,30 @@ print(f"GET p99 under the flood / alone: {ms(sys.argv[3]) / ms(sys.argv[2]):.2f}
 PY
 fi
 
+# Backup under writes: creates for $DURATION, alone and then with
+# `notesd backup` of the whole database (the 101 000 seeded notes and what
+# the runs above wrote) started 2 s in, through the control socket. The
+# figure: the slowest create (wrk's max latency) during the backup against
+# alone, and the time the backup took.
+if [ -z "${BENCH_ONLY:-}" ] || [[ "backup" =~ $BENCH_ONLY ]]; then
+  max_ms() { python3 -c '
+import re, sys
+m = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", open(sys.argv[1]).read())
+v, u = float(m.group(1)), m.group(2)
+print(v / 1000 if u == "us" else v * 1000 if u == "s" else v)' "$1"; }
+  BENCH_ONLY= run "POST /notes, before a backup" "http://127.0.0.1:$PORT/api/v1/notes" -s "$WORK/post.lua"
+  alone=$(max_ms "$WORK/wrk.out")
+  ( sleep 2; start=$(date +%s%N)
+    "$BIN" backup "$WORK/backup" --data-dir "$WORK/data" >"$WORK/backup.out" 2>&1
+    echo $(( ($(date +%s%N) - start) / 1000000 )) >"$WORK/backup.ms" ) &
+  BACKUP=$!
+  BENCH_ONLY= run "POST /notes, during a backup" "http://127.0.0.1:$PORT/api/v1/notes" -s "$WORK/post.lua"
+  during=$(max_ms "$WORK/wrk.out")
+  wait "$BACKUP"
+  echo "backup: $(cat "$WORK/backup.out") [$(cat "$WORK/backup.ms") ms by the command]"
+  echo "slowest create during the backup: $during ms (before it: $alone ms)"
+fi
+
 kill "$METRICS_SERVER" 2>/dev/null || true
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' /proc/$SERVER/status)"
 

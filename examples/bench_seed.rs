@@ -22,7 +22,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("usage: bench_seed DATA_DIR EMAIL:COUNT[:KIND]...")?,
     );
     std::fs::create_dir_all(&dir)?;
-    let store = Backend::open(&dir.join(notesd::app::DB_FILE), Options::default())?;
+    // The key ring the server will open, sealed with its master key.
+    let settings = notesd::Settings::from_args(["--data-dir", dir.to_str().ok_or("a UTF-8 path")?])?;
+    let masters = notesd::app::open_master_keys(&settings)?;
+    let ring = notesd::auth::keyring::KeyRing::load_or_create(&dir, &masters)?;
+    let store = Backend::open(&dir.join(notesd::app::DB_FILE), Options::for_ring(&ring))?;
     let passwords = Passwords::new(HashCost::default(), HashPoolSize { threads: 1, queue: 4 }, 0)?;
     for spec in args {
         let mut fields = spec.split(':');

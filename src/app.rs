@@ -193,6 +193,7 @@ impl Application {
             db_file: self.settings.storage.data_dir.join(DB_FILE),
             storage: self.state.db.clone(),
             cert,
+            backups: self.state.backups.clone(),
         }))
     }
 
@@ -232,7 +233,8 @@ impl Application {
             trusted_proxies: self.settings.http.trusted_proxies.clone(),
             keys,
         }));
-        let sweeper = spawn_side_tasks(limiters.clone(), self.state.clone(), self.control);
+        let schedule = crate::backup::Schedule::of(&self.settings);
+        let sweeper = spawn_side_tasks(limiters.clone(), self.state.clone(), self.control, schedule);
         let docs = if self.settings.http.docs {
             Some(Docs::build().await)
         } else {
@@ -440,12 +442,14 @@ fn spawn_side_tasks(
     limiters: Arc<Limiters>,
     state: Arc<AppState>,
     control: tokio::net::UnixListener,
+    schedule: Option<crate::backup::Schedule>,
 ) -> tokio::task::JoinHandle<()> {
     let socket = SocketFile(crate::control::socket_path(&state.data_dir));
     let commands = crate::control::serve(control, state.clone());
+    let backups = crate::backup::run_schedule(schedule, state.clone());
     tokio::spawn(async move {
         let _socket = socket;
-        tokio::join!(commands, sweep(limiters, state));
+        tokio::join!(commands, sweep(limiters, state), backups);
     })
 }
 
@@ -518,6 +522,7 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
     let masters = open_master_keys(settings)?;
+    let master_key_file = masters.path().to_owned();
     let keyring = KeyRing::load_or_create(dir, &masters)?;
     retire_master_keys(masters, &keyring);
     let db: Db = Arc::new(Backend::open(
@@ -585,6 +590,9 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
             ClientKeys::new(settings.http.ipv6_prefix),
         ),
         data_dir: dir.clone(),
+        master_key_file,
+        backup_dir: settings.storage.backup_dir.clone(),
+        backups: Arc::default(),
     })
 }
 

@@ -113,15 +113,39 @@ fn now_rfc3339() -> String {
 fn options_for(ring: &KeyRing) -> Options {
     Options {
         cache_bytes: 16 * 1024 * 1024,
-        audit_key: *ring.audit_key(),
-        sealer: Arc::new(crate::seal::Sealer::new(ring.data_key())),
-        ..Options::default()
+        ..Options::for_ring(ring)
     }
 }
 
-/// Writes a backup of the serving (or just opened) `state` to `to`, which
-/// must not exist. Blocking. Returns the summary line.
-pub fn create(state: &AppState, to: &Path, interactive: bool) -> Result<String, String> {
+/// What a backup copies, taken from the serving (or just opened) state.
+pub struct Source {
+    pub db: crate::storage::Db,
+    pub data_dir: PathBuf,
+    /// Opens the copy with the key ring.
+    pub options: Options,
+    pub signing_keys: Vec<String>,
+}
+
+impl Source {
+    pub fn of(state: &AppState) -> Result<Self, String> {
+        Ok(Self {
+            db: state.db.clone(),
+            data_dir: state.data_dir.clone(),
+            options: state.auth.tokens.with_ring(options_for)?,
+            signing_keys: state
+                .auth
+                .tokens
+                .public_keys(state.auth.clock.now())?
+                .into_iter()
+                .map(|(kid, _, _)| kid)
+                .collect(),
+        })
+    }
+}
+
+/// Writes a backup of `source` to `to`, which must not exist. Blocking.
+/// Returns the summary line.
+pub fn create(source: &Source, to: &Path, interactive: bool) -> Result<String, String> {
     if to.exists() {
         return Err(format!("{} exists already; name a new directory", to.display()));
     }
@@ -137,7 +161,7 @@ pub fn create(state: &AppState, to: &Path, interactive: bool) -> Result<String, 
     let partial = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     private_dir(&partial)?;
-    let made = write_into(state, &partial, interactive);
+    let made = write_into(source, &partial, interactive);
     match made {
         Ok(summary) => {
             fs::rename(&partial, to).map_err(io_err("cannot rename the backup to", to))?;
@@ -151,11 +175,11 @@ pub fn create(state: &AppState, to: &Path, interactive: bool) -> Result<String, 
     }
 }
 
-fn write_into(state: &AppState, dir: &Path, interactive: bool) -> Result<String, String> {
+fn write_into(source: &Source, dir: &Path, interactive: bool) -> Result<String, String> {
     let started = std::time::Instant::now();
     let db_path = dir.join(DB_FILE);
     let mut progress: Option<Progress> = None;
-    let (counts, rows) = state
+    let (counts, rows) = source
         .db
         .snapshot_into(&db_path, &mut |done, total| {
             progress
@@ -168,22 +192,14 @@ fn write_into(state: &AppState, dir: &Path, interactive: bool) -> Result<String,
     }
     // The key ring as it is now; signing keys added since the snapshot do
     // no harm, and the data key never changes.
-    let ring_path = state.data_dir.join(KEYRING_FILE);
+    let ring_path = source.data_dir.join(KEYRING_FILE);
     let ring_bytes = fs::read(&ring_path).map_err(io_err("cannot read", &ring_path))?;
     crate::fsutil::write_private(dir, KEYRING_FILE, &ring_bytes).map_err(io_err("cannot write", dir))?;
     let RingFile::SealedWith(master_key) = crate::auth::keyring::ring_file(dir).map_err(|e| e.to_string())?
     else {
         return Err("the key ring is not sealed".to_owned());
     };
-    let signing_keys = state
-        .auth
-        .tokens
-        .public_keys(state.auth.clock.now())?
-        .into_iter()
-        .map(|(kid, _, _)| kid)
-        .collect();
-    let ring = state.auth.tokens.with_ring(options_for)?;
-    let checked = RedbStorage::verify_copy(&db_path, ring, SAMPLE_NOTES)
+    let checked = RedbStorage::verify_copy(&db_path, source.options.clone(), SAMPLE_NOTES)
         .map_err(|e| format!("the copy does not check: {e}"))?;
     if checked != counts {
         return Err(format!("the copy holds {checked:?}, the snapshot {counts:?}"));
@@ -196,7 +212,7 @@ fn write_into(state: &AppState, dir: &Path, interactive: bool) -> Result<String,
         schema_version: crate::storage::redb::SCHEMA_VERSION,
         counts,
         master_key,
-        signing_keys,
+        signing_keys: source.signing_keys.clone(),
         files: vec![digest(&db_path)?, digest(&dir.join(KEYRING_FILE))?],
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
@@ -376,4 +392,150 @@ fn copy_file(from: &Path, to: &PathBuf, progress: &mut dyn FnMut(u64)) -> Result
         progress(copied);
     }
     copy.sync_all().map_err(io_err("cannot sync", to))
+}
+
+/// Seals the key ring of every backup in `dir` with `masters`' current key
+/// (after a master key rotation), so that they need only it; returns how
+/// many were sealed again.
+pub fn reseal_all(dir: &Path, masters: &crate::masterkey::MasterKeys) -> Result<usize, String> {
+    let mut resealed = 0;
+    for backup in list(dir)? {
+        let manifest_path = backup.join(MANIFEST_FILE);
+        let mut manifest: Manifest =
+            serde_json::from_slice(&fs::read(&manifest_path).map_err(io_err("cannot read", &manifest_path))?)
+                .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+        if manifest.master_key == masters.current().id() {
+            continue;
+        }
+        KeyRing::load_or_create(&backup, masters).map_err(|e| format!("{}: {e}", backup.display()))?;
+        let ring = digest(&backup.join(KEYRING_FILE))?;
+        manifest.files.retain(|f| f.name != KEYRING_FILE);
+        manifest.files.push(ring);
+        masters.current().id().clone_into(&mut manifest.master_key);
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
+        crate::fsutil::write_private(&backup, MANIFEST_FILE, &json)
+            .map_err(io_err("cannot write", &backup))?;
+        resealed += 1;
+    }
+    Ok(resealed)
+}
+
+/// The backups in `dir` (directories holding a manifest), oldest first by
+/// name (scheduled backups are named by time).
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut found = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err("cannot list", dir))?.path();
+        if path.join(MANIFEST_FILE).is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The master key a backup's manifest names.
+pub fn sealed_with(backup: &Path) -> Option<String> {
+    let manifest: Manifest = serde_json::from_slice(&fs::read(backup.join(MANIFEST_FILE)).ok()?).ok()?;
+    Some(manifest.master_key)
+}
+
+/// Scheduled backups: `--backup-dir`, `--backup-every`, `--backup-keep`.
+pub struct Schedule {
+    pub dir: PathBuf,
+    pub every: std::time::Duration,
+    pub keep: usize,
+}
+
+impl Schedule {
+    /// The schedule the settings ask for, if any.
+    pub fn of(settings: &Settings) -> Option<Self> {
+        let storage = &settings.storage;
+        storage.backup_dir.clone().map(|dir| Self {
+            dir,
+            every: storage.backup_every,
+            keep: storage.backup_keep as usize,
+        })
+    }
+}
+
+/// Name prefix of scheduled backups; only these are pruned.
+const SCHEDULED: &str = "notesd-";
+
+/// Makes a backup every `schedule.every` (the first one `every` after the
+/// start) and keeps the newest `keep`; a failure is logged and counted in
+/// the metrics, and the schedule goes on. Without a schedule, never ends
+/// and does nothing.
+pub async fn run_schedule(schedule: Option<Schedule>, state: Arc<AppState>) {
+    let Some(schedule) = schedule else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(schedule.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let counts = &state.backups;
+        let result = scheduled_backup(&schedule, &state).await;
+        match result {
+            Ok(summary) => {
+                counts.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counts.last_success.store(
+                    time::OffsetDateTime::now_utc().unix_timestamp(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tracing::info!(%summary, "scheduled backup made");
+            }
+            Err(error) => {
+                counts.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(%error, dir = %schedule.dir.display(), "scheduled backup failed");
+            }
+        }
+    }
+}
+
+async fn scheduled_backup(schedule: &Schedule, state: &AppState) -> Result<String, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .create(&schedule.dir)
+        .map_err(io_err("cannot create", &schedule.dir))?;
+    let now = time::OffsetDateTime::now_utc();
+    let name = format!(
+        "{SCHEDULED}{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let to = schedule.dir.join(name);
+    let source = Source::of(state)?;
+    let summary = tokio::task::spawn_blocking(move || create(&source, &to, false))
+        .await
+        .map_err(|e| e.to_string())??;
+    let scheduled: Vec<PathBuf> = list(&schedule.dir)?
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(SCHEDULED))
+        })
+        .collect();
+    for old in scheduled
+        .iter()
+        .take(scheduled.len().saturating_sub(schedule.keep))
+    {
+        match fs::remove_dir_all(old) {
+            Ok(()) => tracing::info!(backup = %old.display(), "old scheduled backup removed"),
+            Err(e) => {
+                tracing::warn!(backup = %old.display(), error = %e, "could not remove an old scheduled backup");
+            }
+        }
+    }
+    Ok(summary)
 }

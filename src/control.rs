@@ -68,6 +68,12 @@ pub enum Request {
     KeysList,
     KeysRotate,
     AuditVerify,
+    /// A backup into this new directory (an absolute path).
+    Backup {
+        path: PathBuf,
+    },
+    MasterKeyStatus,
+    MasterKeyRotate,
 }
 
 /// Never shows a password.
@@ -85,6 +91,9 @@ impl std::fmt::Debug for Request {
             Request::KeysList => "keys list",
             Request::KeysRotate => "keys rotate",
             Request::AuditVerify => "audit verify",
+            Request::Backup { .. } => "backup",
+            Request::MasterKeyStatus => "master-key status",
+            Request::MasterKeyRotate => "master-key rotate",
         };
         f.write_str(name)
     }
@@ -98,7 +107,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(text: String) -> Self {
+    pub fn ok(text: String) -> Self {
         Self { ok: true, text }
     }
 
@@ -132,15 +141,17 @@ impl<E: Into<Error>> From<E> for Failure {
     }
 }
 
-/// Runs a command against the server's state (or one opened for it).
-pub async fn execute(state: &AppState, request: Request) -> Reply {
-    match run(state, request).await {
+/// Runs a command against the server's state (or one opened for it:
+/// `local`, in the command's own process, where a long command may draw
+/// its progress on the terminal).
+pub async fn execute(state: &AppState, request: Request, local: bool) -> Reply {
+    match run(state, request, local).await {
         Ok(text) => Reply::ok(text),
         Err(Failure(text)) => Reply::failed(text),
     }
 }
 
-async fn run(state: &AppState, request: Request) -> Result<String, Failure> {
+async fn run(state: &AppState, request: Request, local: bool) -> Result<String, Failure> {
     let auth = &state.auth;
     let actor = Actor::Operator;
     match request {
@@ -157,6 +168,15 @@ async fn run(state: &AppState, request: Request) -> Result<String, Failure> {
             ))
         }
         Request::KeysList | Request::KeysRotate => keys(state, &request).await,
+        Request::Backup { path } => {
+            let source = crate::backup::Source::of(state).map_err(Failure)?;
+            tokio::task::spawn_blocking(move || crate::backup::create(&source, &path, local))
+                .await
+                .map_err(|e| Failure(e.to_string()))?
+                .map_err(Failure)
+        }
+        Request::MasterKeyStatus => master_key_status(state),
+        Request::MasterKeyRotate => master_key_rotate(state).await,
         Request::AuditVerify => match state.db.verify_audit().await? {
             AuditVerdict::Intact { records, first, last } => {
                 Ok(format!("audit log intact: {records} records ({first}..={last})"))
@@ -288,6 +308,94 @@ async fn keys(state: &AppState, request: &Request) -> Result<String, Failure> {
     }
 }
 
+/// `notesd master-key status`.
+fn master_key_status(state: &AppState) -> Result<String, Failure> {
+    let masters = crate::masterkey::MasterKeys::load(&state.master_key_file)
+        .map_err(|e| Failure(e.to_string()))?
+        .ok_or_else(|| Failure(format!("no master key at {}", state.master_key_file.display())))?;
+    let sealing = state
+        .auth
+        .tokens
+        .with_ring(|ring| ring.master_key_id().to_owned())
+        .map_err(Failure)?;
+    let mut out = format!(
+        "master key file {}\ncurrent key {}\nkey ring sealed with {sealing}",
+        masters.path().display(),
+        masters.current().id()
+    );
+    let old: Vec<&str> = masters.ids().into_iter().skip(1).collect();
+    if old.is_empty() {
+        out.push_str("\nno old key in the file");
+    } else {
+        let _ = write!(out, "\nold keys not yet retired: {}", old.join(", "));
+    }
+    if let Some(dir) = &state.backup_dir {
+        let backups = crate::backup::list(dir).map_err(Failure)?;
+        let current = backups
+            .iter()
+            .filter(|b| crate::backup::sealed_with(b).as_deref() == Some(masters.current().id()))
+            .count();
+        let _ = write!(
+            out,
+            "\nscheduled backups in {}: {} ({current} sealed with the current key)",
+            dir.display(),
+            backups.len()
+        );
+    }
+    Ok(out)
+}
+
+/// `notesd master-key rotate`: a new key first in the file, the key ring
+/// (and the scheduled backups' rings) sealed with it, then the old keys,
+/// which nothing uses any more, dropped from the file. Each step is a
+/// whole-file replacement; a crash between two leaves the old key in the
+/// file, and the next start finishes the work.
+async fn master_key_rotate(state: &AppState) -> Result<String, Failure> {
+    let path = state.master_key_file.clone();
+    let mut masters = crate::masterkey::MasterKeys::load(&path)
+        .map_err(|e| Failure(e.to_string()))?
+        .ok_or_else(|| Failure(format!("no master key at {}", path.display())))?;
+    let new = masters
+        .add_new()
+        .map_err(|e| Failure(e.to_string()))?
+        .id()
+        .to_owned();
+    masters.save().map_err(|e| Failure(e.to_string()))?;
+    let current = masters.current();
+    state
+        .auth
+        .tokens
+        .with_ring_mut(|ring| {
+            let before = ring.master_key_id().to_owned();
+            ring.seal_with(current);
+            let saved = ring.save(&state.data_dir);
+            if saved.is_err() {
+                // Left sealed with the key on disk.
+                if let Some(old) = masters.find(&before) {
+                    ring.seal_with(old);
+                }
+            }
+            saved
+        })
+        .map_err(Failure)?
+        .map_err(|e| Failure(format!("the key ring could not be sealed with the new key: {e}")))?;
+    let resealed = match &state.backup_dir {
+        Some(dir) => crate::backup::reseal_all(dir, &masters).map_err(Failure)?,
+        None => 0,
+    };
+    let retired = masters.retire_others();
+    masters.save().map_err(|e| Failure(e.to_string()))?;
+    let event = AuditEvent::new(AuditKind::KeyRotated, state.auth.clock.now())
+        .actor(Actor::Operator)
+        .detail(format!("new master key {new}"));
+    state.db.append_audit(event.clone()).await?;
+    event.emit();
+    Ok(format!(
+        "new master key {new}: the key ring and {resealed} scheduled backups are sealed with it; retired {}. A backup kept elsewhere still needs the retired key.",
+        retired.join(", ")
+    ))
+}
+
 fn rfc3339(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| at.to_string())
@@ -363,7 +471,7 @@ async fn answer(stream: UnixStream, state: &AppState) -> std::io::Result<()> {
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             tracing::info!(command = ?request, "control command");
-            execute(state, request).await
+            execute(state, request, false).await
         }
         Err(_) => Reply::failed("not a command this server understands".to_owned()),
     };

@@ -301,6 +301,11 @@ impl From<crate::storage::StorageError> for Error {
         match err {
             // The writer's queue is full: shed the write at once.
             crate::storage::StorageError::Busy => Error::Unavailable { retry_after: 1 },
+            crate::storage::StorageError::Unavailable(detail) => {
+                // The handle logged the failure once; not once a request.
+                tracing::debug!(error = %detail, "storage unavailable");
+                Error::Unavailable { retry_after: 5 }
+            }
             other => Error::internal(other),
         }
     }

@@ -20,7 +20,13 @@ fn main() -> ExitCode {
     // what went wrong (`NOTESD_LOG=info` for the rest).
     let quiet = matches!(
         loaded.cli.command,
-        Command::User(_) | Command::Invite(_) | Command::Keys(_) | Command::Audit(_)
+        Command::User(_)
+            | Command::Invite(_)
+            | Command::Keys(_)
+            | Command::Audit(_)
+            | Command::MasterKey(_)
+            | Command::Backup { .. }
+            | Command::Restore { .. }
     );
     notesd::telemetry::init_at(loaded.cli.log.log_format, if quiet { "warn" } else { "info" });
     for name in cli::unknown_env_vars() {
@@ -38,6 +44,9 @@ fn main() -> ExitCode {
         Command::Invite(command) => cli::admin::run(cli::admin::Command::Invite(command)),
         Command::Keys(command) => cli::admin::run(cli::admin::Command::Keys(command)),
         Command::Audit(command) => cli::admin::run(cli::admin::Command::Audit(command)),
+        Command::MasterKey(command) => cli::admin::run(cli::admin::Command::MasterKey(command)),
+        Command::Backup { path, target } => cli::admin::run(cli::admin::Command::Backup { path, target }),
+        Command::Restore { path, force, target } => cli::admin::restore(&path, force, &target),
         Command::Openapi => {
             cli::openapi::run();
             ExitCode::SUCCESS

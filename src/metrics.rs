@@ -229,7 +229,17 @@ impl Default for WriteStats {
 }
 
 /// Values read at scrape time.
+/// Scheduled backups made and failed, and when the last one succeeded.
+#[derive(Debug, Default)]
+pub struct BackupStats {
+    pub made: AtomicU64,
+    pub failed: AtomicU64,
+    /// Unix time of the last success; 0: none yet.
+    pub last_success: AtomicI64,
+}
+
 struct Live {
+    backups: Arc<BackupStats>,
     auth: Arc<AuthCounters>,
     hashing: Arc<QueueStats>,
     writes: Arc<WriteStats>,
@@ -321,12 +331,40 @@ impl Collector for Live {
                 &gauge(sessions),
             )?;
         }
+        self.encode_backups(&mut encoder)?;
         if let Some(expiry) = self.cert.as_ref().and_then(|c| c.get()) {
             encode(
                 &mut encoder,
                 "tls_certificate_expiry_timestamp_seconds",
                 "When the TLS certificate served now expires (Unix time)",
                 &ConstGauge::new(expiry),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Live {
+    fn encode_backups(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let backups = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        for (result, count) in [("ok", &self.backups.made), ("failed", &self.backups.failed)] {
+            backups
+                .get_or_create(&vec![("result", result)])
+                .inc_by(count.load(Ordering::Relaxed));
+        }
+        encode(
+            encoder,
+            "scheduled_backups",
+            "Scheduled backups (--backup-dir), by result",
+            &backups,
+        )?;
+        let last = self.backups.last_success.load(Ordering::Relaxed);
+        if last > 0 {
+            encode(
+                encoder,
+                "backup_last_success_timestamp_seconds",
+                "When the last scheduled backup succeeded (Unix time)",
+                &ConstGauge::new(last),
             )?;
         }
         Ok(())
@@ -353,6 +391,7 @@ pub struct Metrics {
 
 /// What the metrics read from the running server.
 pub struct Sources {
+    pub backups: Arc<BackupStats>,
     pub auth: Arc<AuthCounters>,
     pub hashing: Arc<QueueStats>,
     pub writes: Arc<WriteStats>,
@@ -367,6 +406,7 @@ impl Metrics {
         let http = HttpMetrics::new(&mut registry);
         let sessions = Arc::new(AtomicI64::new(-1));
         registry.register_collector(Box::new(Live {
+            backups: sources.backups,
             auth: sources.auth,
             hashing: sources.hashing,
             writes: sources.writes,

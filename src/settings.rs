@@ -361,6 +361,19 @@ pub struct StorageSettings {
     /// ~/.config/notesd/master.key]. Made at the first start.
     #[arg(long, env = "NOTESD_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+
+    /// Directory for scheduled backups (`notesd backup` every
+    /// `--backup-every`); none: no schedule.
+    #[arg(long, env = "NOTESD_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// How often a scheduled backup is made, e.g. `24h`.
+    #[arg(long, env = "NOTESD_BACKUP_EVERY", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub backup_every: Duration,
+
+    /// Scheduled backups kept; older ones are deleted.
+    #[arg(long, env = "NOTESD_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
 }
 
 impl StorageSettings {
@@ -443,6 +456,9 @@ impl Settings {
             || self.auth.invite_ttl > Duration::from_secs(365 * DAY)
         {
             return Err("--invite-ttl must be between 1m and 365d".into());
+        }
+        if self.storage.backup_every < Duration::from_secs(1) {
+            return Err("--backup-every must be at least 1s".into());
         }
         if self.auth.audit_retention < Duration::from_secs(DAY) {
             return Err("--audit-retention must be at least 1d".into());

@@ -29,6 +29,12 @@ pub struct AppState {
     pub clients: crate::client::ClientResolver,
     /// Where the database, the key ring and the control socket live.
     pub data_dir: std::path::PathBuf,
+    /// The master key file that seals the key ring.
+    pub master_key_file: std::path::PathBuf,
+    /// Where scheduled backups go, if anywhere.
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// How the scheduled backups went, for the metrics.
+    pub backups: std::sync::Arc<crate::metrics::BackupStats>,
 }
 
 #[derive(Tags)]

@@ -138,12 +138,30 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// The master key file, the key that seals the key ring, old keys not
+    /// yet retired, and what the scheduled backups are sealed with.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make a new master key, seal the key ring (and the scheduled
+    /// backups' rings) with it, then retire the old one.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 /// The request a command line makes, and the server it is for.
 pub enum Command {
     User(UserCommand),
     Invite(InviteCommand),
     Keys(KeysCommand),
     Audit(AuditCommand),
+    MasterKey(MasterKeyCommand),
+    Backup { path: PathBuf, target: Target },
 }
 
 fn request_of(command: Command) -> Result<(Request, Target), String> {
@@ -185,6 +203,13 @@ fn request_of(command: Command) -> Result<(Request, Target), String> {
         Command::Keys(KeysCommand::List { target }) => (Request::KeysList, target),
         Command::Keys(KeysCommand::Rotate { target }) => (Request::KeysRotate, target),
         Command::Audit(AuditCommand::Verify { target }) => (Request::AuditVerify, target),
+        Command::MasterKey(MasterKeyCommand::Status { target }) => (Request::MasterKeyStatus, target),
+        Command::MasterKey(MasterKeyCommand::Rotate { target }) => (Request::MasterKeyRotate, target),
+        Command::Backup { path, target } => {
+            // The server resolves it from its own working directory.
+            let path = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            (Request::Backup { path }, target)
+        }
     })
 }
 
@@ -227,10 +252,23 @@ fn settings_of(target: &Target) -> Result<Settings, String> {
     }
 }
 
+/// `notesd restore`: on the files, never through a server (none may run).
+pub fn restore(path: &std::path::Path, force: bool, target: &Target) -> ExitCode {
+    let result = settings_of(target).and_then(|settings| {
+        let interactive = std::io::stderr().is_terminal();
+        crate::backup::restore(path, &settings, force, interactive)
+    });
+    print_outcome(result.map(Reply::ok))
+}
+
 /// Runs an administration command; prints its answer (stdout) or its
 /// error (one line on stderr, exit status 1).
 pub fn run(command: Command) -> ExitCode {
-    match outcome(command) {
+    print_outcome(outcome(command))
+}
+
+fn print_outcome(outcome: Result<Reply, String>) -> ExitCode {
+    match outcome {
         Ok(reply) if reply.ok => {
             if !reply.text.is_empty() {
                 println!("{}", reply.text);
@@ -273,7 +311,7 @@ fn outcome(command: Command) -> Result<Reply, String> {
                 ),
                 other => other.to_string(),
             })?;
-        let reply = control::execute(&state, request).await;
+        let reply = control::execute(&state, request, true).await;
         drop(state);
         Ok(reply)
     })

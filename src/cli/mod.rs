@@ -63,6 +63,29 @@ pub enum Command {
     /// Check the stored audit log.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Show or rotate the master key that seals the data at rest.
+    #[command(subcommand)]
+    MasterKey(admin::MasterKeyCommand),
+    /// Write a consistent backup of the database and key ring into a new
+    /// directory, while the server serves (or not).
+    Backup {
+        /// The directory to create.
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Restore a backup into a stopped server's data directory, after
+    /// checking it with the master key.
+    Restore {
+        /// A directory `notesd backup` wrote.
+        path: std::path::PathBuf,
+        /// Replace a data directory that holds data (its files are kept
+        /// aside in `replaced-<time>/`).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: admin::Target,
+    },
 }
 
 /// The settings of `notesd serve`, and the file they may come from.

@@ -319,7 +319,11 @@ pub enum StorageError {
     /// The writer or a reading pool has stopped (shutting down, or a bug).
     #[error("storage stopped: {0}")]
     Stopped(&'static str),
-    /// The backend failed (I/O, a full disk...).
+    /// The disk is full or failing; the store recovers by itself when it
+    /// can (HTTP 503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(Arc<dyn std::error::Error + Send + Sync>),
+    /// The backend failed otherwise (a bug, damage).
     #[error("storage failure: {0}")]
     Backend(Arc<dyn std::error::Error + Send + Sync>),
 }

@@ -61,6 +61,12 @@ pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     app
 }
 
+/// Starts the app on `data_dir` with extra flags; the caller keeps the
+/// directory.
+pub async fn spawn_app_at(data_dir: &str, flags: &[&str]) -> TestApp {
+    start(Path::new(data_dir), flags, Clock::default()).await
+}
+
 /// Starts the app on a data directory the test has filled.
 pub async fn spawn_app_in(dir: TempDir) -> TestApp {
     let mut app = start(dir.path(), &[], Clock::default()).await;

@@ -11,6 +11,7 @@ mod attack_memory;
 mod attack_protocol;
 mod auth;
 mod backoff;
+mod backup;
 mod errors;
 mod events;
 mod export;

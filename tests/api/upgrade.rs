@@ -6,7 +6,6 @@
 //! of the fixture is left in the data directory.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use notesd::auth::keyring::KeyRing;
 use notesd::domain::UserId;
@@ -41,11 +40,7 @@ fn copy_of_fixture(version: u32) -> tempfile::TempDir {
 fn options_for(dir: &Path) -> redb::Options {
     let masters = notesd::masterkey::MasterKeys::create(&master_key_file()).unwrap();
     let ring = KeyRing::load_or_create(dir, &masters).unwrap();
-    redb::Options {
-        audit_key: *ring.audit_key(),
-        sealer: Arc::new(notesd::seal::Sealer::new(ring.data_key())),
-        ..redb::Options::default()
-    }
+    redb::Options::for_ring(&ring)
 }
 
 /// Whether any file of `dir` holds `text`.

@@ -211,6 +211,10 @@ fn every_command_has_help() {
         &["keys", "list"],
         &["keys", "rotate"],
         &["audit", "verify"],
+        &["master-key", "status"],
+        &["master-key", "rotate"],
+        &["backup"],
+        &["restore"],
     ] {
         let out = Command::new(BIN).args(command).arg("--help").output().unwrap();
         assert!(out.status.success(), "{command:?}");

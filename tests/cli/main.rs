@@ -15,6 +15,7 @@ mod admin;
 mod certs;
 mod config;
 mod crash;
+mod diskfull;
 mod tls;
 
 const BIN: &str = env!("CARGO_BIN_EXE_notesd");

@@ -22,6 +22,7 @@ mod accounts;
 mod audit;
 mod backoff;
 pub mod copy;
+mod handle;
 mod known;
 pub mod migrations;
 mod notes;
@@ -79,14 +80,41 @@ pub struct Options {
     pub sealer: Arc<Sealer>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    /// The defaults, with the key ring's keys.
+    pub fn with_keys(audit_key: [u8; 32], sealer: Arc<Sealer>) -> Self {
         Self {
             cache_bytes: DEFAULT_CACHE_BYTES,
             write_queue: DEFAULT_WRITE_QUEUE,
-            audit_key: [0; 32],
-            sealer: Arc::new(Sealer::new(&[0; 32])),
+            audit_key,
+            sealer,
         }
+    }
+
+    /// The options that open the files of `ring`.
+    pub fn for_ring(ring: &crate::auth::keyring::KeyRing) -> Self {
+        Self::with_keys(*ring.audit_key(), Arc::new(Sealer::new(ring.data_key())))
+    }
+}
+
+/// Fixed keys, for the unit tests only: a store is always opened with its
+/// key ring's.
+#[cfg(test)]
+impl Default for Options {
+    fn default() -> Self {
+        Self::with_keys([0; 32], Arc::new(Sealer::new(&[0; 32])))
+    }
+}
+
+/// An I/O failure (a full disk, a failing device) makes the store
+/// unavailable until its file is opened again (see [`handle`]); any other
+/// backend error is a bug or damage.
+fn classify(err: redb::Error) -> StorageError {
+    match err {
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed => {
+            StorageError::Unavailable(Arc::new(err))
+        }
+        other => StorageError::Backend(Arc::new(other)),
     }
 }
 
@@ -94,7 +122,7 @@ macro_rules! backend_error {
     ($($t:ty),*) => {$(
         impl From<$t> for StorageError {
             fn from(err: $t) -> Self {
-                StorageError::Backend(Arc::new(err))
+                classify(err.into())
             }
         }
     )*};
@@ -117,7 +145,7 @@ impl From<redb::DatabaseError> for StorageError {
 }
 
 pub struct RedbStorage {
-    db: Arc<Database>,
+    handle: Arc<handle::Handle>,
     audit_key: [u8; 32],
     sealer: Arc<Sealer>,
     writer: Writer,
@@ -148,16 +176,25 @@ impl RedbStorage {
             db = open()?;
         }
         check_seal(&db, &options.sealer)?;
-        let db = Arc::new(db);
+        let handle = handle::Handle::new(Arc::new(db), path.to_owned(), options.cache_bytes);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
         Ok(Self {
-            writer: Writer::start(db.clone(), options.write_queue).map_err(io)?,
+            writer: Writer::start(handle.clone(), options.write_queue).map_err(io)?,
             scanners: IdlePool::new("scan", cores.saturating_sub(1).max(1), SCAN_QUEUE).map_err(io)?,
             audit_key: options.audit_key,
             sealer: options.sealer,
-            db,
+            handle,
         })
+    }
+
+    /// The open database (tests reach under the storage operations).
+    #[cfg(test)]
+    fn db(&self) -> Arc<Database> {
+        match self.handle.get() {
+            Ok((_, db)) => db,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// Writes waiting, refused and per commit, for the metrics.
@@ -172,7 +209,7 @@ impl RedbStorage {
 
     /// A short read, on the calling thread.
     fn read<T>(&self, work: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-        work(&self.db.begin_read()?)
+        self.handle.with(|db| work(&db.begin_read()?))
     }
 
     /// A long read, on a scanning thread.
@@ -181,8 +218,12 @@ impl RedbStorage {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
     {
-        let db = self.db.clone();
-        match self.scanners.run(move |()| work(&db.begin_read()?)).await {
+        let handle = self.handle.clone();
+        match self
+            .scanners
+            .run(move |()| handle.with(|db| work(&db.begin_read()?)))
+            .await
+        {
             Ok(result) => result,
             Err(PoolError::Full) => Err(StorageError::Busy),
             Err(PoolError::Stopped) => Err(StorageError::Stopped("scanning pool")),
@@ -237,7 +278,8 @@ impl RedbStorage {
     ) -> Result<(RecordCounts, u64)> {
         let io = |e: std::io::Error| StorageError::Backend(Arc::new(e));
         crate::fsutil::create_private(to).map_err(io)?;
-        let txn = self.db.begin_read()?;
+        let (_, db) = self.handle.get()?;
+        let txn = db.begin_read()?;
         let snapshot = counts(&txn)?;
         let total = snapshot.users
             + snapshot.sessions
@@ -270,7 +312,8 @@ impl RedbStorage {
         }
         let sealer = options.sealer.clone();
         let store = Self::open(path, options)?;
-        let txn = store.db.begin_read()?;
+        let (_, db) = store.handle.get()?;
+        let txn = db.begin_read()?;
         let users = txn.open_table(USER_TO_RECORD)?;
         for entry in users.iter()? {
             let (id, _) = entry?;
@@ -361,6 +404,7 @@ impl Drop for RedbStorage {
     fn drop(&mut self) {
         // The queued writes finish and the writer lets go of the file.
         self.writer.stop();
+        drop(self.handle.close());
     }
 }
 

@@ -608,7 +608,7 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
         // As a version 1 file had it, in plain: notes but no usage rows,
         // emails only lower-cased.
         let store = RedbStorage::open(&path, options()).unwrap();
-        let txn = store.db.begin_write().unwrap();
+        let txn = store.db().begin_write().unwrap();
         txn.delete_table(tables::SEAL_CHECK).unwrap();
         let row = rows::UserRowV3 {
             id: owner.id.as_u128(),
@@ -653,7 +653,7 @@ async fn a_version_1_database_is_upgraded_in_one_step() {
             .insert((owner.id.as_u128(), "f", note.id.as_u128()), ())
             .unwrap();
         txn.commit().unwrap();
-        migrations::set_version(&store.db, 1).unwrap();
+        migrations::set_version(&store.db(), 1).unwrap();
     }
     let store = RedbStorage::open(&path, options()).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -701,7 +701,7 @@ async fn a_value_moved_to_another_row_does_not_open() {
         .unwrap();
     // Copy the first note's stored value over the second's, and to the
     // other owner under the same note id.
-    let txn = store.db.begin_write().unwrap();
+    let txn = store.db().begin_write().unwrap();
     {
         let mut notes = txn.open_table(tables::OWNER_NOTE_TO_RECORD).unwrap();
         let value = notes
@@ -771,7 +771,7 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     let path = dir.path().join("db");
     {
         let store = RedbStorage::open(&path, Options::default()).unwrap();
-        migrations::set_version(&store.db, SCHEMA_VERSION + 1).unwrap();
+        migrations::set_version(&store.db(), SCHEMA_VERSION + 1).unwrap();
     }
     let err = RedbStorage::open(&path, Options::default())
         .err()
@@ -900,7 +900,7 @@ async fn store_events(store: &RedbStorage, user: UserId, n: usize, at: OffsetDat
 }
 
 fn write(store: &RedbStorage, change: impl FnOnce(&redb::WriteTransaction)) {
-    let txn = store.db.begin_write().unwrap();
+    let txn = store.db().begin_write().unwrap();
     change(&txn);
     txn.commit().unwrap();
 }

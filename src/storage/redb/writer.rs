@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use redb::{Database, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::handle::Handle;
 use crate::metrics::WriteStats;
 use crate::storage::{Result, StorageError};
 
@@ -95,7 +96,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread for `db`, with room for `capacity` queued
     /// writes.
-    pub fn start(db: Arc<Database>, capacity: usize) -> std::io::Result<Self> {
+    pub fn start(db: Arc<Handle>, capacity: usize) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(WriteStats::default());
         let thread_stats = stats.clone();
@@ -170,7 +171,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats: &WriteStats) {
+fn run(handle: &Arc<Handle>, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats: &WriteStats) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -183,12 +184,27 @@ fn run(db: &Database, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats: &Write
         stats.waiting.fetch_sub(batch.len(), Ordering::Relaxed);
         #[cfg(test)]
         stats.largest_batch.fetch_max(batch.len(), Ordering::Relaxed);
-        commit(db, std::mem::take(&mut batch), stats);
+        let jobs = std::mem::take(&mut batch);
+        match handle.get() {
+            Ok((generation, db)) => {
+                let failed = commit(&db, jobs, stats);
+                drop(db);
+                if failed.as_ref().is_some_and(super::handle::is_io) {
+                    handle.recover(generation);
+                }
+            }
+            Err(err) => {
+                for job in jobs {
+                    job.answer(Err(err.clone()));
+                }
+            }
+        }
     }
 }
 
-/// Applies and commits one batch, then answers every job in it.
-fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) {
+/// Applies and commits one batch, then answers every job in it; returns
+/// the error that failed the batch or one of its writes, if any.
+fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) -> Option<StorageError> {
     let mut failed: Vec<(Box<dyn Pending>, StorageError)> = Vec::new();
     let committed = loop {
         match apply_all(db, &mut jobs) {
@@ -209,12 +225,17 @@ fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) {
             }
         }
     };
+    let first_error = committed
+        .clone()
+        .err()
+        .or_else(|| failed.first().map(|(_, err)| err.clone()));
     for job in jobs {
         job.answer(committed.clone());
     }
     for (job, err) in failed {
         job.answer(Err(err));
     }
+    first_error
 }
 
 enum Applied {
@@ -307,7 +328,7 @@ mod tests {
         middle: Work,
     ) -> (tempfile::TempDir, Arc<Writer>, Arc<Database>, Result<()>) {
         let (dir, db) = database();
-        let writer = Arc::new(Writer::start(db.clone(), 16).unwrap());
+        let writer = Arc::new(Writer::start(Handle::new(db.clone(), dir.path().join("db"), 0), 16).unwrap());
         let (release, held) = hold(&writer);
         let spawn = |work: Work| {
             let writer = writer.clone();
@@ -362,8 +383,8 @@ mod tests {
     /// acknowledged write sees it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_acknowledged_write_is_committed() {
-        let (_dir, db) = database();
-        let writer = Arc::new(Writer::start(db.clone(), 256).unwrap());
+        let (dir, db) = database();
+        let writer = Arc::new(Writer::start(Handle::new(db.clone(), dir.path().join("db"), 0), 256).unwrap());
         let mut acknowledged = tokio::task::JoinSet::new();
         for i in 0..200 {
             let (writer, db) = (writer.clone(), db.clone());
@@ -382,8 +403,8 @@ mod tests {
     /// must not be shed waits for room instead.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_queue_refuses_at_once_but_an_unshed_write_waits() {
-        let (_dir, db) = database();
-        let writer = Arc::new(Writer::start(db.clone(), 1).unwrap());
+        let (dir, db) = database();
+        let writer = Arc::new(Writer::start(Handle::new(db.clone(), dir.path().join("db"), 0), 1).unwrap());
         let (release, held) = hold(&writer);
         let queued = {
             let writer = writer.clone();
