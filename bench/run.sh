@@ -150,6 +150,23 @@ PY
   curl -sf "http://127.0.0.1:$((PORT + 2))/metrics" | grep -E '^notesd_http_requests_total\{method="GET",route="/api/v1/notes/\{id\}",status="2xx"\}' || true
 fi
 
+# Sealing alone (examples/seal_cost.rs): the cost of opening a note's body
+# on each GET by id and sealing one on each create, and its share of a GET
+# at the rate measured above (the server runs on one core).
+if [ -z "${BENCH_ONLY:-}" ] || [[ "seal" =~ $BENCH_ONLY ]]; then
+  taskset -c $SERVER_CPU "$TARGET/release/examples/seal_cost" | tee "$WORK/seal.out"
+  if [ -s "$WORK/ratios" ]; then
+    python3 - "$WORK/ratios" "$WORK/seal.out" <<'PY'
+import re, statistics, sys
+rps = statistics.median(float(l.split()[0]) for l in open(sys.argv[1]) if l.strip())
+open_ns = float(re.search(r"open (\d+) ns", open(sys.argv[2]).read()).group(1))
+per_request = 1e9 / rps
+print(f"opening a note: {open_ns:.0f} ns of the {per_request / 1000:.1f} us a GET by id takes at {rps:.0f} req/s: "
+      f"{open_ns / per_request:.1%}; unsealed, GET by id would be {1 / (1 - open_ns / per_request):.3f}x as fast")
+PY
+  fi
+fi
+
 run "GET /notes first page, 1k notes" "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $SMALL"
 run "GET /notes first page, 100k"     "http://127.0.0.1:$PORT/api/v1/notes?limit=20" -H "Authorization: Bearer $LARGE"
 run "POST /notes (create, fsync)"     "http://127.0.0.1:$PORT/api/v1/notes" -s "$WORK/post.lua"

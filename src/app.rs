@@ -140,9 +140,16 @@ impl Application {
                     CertFiles::load(cert, key).map_err(StartupError::Tls)?,
                 )))
             }
-            TlsMode::Acme => Some(TlsSource::Acme(
-                Acme::prepare(&settings).map_err(StartupError::Tls)?,
-            )),
+            TlsMode::Acme => {
+                let key = state
+                    .auth
+                    .tokens
+                    .with_ring(|ring| crate::seal::mac(ring.data_key(), &[b"notesd acme cache"]))
+                    .map_err(StartupError::Other)?;
+                Some(TlsSource::Acme(
+                    Acme::prepare(&settings, key).map_err(StartupError::Tls)?,
+                ))
+            }
         };
         let redirect = match settings.tls.http_redirect_listen {
             Some(at) => Some(bind(at).await?),

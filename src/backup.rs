@@ -143,9 +143,17 @@ impl Source {
     }
 }
 
+/// Where a backup's progress goes: a bar on this process's terminal (when
+/// it runs in the command's own process), and/or a peer of the control
+/// socket, which draws it on its own.
+pub struct Report<'a> {
+    pub interactive: bool,
+    pub peer: Option<&'a mut (dyn FnMut(u64, u64) + Send)>,
+}
+
 /// Writes a backup of `source` to `to`, which must not exist. Blocking.
 /// Returns the summary line.
-pub fn create(source: &Source, to: &Path, interactive: bool) -> Result<String, String> {
+pub fn create(source: &Source, to: &Path, report: Report<'_>) -> Result<String, String> {
     if to.exists() {
         return Err(format!("{} exists already; name a new directory", to.display()));
     }
@@ -161,7 +169,7 @@ pub fn create(source: &Source, to: &Path, interactive: bool) -> Result<String, S
     let partial = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&partial);
     private_dir(&partial)?;
-    let made = write_into(source, &partial, interactive);
+    let made = write_into(source, &partial, report);
     match made {
         Ok(summary) => {
             fs::rename(&partial, to).map_err(io_err("cannot rename the backup to", to))?;
@@ -175,16 +183,23 @@ pub fn create(source: &Source, to: &Path, interactive: bool) -> Result<String, S
     }
 }
 
-fn write_into(source: &Source, dir: &Path, interactive: bool) -> Result<String, String> {
+fn write_into(source: &Source, dir: &Path, report: Report<'_>) -> Result<String, String> {
     let started = std::time::Instant::now();
     let db_path = dir.join(DB_FILE);
     let mut progress: Option<Progress> = None;
+    let Report {
+        interactive,
+        mut peer,
+    } = report;
     let (counts, rows) = source
         .db
         .snapshot_into(&db_path, &mut |done, total| {
             progress
                 .get_or_insert_with(|| Progress::new("backup", total.max(1), interactive))
                 .at(done);
+            if let Some(peer) = peer.as_mut() {
+                peer(done, total);
+            }
         })
         .map_err(|e| format!("the copy failed: {e}"))?;
     if let Some(progress) = progress {
@@ -516,7 +531,11 @@ async fn scheduled_backup(schedule: &Schedule, state: &AppState) -> Result<Strin
     );
     let to = schedule.dir.join(name);
     let source = Source::of(state)?;
-    let summary = tokio::task::spawn_blocking(move || create(&source, &to, false))
+    let report = Report {
+        interactive: false,
+        peer: None,
+    };
+    let summary = tokio::task::spawn_blocking(move || create(&source, &to, report))
         .await
         .map_err(|e| e.to_string())??;
     let scheduled: Vec<PathBuf> = list(&schedule.dir)?

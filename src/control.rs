@@ -99,6 +99,17 @@ impl std::fmt::Debug for Request {
     }
 }
 
+/// A line the server may send before its answer: how far a long command
+/// (a backup) has got.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgressLine {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Where [`execute`] reports a long command's progress, when a peer waits.
+pub type ProgressSink = tokio::sync::mpsc::Sender<ProgressLine>;
+
 /// A command's answer: what to print, and whether it succeeded.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reply {
@@ -144,14 +155,19 @@ impl<E: Into<Error>> From<E> for Failure {
 /// Runs a command against the server's state (or one opened for it:
 /// `local`, in the command's own process, where a long command may draw
 /// its progress on the terminal).
-pub async fn execute(state: &AppState, request: Request, local: bool) -> Reply {
-    match run(state, request, local).await {
+pub async fn execute(state: &AppState, request: Request, local: bool, sink: Option<ProgressSink>) -> Reply {
+    match run(state, request, local, sink).await {
         Ok(text) => Reply::ok(text),
         Err(Failure(text)) => Reply::failed(text),
     }
 }
 
-async fn run(state: &AppState, request: Request, local: bool) -> Result<String, Failure> {
+async fn run(
+    state: &AppState,
+    request: Request,
+    local: bool,
+    sink: Option<ProgressSink>,
+) -> Result<String, Failure> {
     let auth = &state.auth;
     let actor = Actor::Operator;
     match request {
@@ -170,10 +186,22 @@ async fn run(state: &AppState, request: Request, local: bool) -> Result<String, 
         Request::KeysList | Request::KeysRotate => keys(state, &request).await,
         Request::Backup { path } => {
             let source = crate::backup::Source::of(state).map_err(Failure)?;
-            tokio::task::spawn_blocking(move || crate::backup::create(&source, &path, local))
-                .await
-                .map_err(|e| Failure(e.to_string()))?
-                .map_err(Failure)
+            tokio::task::spawn_blocking(move || {
+                // A peer that reads slowly misses lines, never stalls it.
+                let mut send = |done, total| {
+                    if let Some(sink) = &sink {
+                        let _ = sink.try_send(ProgressLine { done, total });
+                    }
+                };
+                let report = crate::backup::Report {
+                    interactive: local,
+                    peer: Some(&mut send),
+                };
+                crate::backup::create(&source, &path, report)
+            })
+            .await
+            .map_err(|e| Failure(e.to_string()))?
+            .map_err(Failure)
         }
         Request::MasterKeyStatus => master_key_status(state),
         Request::MasterKeyRotate => master_key_rotate(state).await,
@@ -471,19 +499,34 @@ async fn answer(stream: UnixStream, state: &AppState) -> std::io::Result<()> {
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             tracing::info!(command = ?request, "control command");
-            execute(state, request, false).await
+            let (sink, mut progress) = tokio::sync::mpsc::channel(16);
+            let mut running = std::pin::pin!(execute(state, request, false, Some(sink)));
+            loop {
+                tokio::select! {
+                    reply = &mut running => break reply,
+                    Some(line) = progress.recv() => send_line(&mut write, &line).await?,
+                }
+            }
         }
         Err(_) => Reply::failed("not a command this server understands".to_owned()),
     };
-    let mut out = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-    out.push(b'\n');
+    send_line(&mut write, &reply).await?;
     // A peer that does not read its answer frees its slot all the same.
-    tokio::time::timeout(READ_TIMEOUT, async {
-        write.write_all(&out).await?;
-        write.shutdown().await
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer was not read"))?
+    tokio::time::timeout(READ_TIMEOUT, write.shutdown())
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer was not read"))?
+}
+
+/// Writes one JSON line to the peer, which has [`READ_TIMEOUT`] to take it.
+async fn send_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    tokio::time::timeout(READ_TIMEOUT, write.write_all(&out))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer was not read"))?
 }
 
 /// Sends a command to a running server; `None` if no server answers on
@@ -505,14 +548,26 @@ pub async fn call(data_dir: &Path, request: &Request) -> std::io::Result<Option<
     let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write.write_all(&line).await?;
-    let mut answer = String::new();
-    BufReader::new(read).read_line(&mut answer).await?;
-    if answer.is_empty() {
-        return Err(std::io::Error::other(
-            "the server closed the control socket without answering (is it run by another user?)",
-        ));
+    let mut reader = BufReader::new(read);
+    let mut bar: Option<crate::progress::Progress> = None;
+    loop {
+        let mut answer = String::new();
+        reader.read_line(&mut answer).await?;
+        if answer.is_empty() {
+            return Err(std::io::Error::other(
+                "the server closed the control socket without answering (is it run by another user?)",
+            ));
+        }
+        if let Ok(line) = serde_json::from_str::<ProgressLine>(&answer) {
+            bar.get_or_insert_with(|| crate::progress::Progress::new("backup", line.total.max(1), true))
+                .at(line.done);
+            continue;
+        }
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        return serde_json::from_str(&answer)
+            .map(Some)
+            .map_err(std::io::Error::other);
     }
-    serde_json::from_str(&answer)
-        .map(Some)
-        .map_err(std::io::Error::other)
 }

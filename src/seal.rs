@@ -15,6 +15,8 @@
 //! keys keep each key's message count far below the bound random nonces
 //! allow.
 
+use std::sync::Arc;
+
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
@@ -119,7 +121,20 @@ pub struct Sealer {
     emails: [u8; 32],
     /// Derives each account's tag-index key.
     tags: [u8; 32],
+    /// The keys of the accounts used lately: deriving one (a keyed
+    /// BLAKE2b and an AES key schedule) costs more than the note read's
+    /// decryption.
+    keys: quick_cache::sync::Cache<u128, Arc<AccountKeys>>,
 }
+
+/// One account's keys.
+struct AccountKeys {
+    aead: LessSafeKey,
+    tags: [u8; 32],
+}
+
+/// Accounts whose keys stay derived.
+const KEY_CACHE: usize = 4096;
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,21 +148,30 @@ impl Sealer {
             accounts: mac(data_key, &[b"notesd account keys"]),
             emails: mac(data_key, &[b"notesd email index"]),
             tags: mac(data_key, &[b"notesd tag index"]),
+            keys: quick_cache::sync::Cache::new(KEY_CACHE),
         }
     }
 
-    fn account_key(&self, owner: u128) -> LessSafeKey {
-        aead_key(&mac(&self.accounts, &[&owner.to_be_bytes()]))
+    fn account(&self, owner: u128) -> Arc<AccountKeys> {
+        if let Some(keys) = self.keys.get(&owner) {
+            return keys;
+        }
+        let keys = Arc::new(AccountKeys {
+            aead: aead_key(&mac(&self.accounts, &[&owner.to_be_bytes()])),
+            tags: mac(&self.tags, &[&owner.to_be_bytes()]),
+        });
+        self.keys.insert(owner, keys.clone());
+        keys
     }
 
     /// Seals `plain` as `field` of the row (`owner`, `row`).
     pub fn seal(&self, field: Field, owner: u128, row: u128, plain: &[u8]) -> Result<Vec<u8>, SealError> {
-        seal_with(&self.account_key(owner), &ad(field, owner, row), plain)
+        seal_with(&self.account(owner).aead, &ad(field, owner, row), plain)
     }
 
     /// Opens what [`Sealer::seal`] sealed for the same field and row.
     pub fn open(&self, field: Field, owner: u128, row: u128, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-        open_with(&self.account_key(owner), &ad(field, owner, row), sealed)
+        open_with(&self.account(owner).aead, &ad(field, owner, row), sealed)
     }
 
     /// The blind index of a normalised email (or any key derived from
@@ -160,16 +184,18 @@ impl Sealer {
     /// The blind index of one of `owner`'s tags; the same tag of two
     /// accounts gives unrelated indexes.
     pub fn tag_index(&self, owner: u128, tag: &str) -> String {
-        let key = mac(&self.tags, &[&owner.to_be_bytes()]);
-        hex(&mac(&key, &[tag.as_bytes()])[..16])
+        hex(&mac(&self.account(owner).tags, &[tag.as_bytes()])[..16])
     }
 }
 
-fn ad(field: Field, owner: u128, row: u128) -> Vec<u8> {
-    let mut ad = Vec::with_capacity(48);
-    ad.extend_from_slice(field.label());
-    ad.extend_from_slice(&owner.to_be_bytes());
-    ad.extend_from_slice(&row.to_be_bytes());
+/// The associated data of a value: its field's label, padded, then owner
+/// and row.
+fn ad(field: Field, owner: u128, row: u128) -> [u8; 48] {
+    let mut ad = [0u8; 48];
+    let label = field.label();
+    ad[..label.len()].copy_from_slice(label);
+    ad[16..32].copy_from_slice(&owner.to_be_bytes());
+    ad[32..].copy_from_slice(&row.to_be_bytes());
     ad
 }
 

@@ -311,7 +311,7 @@ fn outcome(command: Command) -> Result<Reply, String> {
                 ),
                 other => other.to_string(),
             })?;
-        let reply = control::execute(&state, request, true).await;
+        let reply = control::execute(&state, request, true, None).await;
         drop(state);
         Ok(reply)
     })

@@ -2,8 +2,9 @@
 //! rustls-acme, validated with TLS-ALPN-01 on the TLS port itself, renewed
 //! in the background (at two thirds of their life). The account key and the
 //! certificates are kept in `<data-dir>/acme` (0700, files 0600, written
-//! atomically), so a restart serves the cached certificate without asking
-//! the CA again. Failed orders are retried with exponential backoff (1 s,
+//! atomically, sealed with a key from the key ring's data key, so a copy of
+//! the data directory holds no usable TLS or ACME key), and a restart
+//! serves the cached certificate without asking the CA again. Failed orders are retried with exponential backoff (1 s,
 //! 2 s, 4 s … up to 18 h, rustls-acme's schedule) while the current
 //! certificate keeps being served.
 
@@ -35,7 +36,7 @@ pub struct Acme {
 impl Acme {
     /// Checks everything the CA will not: the cache directory and the
     /// extra root certificate. Nothing is sent to the CA yet.
-    pub fn prepare(settings: &Settings) -> Result<Self, String> {
+    pub fn prepare(settings: &Settings, cache_key: [u8; 32]) -> Result<Self, String> {
         let dir = settings.storage.data_dir.join(ACME_DIR);
         prepare_cache_dir(&dir)?;
         let directory = settings.acme_directory_url()?;
@@ -44,6 +45,7 @@ impl Acme {
         let cache = PrivateDirCache {
             dir,
             expiry: expiry.clone(),
+            key: cache_key,
         };
         let mut config = AcmeConfig::new_with_client_config(settings.acme_domains(), client)
             .directory(directory)
@@ -146,6 +148,8 @@ struct PrivateDirCache {
     /// Set from each certificate loaded from or stored in the cache: the
     /// ones rustls-acme goes on to serve.
     expiry: Arc<CertExpiry>,
+    /// Seals each file, bound to its name.
+    key: [u8; 32],
 }
 
 impl PrivateDirCache {
@@ -177,20 +181,33 @@ impl PrivateDirCache {
     }
 
     async fn read(&self, name: String) -> std::io::Result<Option<Vec<u8>>> {
-        let path = self.dir.join(name);
+        let path = self.dir.join(&name);
         let read = tokio::task::spawn_blocking(move || fs::read(path))
             .await
             .map_err(std::io::Error::other)?;
-        match read {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Ok(plain) = crate::seal::open(&self.key, name.as_bytes(), &bytes) {
+            return Ok(Some(plain));
         }
+        // Written in plain by a notesd before encryption at rest (PEM, or
+        // the account's JSON): used, and sealed again.
+        if bytes.starts_with(b"-----BEGIN") || bytes.starts_with(b"{") || bytes.starts_with(b"[") {
+            self.write(name, &bytes).await?;
+            tracing::info!(target: "acme", "sealed a cache file written in plain before");
+            return Ok(Some(bytes));
+        }
+        // Sealed with another key ring: as if absent (a new order).
+        tracing::warn!(target: "acme", "a cache file does not open with this key ring; ignored");
+        Ok(None)
     }
 
     async fn write(&self, name: String, bytes: &[u8]) -> std::io::Result<()> {
         let dir = self.dir.clone();
-        let bytes = bytes.to_vec();
+        let bytes = crate::seal::seal(&self.key, name.as_bytes(), bytes).map_err(std::io::Error::other)?;
         tokio::task::spawn_blocking(move || crate::fsutil::write_private(&dir, &name, &bytes))
             .await
             .map_err(std::io::Error::other)?

@@ -209,8 +209,15 @@ async fn acme_mode_gets_a_certificate_from_pebble_and_reuses_it_after_a_restart(
         let meta = entry.unwrap().metadata().unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
-    // Stop only once the certificate is on disk.
+    // Stop only once the certificate is on disk; sealed, like the account.
     assert!(server.wait_for("certificate saved").is_some());
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(11).any(|w| w == b"PRIVATE KEY") && !bytes.starts_with(b"-----"),
+            "an ACME cache file holds a key in plain"
+        );
+    }
     assert!(server.terminate().success());
 
     // A second start serves the cached certificate without a new order.

@@ -325,7 +325,8 @@ impl RedbStorage {
         for entry in notes.iter()?.take(sample) {
             let (key, value) = entry?;
             let (owner, id) = key.value();
-            rows::decode::<rows::NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.open(owner, id, &sealer)?;
+            rows::decode_borrowed::<rows::NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?
+                .open(owner, id, &sealer)?;
         }
         counts(&txn)
     }
@@ -796,10 +797,10 @@ impl Storage for RedbStorage {
     }
 
     async fn create_note(&self, owner: UserId, note: NoteRecord, quota: Quota) -> Result<Conditional<()>> {
-        let sealer = self.sealer.clone();
+        let note = notes::Prepared::new(owner.as_u128(), &note, &self.sealer)?;
         self.writer
             .write(move |txn| {
-                let outcome = notes::create(txn, owner, &note, &quota, &sealer)?;
+                let outcome = notes::create(txn, owner, &note, &quota)?;
                 let wrote = matches!(outcome, Conditional::Done(()));
                 Ok((outcome, wrote))
             })
@@ -807,9 +808,12 @@ impl Storage for RedbStorage {
     }
 
     async fn import_notes(&self, owner: UserId, batch: Vec<NoteRecord>) -> Result<()> {
-        let sealer = self.sealer.clone();
+        let batch = batch
+            .iter()
+            .map(|note| notes::Prepared::new(owner.as_u128(), note, &self.sealer))
+            .collect::<Result<Vec<_>>>()?;
         self.writer
-            .write(move |txn| notes::import(txn, owner, &batch, &sealer).map(|()| ((), true)))
+            .write(move |txn| notes::import(txn, owner, &batch).map(|()| ((), true)))
             .await
     }
 

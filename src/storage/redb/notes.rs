@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 
-use super::rows::{NoteRow, NoteRowV3, decode};
+use super::rows::{NoteRow, NoteRowV3, NoteRowView, decode, decode_borrowed};
 use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_RECORD};
 use crate::domain::{NoteId, UserId};
 use crate::seal::Sealer;
@@ -77,6 +77,34 @@ fn put_note(
     Ok(())
 }
 
+/// A new note, sealed and its tags indexed before it reaches the writer,
+/// so the one writer thread spends no time on cryptography for it.
+pub struct Prepared {
+    id: u128,
+    row: Vec<u8>,
+    blind_tags: Vec<String>,
+    text_bytes: u64,
+}
+
+impl Prepared {
+    pub fn new(owner: u128, note: &NoteRecord, sealer: &Sealer) -> Result<Self> {
+        Ok(Self {
+            id: note.id.as_u128(),
+            row: NoteRow::seal(note, owner, sealer)?,
+            blind_tags: note.tags.iter().map(|t| sealer.tag_index(owner, t)).collect(),
+            text_bytes: note.text_bytes(),
+        })
+    }
+
+    fn put(&self, notes: &mut NotesTable<'_>, tags: &mut TagsTable<'_>, owner: u128) -> Result<()> {
+        notes.insert((owner, self.id), self.row.as_slice())?;
+        for tag in &self.blind_tags {
+            tags.insert((owner, tag.as_str(), self.id), ())?;
+        }
+        Ok(())
+    }
+}
+
 /// Reads and opens one of `owner`'s notes.
 fn read_note(
     notes: &impl ReadableTable<(u128, u128), &'static [u8]>,
@@ -85,7 +113,7 @@ fn read_note(
     sealer: &Sealer,
 ) -> Result<Option<NoteRecord>> {
     match notes.get((owner, id))? {
-        Some(guard) => decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, guard.value())?
+        Some(guard) => decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, guard.value())?
             .open(owner, id, sealer)
             .map(Some),
         None => Ok(None),
@@ -102,9 +130,8 @@ fn version_matches(expected: Option<&[u64]>, version: u64) -> bool {
 pub fn create(
     txn: &WriteTransaction,
     owner: UserId,
-    note: &NoteRecord,
+    note: &Prepared,
     quota: &Quota,
-    sealer: &Sealer,
 ) -> Result<Conditional<()>> {
     // Deleted while the request ran: its notes went with it, and so must
     // this one.
@@ -112,21 +139,21 @@ pub fn create(
         return Ok(Conditional::NotFound);
     }
     let mut usage = txn.open_table(OWNER_TO_USAGE)?;
-    if !charge(&mut usage, owner.as_u128(), 1, signed(note.text_bytes()), quota)? {
+    if !charge(&mut usage, owner.as_u128(), 1, signed(note.text_bytes), quota)? {
         return Ok(Conditional::OverQuota);
     }
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
-    put_note(&mut notes, &mut tags, owner.as_u128(), note, &[], sealer)?;
+    note.put(&mut notes, &mut tags, owner.as_u128())?;
     Ok(Conditional::Done(()))
 }
 
 /// Stores many notes, counted in the owner's usage but held to no quota.
-pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord], sealer: &Sealer) -> Result<()> {
+pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[Prepared]) -> Result<()> {
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
     let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
     let mut usage = txn.open_table(OWNER_TO_USAGE)?;
-    let bytes: u64 = batch.iter().map(NoteRecord::text_bytes).sum();
+    let bytes: u64 = batch.iter().map(|n| n.text_bytes).sum();
     charge(
         &mut usage,
         owner.as_u128(),
@@ -135,7 +162,7 @@ pub fn import(txn: &WriteTransaction, owner: UserId, batch: &[NoteRecord], seale
         &Quota::UNLIMITED,
     )?;
     for note in batch {
-        put_note(&mut notes, &mut tags, owner.as_u128(), note, &[], sealer)?;
+        note.put(&mut notes, &mut tags, owner.as_u128())?;
     }
     Ok(())
 }
@@ -261,7 +288,7 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
         };
         for entry in range.rev() {
             let (key, value) = entry?;
-            let note = decode::<NoteRow>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
+            let note = decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
                 owner,
                 key.value().1,
                 sealer,

@@ -24,6 +24,11 @@ pub fn decode<T: DeserializeOwned>(table: &impl TableHandle, bytes: &[u8]) -> Re
     postcard::from_bytes(bytes).map_err(|e| corrupt(table, &e))
 }
 
+/// As [`decode`], borrowing from `bytes`.
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(table: &impl TableHandle, bytes: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(table, &e))
+}
+
 pub fn encode<T: Serialize>(table: &impl TableHandle, value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| corrupt(table, &e))
 }
@@ -267,14 +272,27 @@ struct NoteBodyRef<'a> {
     tags: &'a [String],
 }
 
-impl NoteRow {
+/// A stored note read in place: the sealed body borrowed from the page.
+#[derive(Deserialize)]
+pub struct NoteRowView<'a> {
+    pub id: u128,
+    #[serde(borrow)]
+    pub sealed: &'a [u8],
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub updated_at: OffsetDateTime,
+    pub version: u64,
+}
+
+impl NoteRowView<'_> {
     /// Opens the row stored under (`owner`, `id`).
-    pub fn open(self, owner: u128, id: u128, sealer: &Sealer) -> Result<NoteRecord> {
+    pub fn open(&self, owner: u128, id: u128, sealer: &Sealer) -> Result<NoteRecord> {
         if self.id != id {
             return Err(misplaced(&OWNER_NOTE_TO_RECORD));
         }
         let plain = sealer
-            .open(Field::NoteBody, owner, id, &self.sealed)
+            .open(Field::NoteBody, owner, id, self.sealed)
             .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?;
         let body: NoteBody = decode(&OWNER_NOTE_TO_RECORD, &plain)?;
         Ok(NoteRecord {
@@ -287,7 +305,9 @@ impl NoteRow {
             version: self.version,
         })
     }
+}
 
+impl NoteRow {
     /// The stored form of `note`, sealed.
     pub fn seal(note: &NoteRecord, owner: u128, sealer: &Sealer) -> Result<Vec<u8>> {
         let id = note.id.as_u128();
