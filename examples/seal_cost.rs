@@ -23,11 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     body.extend_from_slice(&[1, 5]);
     body.extend_from_slice(b"bench");
     let (owner, note) = (0x0123_u128, 0x4567_u128);
-    let sealed = sealer.seal(Field::NoteBody, owner, note, &body)?;
+    let stored = sealer.seal(Field::NoteBody, owner, note, &body)?;
 
     let started = Instant::now();
     for _ in 0..rounds {
-        black_box(sealer.open(Field::NoteBody, black_box(owner), note, black_box(&sealed))?);
+        black_box(sealer.open(Field::NoteBody, black_box(owner), note, black_box(&stored))?);
     }
     let open_ns = started.elapsed().as_nanos() as f64 / f64::from(rounds);
     let started = Instant::now();
