@@ -53,17 +53,16 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
     let mut count = 0;
     in_batches(dst, |txn| {
         let mut to = txn.open_table(table)?;
-        for _ in 0..BATCH {
-            let Some(entry) = rows.next() else {
-                return Ok(false);
-            };
+        let mut taken = 0;
+        for entry in rows.by_ref().take(BATCH) {
             let (key, value) = entry?;
             to.insert(key.value(), value.value())?;
-            count += 1;
+            taken += 1;
         }
-        *copied += BATCH as u64;
+        count += taken;
+        *copied += taken;
         progress(*copied);
-        Ok(true)
+        Ok(taken == BATCH as u64)
     })?;
     Ok(count)
 }
@@ -147,10 +146,9 @@ pub fn seal_v3(
     in_batches(dst, |txn| {
         let mut to = txn.open_table(USER_TO_RECORD)?;
         let mut emails = txn.open_table(EMAIL_TO_USER)?;
-        for _ in 0..BATCH {
-            let Some(entry) = entries.next() else {
-                return Ok(false);
-            };
+        let mut taken = 0;
+        for entry in entries.by_ref().take(BATCH) {
+            taken += 1;
             let (id, value) = entry?;
             let user: UserRecord = decode::<UserRowV3>(&USER_TO_RECORD, value.value())?.into();
             to.insert(
@@ -160,9 +158,9 @@ pub fn seal_v3(
             emails.insert(sealer.email_index(&user.email).as_str(), id.value())?;
             rows += 2;
         }
-        copied += BATCH as u64;
+        copied += taken;
         progress(copied);
-        Ok(true)
+        Ok(taken == BATCH as u64)
     })?;
 
     let notes = src.open_table(OWNER_NOTE_TO_RECORD)?;
@@ -170,10 +168,9 @@ pub fn seal_v3(
     in_batches(dst, |txn| {
         let mut to = txn.open_table(OWNER_NOTE_TO_RECORD)?;
         let mut tags = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
-        for _ in 0..BATCH {
-            let Some(entry) = entries.next() else {
-                return Ok(false);
-            };
+        let mut taken = 0;
+        for entry in entries.by_ref().take(BATCH) {
+            taken += 1;
             let (key, value) = entry?;
             let (owner, id) = key.value();
             let note: NoteRecord = decode::<NoteRowV3>(&OWNER_NOTE_TO_RECORD, value.value())?.into();
@@ -184,9 +181,9 @@ pub fn seal_v3(
             }
             rows += 1;
         }
-        copied += BATCH as u64;
+        copied += taken;
         progress(copied);
-        Ok(true)
+        Ok(taken == BATCH as u64)
     })?;
 
     for table in [EMAIL_TO_BACKOFF, GHOST_TO_BACKOFF] {
@@ -194,15 +191,14 @@ pub fn seal_v3(
         let mut entries = counters.iter()?;
         in_batches(dst, |txn| {
             let mut to = txn.open_table(table)?;
-            for _ in 0..BATCH {
-                let Some(entry) = entries.next() else {
-                    return Ok(false);
-                };
+            let mut taken = 0;
+            for entry in entries.by_ref().take(BATCH) {
                 let (key, value) = entry?;
                 to.insert(stored_key(sealer, key.value()).as_str(), value.value())?;
-                rows += 1;
+                taken += 1;
             }
-            Ok(true)
+            rows += taken;
+            Ok(taken == BATCH as u64)
         })?;
     }
     // The last commit, durable: the copy is on disk when it returns.

@@ -47,6 +47,32 @@ fn sealing_failed(table: &impl TableHandle, err: &SealError) -> StorageError {
     }
 }
 
+/// Seals `plain` as `field` of a row of `table`.
+fn seal_in(
+    table: &impl TableHandle,
+    sealer: &Sealer,
+    field: Field,
+    (owner, row): (u128, u128),
+    plain: &[u8],
+) -> Result<Vec<u8>> {
+    sealer
+        .seal(field, owner, row, plain)
+        .map_err(|e| sealing_failed(table, &e))
+}
+
+/// Opens `field` of a row of `table`.
+fn open_in(
+    table: &impl TableHandle,
+    sealer: &Sealer,
+    field: Field,
+    (owner, row): (u128, u128),
+    value: &[u8],
+) -> Result<Vec<u8>> {
+    sealer
+        .open(field, owner, row, value)
+        .map_err(|e| sealing_failed(table, &e))
+}
+
 /// An account as schema 4 stores it: the email and password hash sealed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRow {
@@ -98,9 +124,7 @@ impl UserRow {
         let plain = encode(&USER_TO_RECORD, &secrets)?;
         Ok(Self {
             id,
-            sealed: sealer
-                .seal(Field::Account, id, id, &plain)
-                .map_err(|e| sealing_failed(&USER_TO_RECORD, &e))?,
+            sealed: seal_in(&USER_TO_RECORD, sealer, Field::Account, (id, id), &plain)?,
             role: user.role,
             disabled: user.disabled,
             created_at: user.created_at,
@@ -108,9 +132,13 @@ impl UserRow {
     }
 
     pub fn secrets(&self, sealer: &Sealer) -> Result<AccountSecrets> {
-        let plain = sealer
-            .open(Field::Account, self.id, self.id, &self.sealed)
-            .map_err(|e| sealing_failed(&USER_TO_RECORD, &e))?;
+        let plain = open_in(
+            &USER_TO_RECORD,
+            sealer,
+            Field::Account,
+            (self.id, self.id),
+            &self.sealed,
+        )?;
         decode(&USER_TO_RECORD, &plain)
     }
 
@@ -291,9 +319,13 @@ impl NoteRowView<'_> {
         if self.id != id {
             return Err(misplaced(&OWNER_NOTE_TO_RECORD));
         }
-        let plain = sealer
-            .open(Field::NoteBody, owner, id, self.sealed)
-            .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?;
+        let plain = open_in(
+            &OWNER_NOTE_TO_RECORD,
+            sealer,
+            Field::NoteBody,
+            (owner, id),
+            self.sealed,
+        )?;
         let body: NoteBody = decode(&OWNER_NOTE_TO_RECORD, &plain)?;
         Ok(NoteRecord {
             id: NoteId::from_u128(self.id),
@@ -321,9 +353,7 @@ impl NoteRow {
         )?;
         let row = NoteRow {
             id,
-            sealed: sealer
-                .seal(Field::NoteBody, owner, id, &body)
-                .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?,
+            sealed: seal_in(&OWNER_NOTE_TO_RECORD, sealer, Field::NoteBody, (owner, id), &body)?,
             created_at: note.created_at,
             updated_at: note.updated_at,
             version: note.version,
