@@ -528,10 +528,26 @@ fn serve_options(settings: &Settings) -> ServeOptions {
 pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, StartupError> {
     let dir = &settings.storage.data_dir;
     prepare_data_dir(dir)?;
+    let dir_lock = crate::fsutil::lock_dir(dir)
+        .map_err(|source| StartupError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?
+        .ok_or(StorageError::Locked)?;
+    // A database with no key ring beside it: a new ring would not open it,
+    // so none is made (nor a master key).
+    let db_bytes = fs::metadata(dir.join(DB_FILE)).map_or(0, |m| m.len());
+    if db_bytes > 0 && crate::auth::keyring::ring_file(dir)? == RingFile::Missing {
+        return Err(StartupError::Other(format!(
+            "{} holds a database but no {}: put back the key ring that goes with it (a backup has one)",
+            dir.display(),
+            crate::auth::keyring::KEYRING_FILE
+        )));
+    }
     let masters = open_master_keys(settings)?;
     let master_key_file = masters.path().to_owned();
     let keyring = KeyRing::load_or_create(dir, &masters)?;
-    retire_master_keys(masters, &keyring);
+    retire_master_keys(masters, &keyring, settings.storage.backup_dir.as_deref());
     let db: Db = Arc::new(Backend::open(
         &prepare_db_file(dir)?,
         crate::storage::redb::Options {
@@ -600,6 +616,8 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
         master_key_file,
         backup_dir: settings.storage.backup_dir.clone(),
         backups: Arc::default(),
+        maintenance: tokio::sync::Mutex::new(()),
+        dir_lock,
     })
 }
 
@@ -631,11 +649,29 @@ pub fn open_master_keys(settings: &Settings) -> Result<MasterKeys, StartupError>
     Ok(keys)
 }
 
-/// Drops from the master key file the keys nothing uses any more: the key
-/// ring, which they sealed, is sealed with the current key by now.
-fn retire_master_keys(mut masters: MasterKeys, keyring: &KeyRing) {
+/// Drops from the master key file the keys nothing uses any more (after a
+/// rotation that did not finish): the key ring is sealed with the current
+/// key by now, and so are the scheduled backups once sealed again here.
+fn retire_master_keys(mut masters: MasterKeys, keyring: &KeyRing, backups: Option<&Path>) {
     if masters.ids().len() < 2 || keyring.master_key_id() != masters.current().id() {
         return;
+    }
+    if let Some(dir) = backups {
+        let still_used = crate::backup::reseal_all(dir, &masters).and_then(|_| {
+            let old = crate::backup::list(dir)?.into_iter().any(|b| {
+                crate::backup::sealed_with(&b)
+                    .is_some_and(|id| id != masters.current().id() && masters.find(&id).is_some())
+            });
+            Ok(old)
+        });
+        match still_used {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "old master keys kept: the scheduled backups could not all be sealed with the current one");
+                return;
+            }
+        }
     }
     let retired = masters.retire_others();
     match masters.save() {

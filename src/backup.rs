@@ -166,7 +166,9 @@ pub fn create(source: &Source, to: &Path, report: Report<'_>) -> Result<String, 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let partial = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let mut nonce = [0u8; 6];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    let partial = parent.join(format!(".{name}.partial-{}", crate::seal::hex(&nonce)));
     let _ = fs::remove_dir_all(&partial);
     private_dir(&partial)?;
     let made = write_into(source, &partial, report);
@@ -280,9 +282,8 @@ pub fn restore(from: &Path, settings: &Settings, force: bool, interactive: bool)
             })?,
         None => return Err(crate::masterkey::MasterKeyError::NoPlace.to_string()),
     };
-    if target.exists() {
-        crate::masterkey::MasterKeys::check_outside(masters.path(), target).map_err(|e| e.to_string())?;
-    } else {
+    let created = !target.exists();
+    if created {
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new()
             .recursive(true)
@@ -290,6 +291,28 @@ pub fn restore(from: &Path, settings: &Settings, force: bool, interactive: bool)
             .create(target)
             .map_err(io_err("cannot create", target))?;
     }
+    let restored = restore_into(from, target, &manifest, &masters, force, interactive);
+    if restored.is_err() && created {
+        // Refused: the directory made for it goes too.
+        let _ = fs::remove_dir_all(target);
+    }
+    let summary = restored?;
+    Ok(format!("{summary} ({:.1} s)", started.elapsed().as_secs_f64()))
+}
+
+fn restore_into(
+    from: &Path,
+    target: &Path,
+    manifest: &Manifest,
+    masters: &crate::masterkey::MasterKeys,
+    force: bool,
+    interactive: bool,
+) -> Result<String, String> {
+    crate::masterkey::MasterKeys::check_outside(masters.path(), target).map_err(|e| e.to_string())?;
+    // No server or command may open the directory meanwhile.
+    let _lock = crate::fsutil::lock_dir(target)
+        .map_err(io_err("cannot lock", target))?
+        .ok_or_else(|| format!("{} is in use by another process; stop it first", target.display()))?;
     let held: Vec<&str> = [DB_FILE, KEYRING_FILE]
         .into_iter()
         .filter(|name| target.join(name).exists())
@@ -305,7 +328,7 @@ pub fn restore(from: &Path, settings: &Settings, force: bool, interactive: bool)
     let staging = target.join(format!(".restore-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     private_dir(&staging)?;
-    let staged = stage(from, &staging, &manifest, &masters, interactive);
+    let staged = stage(from, &staging, manifest, masters, interactive);
     if let Err(e) = staged {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
@@ -329,13 +352,12 @@ pub fn restore(from: &Path, settings: &Settings, force: bool, interactive: bool)
     let _ = fs::remove_dir_all(&staging);
     sync_file(target)?;
     let mut summary = format!(
-        "restored {} accounts, {} notes, {} audit records from the backup of {} into {} in {:.1} s",
+        "restored {} accounts, {} notes, {} audit records from the backup of {} into {}",
         manifest.counts.users,
         manifest.counts.notes,
         manifest.counts.audit_records,
         manifest.created_at,
         target.display(),
-        started.elapsed().as_secs_f64()
     );
     if let Some(aside) = aside {
         summary = format!("{summary}; the replaced files are in {}", aside.display());
@@ -373,6 +395,14 @@ fn stage(
         }
     }
     progress.finish();
+    // Only a ring sealed with a master key we hold: a plain one would let
+    // whoever wrote the backup choose the signing and data keys.
+    if !matches!(
+        crate::auth::keyring::ring_file(staging).map_err(|e| e.to_string())?,
+        RingFile::SealedWith(_)
+    ) {
+        return Err("the backup's key ring is not sealed with a master key: refused".to_owned());
+    }
     let ring =
         KeyRing::load_or_create(staging, masters).map_err(|e| format!("the backup's key ring: {e}"))?;
     let counts = RedbStorage::verify_copy(&staging.join(DB_FILE), options_for(&ring), SAMPLE_NOTES)
@@ -409,9 +439,11 @@ fn copy_file(from: &Path, to: &PathBuf, progress: &mut dyn FnMut(u64)) -> Result
     copy.sync_all().map_err(io_err("cannot sync", to))
 }
 
-/// Seals the key ring of every backup in `dir` with `masters`' current key
-/// (after a master key rotation), so that they need only it; returns how
-/// many were sealed again.
+/// Seals the key ring of every backup in `dir` that an older key of
+/// `masters` sealed with the current key (after a master key rotation), so
+/// that they need only it; returns how many were sealed again. Backups
+/// sealed with a key `masters` does not hold (made elsewhere) are left
+/// alone.
 pub fn reseal_all(dir: &Path, masters: &crate::masterkey::MasterKeys) -> Result<usize, String> {
     let mut resealed = 0;
     for backup in list(dir)? {
@@ -420,6 +452,10 @@ pub fn reseal_all(dir: &Path, masters: &crate::masterkey::MasterKeys) -> Result<
             serde_json::from_slice(&fs::read(&manifest_path).map_err(io_err("cannot read", &manifest_path))?)
                 .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
         if manifest.master_key == masters.current().id() {
+            continue;
+        }
+        if masters.find(&manifest.master_key).is_none() {
+            tracing::warn!(backup = %backup.display(), master_key = %manifest.master_key, "a backup sealed with a master key this server does not hold; left as it is");
             continue;
         }
         KeyRing::load_or_create(&backup, masters).map_err(|e| format!("{}: {e}", backup.display()))?;
@@ -530,6 +566,7 @@ async fn scheduled_backup(schedule: &Schedule, state: &AppState) -> Result<Strin
         now.second()
     );
     let to = schedule.dir.join(name);
+    let _maintenance = state.maintenance.lock().await;
     let source = Source::of(state)?;
     let report = Report {
         interactive: false,

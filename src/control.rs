@@ -185,6 +185,7 @@ async fn run(
         }
         Request::KeysList | Request::KeysRotate => keys(state, &request).await,
         Request::Backup { path } => {
+            let _maintenance = state.maintenance.lock().await;
             let source = crate::backup::Source::of(state).map_err(Failure)?;
             tokio::task::spawn_blocking(move || {
                 // A peer that reads slowly misses lines, never stalls it.
@@ -379,6 +380,7 @@ fn master_key_status(state: &AppState) -> Result<String, Failure> {
 /// whole-file replacement; a crash between two leaves the old key in the
 /// file, and the next start finishes the work.
 async fn master_key_rotate(state: &AppState) -> Result<String, Failure> {
+    let _maintenance = state.maintenance.lock().await;
     let path = state.master_key_file.clone();
     let mut masters = crate::masterkey::MasterKeys::load(&path)
         .map_err(|e| Failure(e.to_string()))?

@@ -10,18 +10,47 @@ use std::path::Path;
 /// rename, fsync of the directory), mode 0600 whatever the umask.
 pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
+    // A name of its own: two writers never rename each other's file.
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    let tmp = dir.join(format!("{name}.tmp-{}", crate::seal::hex(&nonce)));
+    let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, &path));
+    if written.is_err() {
+        // A full disk, say: nothing half-written is left behind.
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     fs::File::open(dir)?.sync_all()
 }
+
+/// An exclusive lock on the data directory (its `notesd.lock` file), held
+/// until the returned file is dropped; `None` if another process holds it.
+/// Everything that opens the key ring or the database takes it first, so
+/// two processes never create or replace either at once.
+pub fn lock_dir(dir: &Path) -> io::Result<Option<fs::File>> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+pub const LOCK_FILE: &str = "notesd.lock";
 
 /// Creates an empty file (or keeps an existing one), mode 0600, before a
 /// library opens it with its own, wider, mode.
@@ -49,6 +78,10 @@ mod tests {
         let path = dir.path().join("secret");
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert!(!dir.path().join("secret.tmp").exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -37,9 +37,7 @@ pub enum MasterKeyError {
         "no master key at {path}, and the data directory's key ring is sealed with master key {sealed_with}; point --master-key-file at that key"
     )]
     Missing { path: String, sealed_with: String },
-    #[error(
-        "the master key at {path} ({have}) is not the one the data directory's key ring is sealed with ({sealed_with})"
-    )]
+    #[error("the key ring is sealed with master key {sealed_with}, not with the key at {path} ({have})")]
     Wrong {
         path: String,
         have: String,
@@ -192,8 +190,11 @@ impl MasterKeys {
     pub fn check_outside(path: &Path, data_dir: &Path) -> Result<(), MasterKeyError> {
         let inside = |p: &Path| -> Option<bool> {
             let data = fs::canonicalize(data_dir).ok()?;
-            let parent = fs::canonicalize(p.parent().filter(|p| !p.as_os_str().is_empty())?).ok()?;
-            Some(parent.starts_with(data))
+            // The file itself when it exists (a symbolic link is followed
+            // to where the key really is), else its directory.
+            let parent = p.parent().filter(|p| !p.as_os_str().is_empty())?;
+            let real = fs::canonicalize(p).or_else(|_| fs::canonicalize(parent)).ok()?;
+            Some(real.starts_with(data))
         };
         let parent_inside = inside(path).unwrap_or_else(|| {
             // The directory does not exist yet: compare the paths as given.
@@ -278,13 +279,19 @@ fn parse(bytes: &[u8]) -> Result<Vec<MasterKey>, &'static str> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|line| {
-            let mut key = [0u8; 32];
-            if line.len() != 64 {
+            let digits = line.as_bytes();
+            if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
                 return Err("a key line is not 64 hexadecimal digits");
             }
-            for (i, byte) in key.iter_mut().enumerate() {
-                *byte = u8::from_str_radix(&line[2 * i..2 * i + 2], 16)
-                    .map_err(|_| "a key line is not 64 hexadecimal digits")?;
+            let mut key = [0u8; 32];
+            for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+                let digit = |d: u8| {
+                    char::from(d)
+                        .to_digit(16)
+                        .and_then(|v| u8::try_from(v).ok())
+                        .unwrap_or(0)
+                };
+                *byte = digit(pair[0]) << 4 | digit(pair[1]);
             }
             Ok(MasterKey::new(key))
         })
@@ -363,5 +370,9 @@ mod tests {
         assert!(MasterKeys::check_outside(&data.join("master.key"), &data).is_err());
         assert!(MasterKeys::check_outside(&data.join("sub/master.key"), &data).is_err());
         assert!(MasterKeys::check_outside(&dir.path().join("master.key"), &data).is_ok());
+        // A link outside that points inside.
+        fs::write(data.join("real.key"), [1u8; 32]).unwrap();
+        std::os::unix::fs::symlink(data.join("real.key"), dir.path().join("link.key")).unwrap();
+        assert!(MasterKeys::check_outside(&dir.path().join("link.key"), &data).is_err());
     }
 }

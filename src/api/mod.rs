@@ -35,6 +35,11 @@ pub struct AppState {
     pub backup_dir: Option<std::path::PathBuf>,
     /// How the scheduled backups went, for the metrics.
     pub backups: std::sync::Arc<crate::metrics::BackupStats>,
+    /// Held by a backup and by a master key rotation, so that no backup
+    /// copies a key ring the rotation is replacing.
+    pub maintenance: tokio::sync::Mutex<()>,
+    /// The data directory's lock (see [`crate::fsutil::lock_dir`]).
+    pub dir_lock: std::fs::File,
 }
 
 #[derive(Tags)]

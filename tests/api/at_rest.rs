@@ -133,3 +133,72 @@ async fn a_start_with_another_master_key_is_refused_with_one_clear_line() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn two_first_starts_at_once_leave_one_key_ring_that_opens_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let key = crate::helpers::master_key_file();
+    let build = || {
+        let settings = notesd::Settings::from_args([
+            "--data-dir",
+            data.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--master-key-file",
+            key.to_str().unwrap(),
+        ])
+        .unwrap();
+        async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            notesd::Application::build(settings, listener).await
+        }
+    };
+    let (a, b) = tokio::join!(build(), build());
+    let (started, refused): (Vec<_>, Vec<_>) = [a, b].into_iter().partition(Result::is_ok);
+    assert_eq!((started.len(), refused.len()), (1, 1), "one start, one refused");
+    let line = refused.into_iter().next().unwrap().err().unwrap().to_string();
+    assert!(line.contains("already running"), "{line}");
+    drop(started);
+    // The ring left behind opens the data written with it.
+    let mut app = spawn_app_in(dir).await;
+    let user = app.new_user().await;
+    app.create_note(&user.access, &json!({"title": "after the race"}))
+        .await;
+    app.stop().await;
+    let again = spawn_app_in(app.dir.take().unwrap()).await;
+    let login: serde_json::Value = again.login(&user.email, PASSWORD).await.json().await.unwrap();
+    let page: serde_json::Value = again
+        .list_notes(login["access_token"].as_str().unwrap(), "")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["title"], "after the race");
+}
+
+#[tokio::test]
+async fn a_database_without_its_key_ring_is_refused_and_nothing_is_made() {
+    let mut app = spawn_app().await;
+    app.new_user().await;
+    app.stop().await;
+    std::fs::remove_file(app.data_dir.join("keyring.json")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let key = elsewhere.path().join("new.key");
+    let dir = app.data_dir.to_str().unwrap().to_owned();
+    let settings = notesd::Settings::from_args([
+        "--data-dir",
+        dir.as_str(),
+        "--master-key-file",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = notesd::Application::build(settings, listener)
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("no keyring.json"), "{refused}");
+    assert!(!app.data_dir.join("keyring.json").exists(), "no new ring made");
+    assert!(!key.exists(), "no master key made");
+}

@@ -259,6 +259,17 @@ async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
         before,
         "the replaced file is kept"
     );
+}
+
+#[tokio::test]
+async fn a_damaged_foreign_or_planted_backup_is_refused_and_nothing_written() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    app.create_note(&user.access, &json!({"title": "kept"})).await;
+    let backups = tempfile::tempdir().unwrap();
+    let good = backups.path().join("good");
+    let (ok, out, err) = app.cli(&["backup", good.to_str().unwrap()], "").await;
+    assert!(ok, "{out}{err}");
 
     // A damaged backup, or another master key: refused, nothing written.
     let damaged = backups.path().join("damaged");
@@ -297,7 +308,44 @@ async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
         "{}",
         text(&out)
     );
-    assert!(!into.join("notesd.redb").exists());
+    assert!(!into.exists(), "a refused restore leaves no directory behind");
+
+    // A key ring in plain (whoever wrote it chose the keys), with a
+    // manifest that matches it: refused.
+    let planted = backups.path().join("planted");
+    copy_dir(&good, &planted);
+    let plain = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/schema-v3.keyring.json"
+    );
+    std::fs::copy(plain, planted.join("keyring.json")).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(planted.join("manifest.json")).unwrap()).unwrap();
+    let ring = std::fs::read(planted.join("keyring.json")).unwrap();
+    for file in manifest["files"].as_array_mut().unwrap() {
+        if file["name"] == "keyring.json" {
+            file["bytes"] = json!(ring.len());
+            file["sha256"] = json!(hex(&<sha2::Sha256 as sha2::Digest>::digest(&ring)));
+        }
+    }
+    std::fs::write(planted.join("manifest.json"), manifest.to_string()).unwrap();
+    let args = vec![
+        "restore".into(),
+        planted.display().to_string(),
+        "--data-dir".into(),
+        into.display().to_string(),
+    ];
+    let out = notesd(args, &master_key_file()).await;
+    assert!(
+        !out.status.success() && text(&out).contains("not sealed"),
+        "{}",
+        text(&out)
+    );
+    assert!(!into.exists());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    notesd::seal::hex(bytes)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -328,6 +376,13 @@ async fn a_master_key_rotation_under_writes_loses_nothing() {
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out));
+    // A backup from elsewhere, sealed with a key this server never had:
+    // left alone, and no reason to stop.
+    let foreign = spawn_app().await;
+    let (ok, out, err) = foreign
+        .cli(&["backup", backups.path().join("foreign").to_str().unwrap()], "")
+        .await;
+    assert!(ok, "{out}{err}");
     let old = std::fs::read_to_string(&key).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -347,7 +402,7 @@ async fn a_master_key_rotation_under_writes_loses_nothing() {
     let status = cli(vec!["master-key".into(), "status".into()]).await;
     assert!(text(&status).contains("no old key"), "{}", text(&status));
     assert!(
-        text(&status).contains("(1 sealed with the current key)"),
+        text(&status).contains(": 2 (1 sealed with the current key)"),
         "{}",
         text(&status)
     );
@@ -453,4 +508,52 @@ fn notesd_backups(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("notesd-"))
         .collect()
+}
+
+#[tokio::test]
+async fn a_rotation_cut_short_is_finished_at_the_next_start_without_stranding_a_backup() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("master.key");
+    let key_flag = key.to_str().unwrap().to_owned();
+    let backups = tempfile::tempdir().unwrap();
+    let backup_dir = backups.path().to_str().unwrap().to_owned();
+    let flags = [
+        "--master-key-file",
+        key_flag.as_str(),
+        "--backup-dir",
+        backup_dir.as_str(),
+    ];
+    let mut app = spawn_app_with(&flags).await;
+    app.new_user().await;
+    let scheduled = backups.path().join("notesd-20260101T000000Z");
+    let (ok, out, err) = app.cli(&["backup", scheduled.to_str().unwrap()], "").await;
+    assert!(ok, "{out}{err}");
+    app.stop().await;
+    // The rotation's first step only: a new key first in the file, the
+    // ring and the backup still sealed with the old one.
+    let mut masters = notesd::masterkey::MasterKeys::load(&key).unwrap().unwrap();
+    let new = masters.add_new().unwrap().id().to_owned();
+    masters.save().unwrap();
+
+    let data = app.data_dir.to_str().unwrap().to_owned();
+    let mut again = crate::helpers::spawn_app_at(&data, &flags).await;
+    again.stop().await;
+    let left = notesd::masterkey::MasterKeys::load(&key).unwrap().unwrap();
+    assert_eq!(left.ids(), [new.as_str()], "the old key is retired");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(scheduled.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["master_key"],
+        new.as_str(),
+        "the backup is sealed with the new key"
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let args = vec![
+        "restore".into(),
+        scheduled.display().to_string(),
+        "--data-dir".into(),
+        fresh.path().join("d").display().to_string(),
+    ];
+    let out = notesd(args, &key).await;
+    assert!(out.status.success(), "{}", text(&out));
 }

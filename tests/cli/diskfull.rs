@@ -1,8 +1,9 @@
-//! A full disk, for real: the release binary's data directory on a small
-//! tmpfs the test mounts (and unmounts), filled until writes fail. A write
-//! that finds no room answers 503 problem+json and leaves nothing; reads
-//! work again at once; writes resume by themselves when room returns; and
-//! a `kill -9` while the disk is full loses no acknowledged write.
+//! A full disk, for real: the binary's data directory, and its log file,
+//! on a small tmpfs the test mounts (and unmounts), filled until writes
+//! fail. A write that finds no room answers 503 problem+json and leaves
+//! nothing; reads work again at once; writes resume by themselves when room
+//! returns, though the log could not be written meanwhile; and a `kill -9`
+//! while the disk is full loses no acknowledged write.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +11,67 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Server, access_token, tools_required};
+use super::{BIN, access_token, master_key_file, tools_required};
+
+/// The server, logging (JSON) to `log` on the same filesystem as its data.
+struct Logging {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Logging {
+    fn start(data: &Path, log: &Path, args: &[&str]) -> Self {
+        let mut command = Command::new(BIN);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("NOTESD_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .arg("serve")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .env("NOTESD_LOG_FORMAT", "json")
+            .env("NOTESD_MASTER_KEY_FILE", master_key_file())
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        // Owned at once, so a failure below still kills it.
+        let mut server = Self {
+            child,
+            addr: String::new(),
+        };
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(line) = text.lines().rev().find(|l| l.contains("notesd listening")) {
+                let v: Value = serde_json::from_str(line).unwrap();
+                v["addr"].as_str().unwrap().clone_into(&mut server.addr);
+                return server;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -148,8 +209,9 @@ fn a_full_disk_answers_503_keeps_reads_resumes_writes_and_survives_a_kill() {
         "--db-cache-mib",
         "4",
     ];
-    let server = Server::start_with(&data, &args, &[]);
-    let addr = server.address();
+    let log = tmpfs.path().join("notesd.log");
+    let server = Logging::start(&data, &log, &args);
+    let addr = server.addr.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,8 +245,9 @@ fn a_full_disk_answers_503_keeps_reads_resumes_writes_and_survives_a_kill() {
     server.child.kill().unwrap();
     let _ = server.child.wait();
     std::fs::remove_file(&filler).unwrap();
-    let restarted = Server::start_with(&data, &args, &[]);
-    let addr = restarted.address();
+    std::fs::remove_file(&log).unwrap();
+    let restarted = Logging::start(&data, &log, &args);
+    let addr = restarted.addr.clone();
     let client = Client {
         base: format!("http://{addr}"),
         ..client

@@ -205,6 +205,7 @@ pub fn seal_v3(
     let txn = dst.begin_write()?;
     super::tables::create_all(&txn)?;
     super::migrations::set_current(&txn)?;
+    super::write_check(&txn, sealer)?;
     txn.commit()?;
     Ok(rows)
 }

@@ -378,25 +378,36 @@ fn seal_file(path: &Path, sealer: &Sealer) -> Result<()> {
 const CHECK_KEY: &str = "data key";
 const CHECK_TEXT: &[u8] = b"notesd";
 
-/// Opens the file's check value with `sealer`, or writes it (a new or just
-/// sealed file); a key ring that is not the file's is refused.
+/// Writes the file's check value, sealed with `sealer`.
+fn write_check(txn: &redb::WriteTransaction, sealer: &Sealer) -> Result<()> {
+    let value = sealer
+        .seal(crate::seal::Field::Check, 0, 0, CHECK_TEXT)
+        .map_err(|e| StorageError::Backend(Arc::new(e)))?;
+    txn.open_table(tables::SEAL_CHECK)?
+        .insert(CHECK_KEY, value.as_slice())?;
+    Ok(())
+}
+
+/// Opens the file's check value with `sealer`, or writes it in a new file;
+/// a key ring that is not the file's is refused, and so is a file that
+/// holds accounts but lost its check value (any ring would pass it).
 fn check_seal(db: &Database, sealer: &Sealer) -> Result<()> {
     let txn = db.begin_write()?;
-    {
-        let mut table = txn.open_table(tables::SEAL_CHECK)?;
-        let stored = table.get(CHECK_KEY)?.map(|v| v.value().to_vec());
-        if let Some(value) = stored {
-            let opened = sealer.open(crate::seal::Field::Check, 0, 0, &value);
-            if opened.as_deref().ok() != Some(CHECK_TEXT) {
-                return Err(StorageError::WrongKey);
-            }
-        } else {
-            let value = sealer
-                .seal(crate::seal::Field::Check, 0, 0, CHECK_TEXT)
-                .map_err(|e| StorageError::Backend(Arc::new(e)))?;
-            table.insert(CHECK_KEY, value.as_slice())?;
+    let stored = txn
+        .open_table(tables::SEAL_CHECK)?
+        .get(CHECK_KEY)?
+        .map(|v| v.value().to_vec());
+    if let Some(value) = stored {
+        let opened = sealer.open(crate::seal::Field::Check, 0, 0, &value);
+        if opened.as_deref().ok() != Some(CHECK_TEXT) {
+            return Err(StorageError::WrongKey);
         }
+        return Ok(());
     }
+    if !txn.open_table(USER_TO_RECORD)?.is_empty()? {
+        return Err(StorageError::WrongKey);
+    }
+    write_check(&txn, sealer)?;
     txn.commit()?;
     Ok(())
 }

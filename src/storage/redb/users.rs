@@ -2,7 +2,7 @@
 //! transaction. The index is keyed by the email's blind index (see
 //! [`crate::seal`]), the row holds it sealed.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 
 use super::get_row;
 use super::rows::{UserRow, UserRowV3, encode, user_row};
@@ -37,7 +37,16 @@ pub fn by_email(txn: &ReadTransaction, email: &str, sealer: &Sealer) -> Result<O
     let Some(id) = emails.get(sealer.email_index(email).as_str())?.map(|g| g.value()) else {
         return Ok(None);
     };
-    get(txn, UserId::from_u128(id), sealer)
+    let user = get(txn, UserId::from_u128(id), sealer)?;
+    // The index entry must name the account whose sealed email this is: a
+    // swapped entry is damage, not another account to log in to.
+    if user.as_ref().is_some_and(|u| u.email != email) {
+        return Err(crate::storage::StorageError::Corrupt {
+            table: EMAIL_TO_USER.name().to_owned(),
+            detail: "an index entry names another account".to_owned(),
+        });
+    }
+    Ok(user)
 }
 
 /// Whether the account exists, is enabled and has the password hash

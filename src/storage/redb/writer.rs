@@ -28,6 +28,12 @@ use super::handle::Handle;
 use crate::metrics::WriteStats;
 use crate::storage::{Result, StorageError};
 
+/// A write whose answer never came: its batch panicked (the writer drains
+/// its queue before it stops, so a shutdown answers every write).
+fn lost() -> StorageError {
+    StorageError::Unavailable(Arc::new(std::io::Error::other("the write's batch failed")))
+}
+
 /// Writes applied by one transaction at most.
 const MAX_BATCH: usize = 256;
 
@@ -131,7 +137,7 @@ impl Writer {
                 mpsc::error::TrySendError::Closed(_) => StorageError::Stopped("writer"),
             });
         }
-        answer.await.unwrap_or(Err(StorageError::Stopped("writer")))
+        answer.await.unwrap_or_else(|_| Err(lost()))
     }
 
     /// As [`Writer::write`], but a full queue makes it wait for room
@@ -151,7 +157,7 @@ impl Writer {
             .map_err(|_| StorageError::Stopped("writer"))?;
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         permit.send(job);
-        answer.await.unwrap_or(Err(StorageError::Stopped("writer")))
+        answer.await.unwrap_or_else(|_| Err(lost()))
     }
 
     pub fn stats(&self) -> Arc<WriteStats> {
@@ -187,9 +193,14 @@ fn run(handle: &Arc<Handle>, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats:
         let jobs = std::mem::take(&mut batch);
         match handle.get() {
             Ok((generation, db)) => {
-                let failed = commit(&db, jobs, stats);
-                drop(db);
-                if failed.as_ref().is_some_and(super::handle::is_io) {
+                // A panic outside the writes themselves (in redb, say):
+                // the batch's callers learn it was not written, and the
+                // file is opened again; the writer goes on.
+                let recover = || handle.recover(generation);
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| commit(&db, jobs, stats, recover)));
+                if outcome.is_err() {
+                    tracing::error!("a database commit panicked");
                     handle.recover(generation);
                 }
             }
@@ -204,7 +215,12 @@ fn run(handle: &Arc<Handle>, mut queue: mpsc::Receiver<Box<dyn Pending>>, stats:
 
 /// Applies and commits one batch, then answers every job in it; returns
 /// the error that failed the batch or one of its writes, if any.
-fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) -> Option<StorageError> {
+fn commit(
+    db: &Database,
+    mut jobs: Vec<Box<dyn Pending>>,
+    stats: &WriteStats,
+    on_io_error: impl FnOnce(),
+) -> Option<StorageError> {
     let mut failed: Vec<(Box<dyn Pending>, StorageError)> = Vec::new();
     let committed = loop {
         match apply_all(db, &mut jobs) {
@@ -229,6 +245,11 @@ fn commit(db: &Database, mut jobs: Vec<Box<dyn Pending>>, stats: &WriteStats) ->
         .clone()
         .err()
         .or_else(|| failed.first().map(|(_, err)| err.clone()));
+    // Before anyone hears of it: a caller told 503 finds the latched file
+    // already being replaced, never answering its next read from it.
+    if first_error.as_ref().is_some_and(super::handle::is_io) {
+        on_io_error();
+    }
     for job in jobs {
         job.answer(committed.clone());
     }
