@@ -6,14 +6,15 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Replaces `dir/name` with `bytes` atomically (temporary file, fsync,
-/// rename, fsync of the directory), mode 0600 whatever the umask.
-pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let path = dir.join(name);
-    // A name of its own: two writers never rename each other's file.
+/// Writes `bytes` to a new 0600 file beside `path` with a name of its own
+/// (two writers never touch each other's), fsynced; removed again if that
+/// fails (a full disk, say), so nothing half-written is left behind.
+fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<std::path::PathBuf> {
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp = dir.join(format!("{name}.tmp-{}", crate::seal::hex(&nonce)));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", crate::seal::hex(&nonce)));
+    let tmp = std::path::PathBuf::from(tmp);
     let written = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -22,14 +23,44 @@ pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         .and_then(|mut file| {
             file.write_all(bytes)?;
             file.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, &path));
-    if written.is_err() {
-        // A full disk, say: nothing half-written is left behind.
+        });
+    if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    written?;
+    Ok(tmp)
+}
+
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces `dir/name` with `bytes` atomically (temporary file, fsync,
+/// rename, fsync of the directory), mode 0600 whatever the umask.
+pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let tmp = write_temp(&path, bytes)?;
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_parent(&path)
+}
+
+/// Creates `path` holding `bytes`, mode 0600, only if nothing is there
+/// (`AlreadyExists` otherwise): written whole under another name, then
+/// linked into place, so whoever reads the path never sees it half
+/// written; the link is made durable before this returns.
+pub fn create_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_temp(path, bytes)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked?;
+    sync_parent(path)
 }
 
 /// An exclusive lock on the data directory (its `notesd.lock` file), held

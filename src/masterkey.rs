@@ -10,8 +10,7 @@
 //! of the key and reveals nothing of it.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -151,35 +150,8 @@ impl MasterKeys {
             keys: vec![MasterKey::new(key)],
         };
         let text = keys.text();
-        // Written whole under a private name, then linked into place: the
-        // link fails if a file is there, and whoever reads the path never
-        // sees a half-written key.
-        let mut nonce = [0u8; 8];
-        getrandom::fill(&mut nonce).map_err(|e| io(io::Error::other(e.to_string())))?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".new-{}", hex(&nonce)));
-        let tmp = PathBuf::from(tmp);
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            })
-            .and_then(|()| fs::hard_link(&tmp, path));
-        let _ = fs::remove_file(&tmp);
-        match written {
-            Ok(()) => {
-                // The link must outlive a crash: the key ring it seals will.
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-                Ok(keys)
-            }
+        match crate::fsutil::create_private_file(path, text.as_bytes()) {
+            Ok(()) => Ok(keys),
             // Another process made it first: theirs is the key.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load(path)?.ok_or_else(|| io(e)),
             Err(e) => Err(io(e)),

@@ -36,6 +36,18 @@ pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     found
 }
 
+/// Builds the server on `dir` with the master key `key`; its refusal if
+/// it refuses.
+async fn refusal(dir: &str, key: &str) -> String {
+    let settings = notesd::Settings::from_args(["--data-dir", dir, "--master-key-file", key]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    notesd::Application::build(settings, listener)
+        .await
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
 #[tokio::test]
 async fn a_copied_data_directory_shows_no_note_text_tag_email_or_key() {
     let mut app = spawn_app().await;
@@ -98,34 +110,13 @@ async fn a_start_with_another_master_key_is_refused_with_one_clear_line() {
         other.to_str().unwrap(),
         elsewhere.path().join("missing/none.key").to_str().unwrap(),
     ] {
-        let settings =
-            notesd::Settings::from_args(["--data-dir", dir.as_str(), "--master-key-file", key]).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let refused = notesd::Application::build(settings, listener)
-            .await
-            .err()
-            .expect("refused");
-        let line = refused.to_string();
+        let line = refusal(&dir, key).await;
         assert!(!line.contains('\n') && line.contains("master key"), "{line}");
     }
     // A key file inside the data directory is refused too.
     let inside = app.data_dir.join("master.key");
-    let settings = notesd::Settings::from_args([
-        "--data-dir",
-        dir.as_str(),
-        "--master-key-file",
-        inside.to_str().unwrap(),
-    ])
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = notesd::Application::build(settings, listener)
-        .await
-        .err()
-        .expect("refused");
-    assert!(
-        refused.to_string().contains("inside the data directory"),
-        "{refused}"
-    );
+    let refused = refusal(&dir, inside.to_str().unwrap()).await;
+    assert!(refused.contains("inside the data directory"), "{refused}");
     // With its own key it starts as before.
     let again = spawn_app_in(app.dir.take().unwrap()).await;
     assert_eq!(
@@ -186,19 +177,8 @@ async fn a_database_without_its_key_ring_is_refused_and_nothing_is_made() {
     let elsewhere = tempfile::tempdir().unwrap();
     let key = elsewhere.path().join("new.key");
     let dir = app.data_dir.to_str().unwrap().to_owned();
-    let settings = notesd::Settings::from_args([
-        "--data-dir",
-        dir.as_str(),
-        "--master-key-file",
-        key.to_str().unwrap(),
-    ])
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let refused = notesd::Application::build(settings, listener)
-        .await
-        .err()
-        .expect("refused");
-    assert!(refused.to_string().contains("no keyring.json"), "{refused}");
+    let refused = refusal(&dir, key.to_str().unwrap()).await;
+    assert!(refused.contains("no keyring.json"), "{refused}");
     assert!(!app.data_dir.join("keyring.json").exists(), "no new ring made");
     assert!(!key.exists(), "no master key made");
 }

@@ -196,8 +196,9 @@ async fn a_backup_under_writes_restores_one_instant_and_serves_it() {
     );
 }
 
-#[tokio::test]
-async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
+/// A server with an account and a note, and a backup of it in a fresh
+/// directory.
+async fn served_and_backed_up() -> (TestApp, tempfile::TempDir, std::path::PathBuf) {
     let app = spawn_app().await;
     let user = app.new_user().await;
     app.create_note(&user.access, &json!({"title": "kept"})).await;
@@ -205,6 +206,12 @@ async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
     let good = backups.path().join("good");
     let (ok, out, err) = app.cli(&["backup", good.to_str().unwrap()], "").await;
     assert!(ok, "{out}{err}");
+    (app, backups, good)
+}
+
+#[tokio::test]
+async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
+    let (app, _backups, good) = served_and_backed_up().await;
     let (ok, _, err) = app.cli(&["backup", good.to_str().unwrap()], "").await;
     assert!(
         !ok && err.contains("exists"),
@@ -263,13 +270,7 @@ async fn a_restore_checks_the_backup_and_never_overwrites_without_force() {
 
 #[tokio::test]
 async fn a_damaged_foreign_or_planted_backup_is_refused_and_nothing_written() {
-    let app = spawn_app().await;
-    let user = app.new_user().await;
-    app.create_note(&user.access, &json!({"title": "kept"})).await;
-    let backups = tempfile::tempdir().unwrap();
-    let good = backups.path().join("good");
-    let (ok, out, err) = app.cli(&["backup", good.to_str().unwrap()], "").await;
-    assert!(ok, "{out}{err}");
+    let (_app, backups, good) = served_and_backed_up().await;
 
     // A damaged backup, or another master key: refused, nothing written.
     let damaged = backups.path().join("damaged");
