@@ -616,7 +616,7 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
         master_key_file,
         backup_dir: settings.storage.backup_dir.clone(),
         backups: Arc::default(),
-        maintenance: tokio::sync::Mutex::new(()),
+        maintenance: Arc::default(),
         dir_lock,
     })
 }

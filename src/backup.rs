@@ -566,15 +566,18 @@ async fn scheduled_backup(schedule: &Schedule, state: &AppState) -> Result<Strin
         now.second()
     );
     let to = schedule.dir.join(name);
-    let _maintenance = state.maintenance.lock().await;
+    let maintenance = state.maintenance.clone().lock_owned().await;
     let source = Source::of(state)?;
     let report = Report {
         interactive: false,
         peer: None,
     };
-    let summary = tokio::task::spawn_blocking(move || create(&source, &to, report))
-        .await
-        .map_err(|e| e.to_string())??;
+    let summary = tokio::task::spawn_blocking(move || {
+        let _maintenance = maintenance;
+        create(&source, &to, report)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let scheduled: Vec<PathBuf> = list(&schedule.dir)?
         .into_iter()
         .filter(|p| {

@@ -185,9 +185,12 @@ async fn run(
         }
         Request::KeysList | Request::KeysRotate => keys(state, &request).await,
         Request::Backup { path } => {
-            let _maintenance = state.maintenance.lock().await;
+            // Held by the copy itself: a peer that goes away ends this
+            // future, not the copy, which must not meet a rotation.
+            let maintenance = state.maintenance.clone().lock_owned().await;
             let source = crate::backup::Source::of(state).map_err(Failure)?;
             tokio::task::spawn_blocking(move || {
+                let _maintenance = maintenance;
                 // A peer that reads slowly misses lines, never stalls it.
                 let mut send = |done, total| {
                     if let Some(sink) = &sink {

@@ -37,7 +37,7 @@ pub struct AppState {
     pub backups: std::sync::Arc<crate::metrics::BackupStats>,
     /// Held by a backup and by a master key rotation, so that no backup
     /// copies a key ring the rotation is replacing.
-    pub maintenance: tokio::sync::Mutex<()>,
+    pub maintenance: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// The data directory's lock (see [`crate::fsutil::lock_dir`]).
     pub dir_lock: std::fs::File,
 }

@@ -558,3 +558,35 @@ async fn a_rotation_cut_short_is_finished_at_the_next_start_without_stranding_a_
     let out = notesd(args, &key).await;
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn a_backup_through_the_socket_reports_its_progress_before_its_answer() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    app.create_note(&user.access, &json!({"title": "one"})).await;
+    let backups = tempfile::tempdir().unwrap();
+    let path = backups.path().join("b");
+    let stream = tokio::net::UnixStream::connect(app.data_dir.join("control.sock"))
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let request = json!({"op": "backup", "path": path}).to_string() + "\n";
+    write.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    let mut progress = Vec::new();
+    let answer = loop {
+        let line: Value = serde_json::from_str(&lines.next_line().await.unwrap().expect("a line")).unwrap();
+        if line.get("ok").is_some() {
+            break line;
+        }
+        progress.push((line["done"].as_u64().unwrap(), line["total"].as_u64().unwrap()));
+    };
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(!progress.is_empty(), "no progress line before the answer");
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0) && progress.iter().all(|(d, t)| d <= t && *t > 0),
+        "{progress:?}"
+    );
+    assert!(path.join("manifest.json").exists());
+}
