@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test test-deps build release lint fmt bench crash-test tls-scan openapi contract clean
+.PHONY: run test test-deps build release lint fmt bench profile crash-test tls-scan openapi contract clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
@@ -32,6 +32,12 @@ release:
 ## bench: load benchmarks against the release server (needs wrk)
 bench: release
 	./bench/run.sh
+
+## profile: where the release server's CPU goes on an authenticated GET by id
+## (perf record; PROFILE_SCENARIO=list for the first page of 50 notes;
+## PROFILE_CALLERS=1 records call stacks)
+profile: release
+	./bench/profile.sh
 
 ## crash-test: 20 rounds of kill -9 while 32 clients write, each followed by
 ## a restart that checks every acknowledged write (make test runs 3)
