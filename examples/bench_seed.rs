@@ -65,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             revoked_at: None,
             client: None,
             user_agent: None,
+            second_factor: false,
         };
         store
             .create_account(user.clone(), Some(session), Vec::new(), None, Vec::new())

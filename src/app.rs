@@ -19,6 +19,7 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::auth::backoff::{Attempts, BackoffPolicy};
 use crate::auth::keyring::{KeyRing, KeyringError, RingFile};
+use crate::auth::mfa::{MfaPolicy, PendingLogins};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
@@ -557,6 +558,7 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
             sealer: Arc::new(crate::seal::Sealer::new(keyring.data_key())),
         },
     )?);
+    let recovery_key = crate::seal::mac(keyring.data_key(), &[b"notesd recovery codes"]);
     let keyring = Arc::new(RwLock::new(keyring));
 
     let now = clock.now();
@@ -603,6 +605,13 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
         audit_retention: settings.auth.audit_retention,
         signup_policy: settings.auth.signup,
         invite_ttl: settings.auth.invite_ttl,
+        mfa: MfaPolicy {
+            issuer: settings.auth.totp_issuer.trim().to_owned(),
+            login_ttl: settings.auth.mfa_login_ttl,
+            admins_need_it: settings.auth.admins_need_mfa,
+        },
+        pending_logins: PendingLogins::new(settings.auth.max_pending_mfa_logins as usize),
+        recovery_key,
     };
     Ok(AppState {
         auth,

@@ -86,6 +86,22 @@ kinds! {
     InviteDeleted = "invite_deleted", info;
     /// A new token signing key took over.
     KeyRotated = "key_rotated", warn;
+    /// A TOTP enrolment started (pending until a code confirms it).
+    MfaEnrolled = "mfa_enrolled", info;
+    /// A code confirmed the enrolment: logins need a second factor.
+    MfaConfirmed = "mfa_confirmed", warn;
+    /// A login's second step passed.
+    MfaUsed = "mfa_used", info;
+    /// A wrong, replayed or malformed second-factor code.
+    MfaFailed = "mfa_failed", warn;
+    /// A recovery code was spent.
+    RecoveryCodeUsed = "recovery_code_used", warn;
+    /// New recovery codes replaced the old ones.
+    RecoveryCodesRegenerated = "recovery_codes_regenerated", warn;
+    /// The owner turned the second factor off.
+    MfaDisabled = "mfa_disabled", warn;
+    /// An admin or the operator removed an account's second factor.
+    MfaReset = "mfa_reset", warn;
 }
 
 /// Who made a change to an account other than the account itself.

@@ -98,6 +98,9 @@ pub enum Field {
     NoteBody,
     /// An account's email and password hash.
     Account,
+    /// An account's second factor: its TOTP secret and recovery-code
+    /// hashes.
+    Mfa,
     /// The database's check value (see `storage::redb::tables::SEAL_CHECK`).
     Check,
 }
@@ -108,6 +111,7 @@ impl Field {
             Field::NoteBody => b"note body",
             Field::Account => b"account",
             Field::Check => b"check",
+            Field::Mfa => b"mfa",
         }
     }
 }

@@ -157,6 +157,25 @@ pub struct AuthSettings {
     #[arg(long, env = "NOTESD_INVITE_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
     pub invite_ttl: Duration,
 
+    /// The issuer authenticator apps show beside a TOTP account (usually
+    /// the server's name).
+    #[arg(long, env = "NOTESD_TOTP_ISSUER", default_value = "notesd")]
+    pub totp_issuer: String,
+
+    /// Life of the token a login's password step gives an account with
+    /// two-factor login on, for its second step.
+    #[arg(long, env = "NOTESD_MFA_LOGIN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub mfa_login_ttl: Duration,
+
+    /// Logins waiting for their second step at once; past it, password
+    /// steps of such accounts get 503 with Retry-After.
+    #[arg(long, env = "NOTESD_MAX_PENDING_MFA_LOGINS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_mfa_logins: u32,
+
+    /// Admin operations need a session whose login passed a second factor.
+    #[arg(long, env = "NOTESD_ADMINS_NEED_MFA", default_value_t = false, action = clap::ArgAction::Set)]
+    pub admins_need_mfa: bool,
+
     /// Stored audit events older than this are purged, e.g. `365d`.
     #[arg(long, env = "NOTESD_AUDIT_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
@@ -297,8 +316,9 @@ pub struct LimitSettings {
     #[arg(long, env = "NOTESD_RATE_LIMIT", default_value_t = 600)]
     pub rate_limit: u32,
 
-    /// Requests per minute per client IP on signup, login and refresh; 0
-    /// switches the limit off.
+    /// Requests per minute per client IP on signup, login (both steps),
+    /// refresh, and the routes that check a password or a second-factor
+    /// code; 0 switches the limit off.
     #[arg(long, env = "NOTESD_AUTH_RATE_LIMIT", default_value_t = 10)]
     pub auth_rate_limit: u32,
 
@@ -451,6 +471,14 @@ impl Settings {
         const DAY: u64 = 86_400;
         if self.auth.access_token_ttl < Duration::from_secs(1) {
             return Err("--access-token-ttl must be at least 1s".into());
+        }
+        if self.auth.mfa_login_ttl < Duration::from_secs(30)
+            || self.auth.mfa_login_ttl > Duration::from_secs(3600)
+        {
+            return Err("--mfa-login-ttl must be between 30s and 1h".into());
+        }
+        if self.auth.totp_issuer.trim().is_empty() || self.auth.totp_issuer.len() > 64 {
+            return Err("--totp-issuer must be 1 to 64 characters".into());
         }
         if self.auth.invite_ttl < Duration::from_secs(60)
             || self.auth.invite_ttl > Duration::from_secs(365 * DAY)

@@ -141,7 +141,7 @@ pub struct TokenPairBody {
 }
 
 impl TokenPairBody {
-    fn new(pair: TokenPair) -> Self {
+    pub(crate) fn new(pair: TokenPair) -> Self {
         Self {
             expires_in: (pair.access_expires_at - pair.access_issued_at)
                 .whole_seconds()
@@ -309,13 +309,15 @@ impl AuthApi {
     ///
     /// Checks the credentials and opens a session. Any wrong credential gets
     /// the same 401, in the same time, whether or not the account exists.
+    /// For an account with two-factor login on, a right password answers
+    /// 202 with an `mfa_token` for `/api/v1/auth/login/mfa` instead.
     #[oai(path = "/login", method = "post", operation_id = "login")]
     async fn login(
         &self,
         req: &Request,
         state: Data<&Arc<AppState>>,
         body: Json<LoginRequest>,
-    ) -> Result<TokensResponse, LoginError> {
+    ) -> Result<super::mfa::LoginResponse, LoginError> {
         let LoginRequest {
             email,
             password,
@@ -340,16 +342,19 @@ impl AuthApi {
             })
             .await;
         let event = match &outcome {
-            Ok(_) => Some(AuthEvent::LoginSucceeded),
+            Ok(crate::auth::mfa::LoginOutcome::Tokens(_)) => Some(AuthEvent::LoginSucceeded),
             Err(Error::Unauthorized) => Some(AuthEvent::LoginFailed),
             Err(Error::TooManyRequests { .. }) => Some(AuthEvent::LoginBackedOff),
-            Err(_) => None,
+            // A password step waiting for its factor: the second step
+            // counts the login.
+            Ok(crate::auth::mfa::LoginOutcome::SecondFactor { .. }) | Err(_) => None,
         };
         if let Some(event) = event {
             state.auth.events.record(event);
         }
-        let pair = outcome?;
-        Ok(TokensResponse::Ok(Json(TokenPairBody::new(pair))))
+        let outcome = outcome?;
+        let now = state.auth.clock.now();
+        Ok(super::mfa::LoginResponse::from_outcome(outcome, now))
     }
 
     /// Renew tokens

@@ -52,7 +52,7 @@ struct Export {
 }
 
 /// The document's opening, up to the notes array.
-fn head(user: &UserRecord, now: OffsetDateTime) -> Result<Vec<u8>, serde_json::Error> {
+fn head(user: &UserRecord, mfa_enabled: bool, now: OffsetDateTime) -> Result<Vec<u8>, serde_json::Error> {
     let rfc3339 = |t: OffsetDateTime| {
         t.format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default()
@@ -65,6 +65,7 @@ fn head(user: &UserRecord, now: OffsetDateTime) -> Result<Vec<u8>, serde_json::E
             "email": user.email,
             "role": user.role.as_str(),
             "created_at": rfc3339(user.created_at),
+            "mfa_enabled": mfa_enabled,
         },
     });
     let mut bytes = serde_json::to_vec(&head)?;
@@ -88,7 +89,8 @@ impl Export {
                     .await
                     .map_err(|e| io(&e))?
                     .ok_or_else(|| std::io::Error::other("the account is gone"))?;
-                let bytes = head(&user, self.state.auth.clock.now()).map_err(|e| io(&e))?;
+                let mfa = self.state.auth.mfa_enabled(user.id).await.map_err(|e| io(&e))?;
+                let bytes = head(&user, mfa, self.state.auth.clock.now()).map_err(|e| io(&e))?;
                 self.stage = Stage::Notes {
                     after: None,
                     first: true,

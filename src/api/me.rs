@@ -30,15 +30,19 @@ pub struct UserProfile {
     /// `user` or `admin`.
     pub role: String,
     pub created_at: OffsetDateTime,
+    /// Logins need a second factor (TOTP) after the password.
+    pub mfa_enabled: bool,
 }
 
 impl From<&UserRecord> for UserProfile {
+    /// A new account's profile: no second factor yet.
     fn from(user: &UserRecord) -> Self {
         Self {
             id: user.id.0,
             email: user.email.clone(),
             role: user.role.as_str().to_owned(),
             created_at: user.created_at,
+            mfa_enabled: false,
         }
     }
 }
@@ -328,7 +332,9 @@ impl MeApi {
         let user = state.db.user(id).await?;
         // A valid token for a deleted account: treat like a bad token.
         let user = user.ok_or(Error::Unauthorized)?;
-        Ok(ProfileResponse::Ok(Json(UserProfile::from(&user))))
+        let mut profile = UserProfile::from(&user);
+        profile.mfa_enabled = state.auth.mfa_enabled(id).await?;
+        Ok(ProfileResponse::Ok(Json(profile)))
     }
 
     /// Your sessions

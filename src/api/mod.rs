@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod export;
 pub mod me;
+pub mod mfa;
 pub mod notes;
 pub mod ops;
 pub mod payload;
@@ -59,6 +60,7 @@ pub enum ApiTags {
 pub type Apis = (
     auth::AuthApi,
     me::MeApi,
+    mfa::MfaApi,
     notes::NotesApi,
     admin::AdminApi,
     ops::OpsApi,
@@ -67,7 +69,14 @@ pub type Apis = (
 /// The OpenAPI service for all operations.
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (auth::AuthApi, me::MeApi, notes::NotesApi, admin::AdminApi, ops::OpsApi),
+        (
+            auth::AuthApi,
+            me::MeApi,
+            mfa::MfaApi,
+            notes::NotesApi,
+            admin::AdminApi,
+            ops::OpsApi,
+        ),
         "notesd",
         env!("CARGO_PKG_VERSION"),
     )

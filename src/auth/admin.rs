@@ -20,6 +20,9 @@ pub struct IssuedInvite {
     pub invite: InviteRecord,
 }
 
+const ADMIN_NEEDS_MFA: &str = "Admin operations on this server need a login with a second factor: \
+     turn on two-factor login (POST /api/v1/me/mfa/totp), then log in again.";
+
 const LAST_ADMIN: &str = "This would leave no enabled admin: make another admin first.";
 
 impl Auth {
@@ -28,7 +31,15 @@ impl Auth {
     /// very next request); else `Forbidden`.
     pub async fn require_admin(&self, caller: AuthUser) -> Result<UserRecord, Error> {
         match self.db.user(caller.user_id).await? {
-            Some(user) if user.role == Role::Admin && !user.disabled => Ok(user),
+            Some(user) if user.role == Role::Admin && !user.disabled => {
+                if self.mfa.admins_need_it && !caller.second_factor {
+                    return Err(Error::Http {
+                        status: poem::http::StatusCode::FORBIDDEN,
+                        detail: ADMIN_NEEDS_MFA.to_owned(),
+                    });
+                }
+                Ok(user)
+            }
             Some(_) => Err(Error::Forbidden),
             None => Err(Error::Unauthorized),
         }

@@ -6,9 +6,11 @@ pub mod backoff;
 pub mod devices;
 pub mod invites;
 pub mod keyring;
+pub mod mfa;
 pub mod password;
 pub mod sessions;
 pub mod tokens;
+pub mod totp;
 
 use std::time::Duration;
 
@@ -37,6 +39,8 @@ pub struct AuthUser {
     pub user_id: UserId,
     pub session_id: SessionId,
     pub role: Role,
+    /// The session's login passed a second factor.
+    pub second_factor: bool,
 }
 
 /// A login as the API receives it.
@@ -96,6 +100,28 @@ fn seen_clients(
     device.into_iter().chain(address).collect()
 }
 
+/// The device token a login hands back, and whether the client proved it:
+/// a device that showed a token of this account keeps it; any other gets
+/// a new one.
+fn device_of(
+    class: ClientClass,
+    presented: Option<String>,
+) -> Result<(Option<devices::DeviceToken>, bool), Error> {
+    match class {
+        ClientClass::Device(hash) => Ok((
+            Some(devices::DeviceToken {
+                token: presented.unwrap_or_default(),
+                hash,
+            }),
+            true,
+        )),
+        _ => Ok((
+            Some(devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?),
+            false,
+        )),
+    }
+}
+
 const INVITE_NEEDED: &str =
     "Signup needs a valid invite code (`invite_code`) on this server; ask an admin for one.";
 
@@ -130,6 +156,12 @@ pub struct Auth {
     pub signup_policy: SignupPolicy,
     /// Life of an invite code when its creator names none.
     pub invite_ttl: Duration,
+    /// How second factors are offered and required.
+    pub mfa: mfa::MfaPolicy,
+    /// Logins waiting for their second factor.
+    pub pending_logins: mfa::PendingLogins,
+    /// Keys the hashes of recovery codes (from the key ring's data key).
+    pub recovery_key: [u8; 32],
 }
 
 impl Auth {
@@ -233,7 +265,7 @@ impl Auth {
     /// password is checked (see [`backoff`]); which counter depends on
     /// whether it comes from a client the account knows (`device_token`,
     /// or the client's address).
-    pub async fn login(&self, attempt: LoginAttempt) -> Result<TokenPair, Error> {
+    pub async fn login(&self, attempt: LoginAttempt) -> Result<mfa::LoginOutcome, Error> {
         let LoginAttempt {
             email,
             password,
@@ -289,10 +321,22 @@ impl Auth {
             }
         };
         let (user, verified) = user;
+        let factor_on = match self.db.mfa(user.id).await {
+            Ok(factor) => factor.is_some_and(|f| f.confirmed),
+            Err(e) => {
+                ticket.released();
+                return Err(e.into());
+            }
+        };
         let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
-        ticket.succeeded();
-        if had_failures {
-            self.db.clear_failures(key).await?;
+        if factor_on {
+            // Neither a failure nor a success yet: the code decides.
+            ticket.released();
+        } else {
+            ticket.succeeded();
+            if had_failures {
+                self.db.clear_failures(key.clone()).await?;
+            }
         }
         // The hash the session is opened against: the one checked, or
         // its upgrade if that was stored.
@@ -309,23 +353,49 @@ impl Auth {
                     .unwrap_or(verified_hash),
             };
         }
+        let (device, proven) = device_of(class, device_token)?;
+        let origin = Origin { client, user_agent };
+        if factor_on {
+            return self.await_second_factor(mfa::PendingLogin {
+                user: user.id,
+                verified_hash,
+                counter_key: key,
+                known_client: class != ClientClass::Unknown,
+                device,
+                proven_device: proven,
+                origin,
+            });
+        }
+        self.open_login_session(&user, verified_hash, device, proven, origin, false)
+            .await
+            .map(mfa::LoginOutcome::Tokens)
+    }
+
+    /// The end of a login: a session opened against the password hash
+    /// that was checked, the client remembered, the event stored.
+    async fn open_login_session(
+        &self,
+        user: &UserRecord,
+        verified_hash: String,
+        device: Option<devices::DeviceToken>,
+        proven: bool,
+        origin: Origin,
+        second_factor: bool,
+    ) -> Result<TokenPair, Error> {
         let now = self.clock.now();
-        let (session, refresh) = Self::new_session(user.id, now, Origin { client, user_agent })?;
-        // A device that showed a token of this account keeps it; any other
-        // gets a new one.
-        let device = match class {
-            ClientClass::Device(hash) => Some(devices::DeviceToken {
-                token: device_token.unwrap_or_default(),
-                hash,
-            }),
-            _ => Some(devices::new_device_token().map_err(|e| Error::internal(e.to_string()))?),
-        };
-        let proven = matches!(class, ClientClass::Device(_));
+        let client = origin.client;
+        let (mut session, refresh) = Self::new_session(user.id, now, origin)?;
+        session.second_factor = second_factor;
         let seen = seen_clients(device.as_ref().map(|d| d.hash), proven, client, now);
         let event = AuditEvent::new(AuditKind::Login, now)
             .user(user.id)
             .session(session.id)
             .client(session.client.clone());
+        let event = if second_factor {
+            event.detail("password and second factor")
+        } else {
+            event
+        };
         let opened = self
             .db
             .create_session(session.clone(), seen, verified_hash, event.clone())
@@ -336,7 +406,7 @@ impl Auth {
             return Err(Error::Unauthorized);
         }
         event.emit();
-        let mut pair = self.token_pair(&user, &session, refresh, now)?;
+        let mut pair = self.token_pair(user, &session, refresh, now)?;
         pair.device_token = device.map(|d| d.token);
         Ok(pair)
     }
@@ -703,6 +773,7 @@ impl Auth {
             user_id: claims.user_id,
             session_id: claims.session_id,
             role: claims.role,
+            second_factor: claims.second_factor,
         })
     }
 
@@ -723,6 +794,7 @@ impl Auth {
             revoked_at: None,
             client: origin.client.map(ClientKey::coarse),
             user_agent: origin.user_agent.as_deref().and_then(clean_user_agent),
+            second_factor: false,
         };
         Ok((record, refresh.token))
     }
@@ -742,6 +814,7 @@ impl Auth {
                 user.role,
                 now,
                 self.limits.absolute_end(session),
+                session.second_factor,
             )
             .map_err(|e| Error::internal(e.to_string()))?;
         Ok(TokenPair {

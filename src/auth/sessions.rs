@@ -256,6 +256,7 @@ mod tests {
             revoked_at: None,
             client: None,
             user_agent: None,
+            second_factor: false,
         }
     }
 

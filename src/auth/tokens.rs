@@ -37,6 +37,8 @@ pub struct AccessClaims {
     pub issued_at: OffsetDateTime,
     pub not_before: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// `amr` holds `otp`: the login passed a second factor.
+    pub second_factor: bool,
 }
 
 /// A signed access token and its validity period.
@@ -143,6 +145,10 @@ struct RawClaims {
     nbf: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     exp: OffsetDateTime,
+    /// How the session was authenticated (RFC 8176 names); tokens from
+    /// before second factors have none, which means `pwd`.
+    #[serde(default)]
+    amr: Vec<String>,
 }
 
 impl Tokens {
@@ -251,6 +257,7 @@ impl Tokens {
         role: Role,
         now: OffsetDateTime,
         not_after: OffsetDateTime,
+        second_factor: bool,
     ) -> Result<IssuedToken, TokenError> {
         let now = now.replace_nanosecond(0).unwrap_or(now);
         let exp = (now + self.ttl).min(not_after);
@@ -268,6 +275,8 @@ impl Tokens {
             .map_err(sign)?;
         claims.add_additional("sid", session.to_string()).map_err(sign)?;
         claims.add_additional("role", role.as_str()).map_err(sign)?;
+        let amr: &[&str] = if second_factor { &["pwd", "otp"] } else { &["pwd"] };
+        claims.add_additional("amr", amr).map_err(sign)?;
 
         let ring = self
             .keyring
@@ -337,6 +346,7 @@ impl Tokens {
             issued_at: raw.iat,
             not_before: raw.nbf.max(raw.iat),
             expires_at: raw.exp,
+            second_factor: raw.amr.iter().any(|m| m == "otp"),
         })
     }
 }
@@ -391,7 +401,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let (user, sid) = (UserId::generate(), SessionId::generate());
         let issued = t
-            .issue(user, sid, Role::User, now, now + time::Duration::days(1))
+            .issue(user, sid, Role::User, now, now + time::Duration::days(1), false)
             .unwrap();
         let (token, exp) = (issued.token, issued.expires_at);
         assert!(token.starts_with("v4.public."));
@@ -412,7 +422,14 @@ mod tests {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let cap = now + time::Duration::seconds(60);
         let issued = t
-            .issue(UserId::generate(), SessionId::generate(), Role::User, now, cap)
+            .issue(
+                UserId::generate(),
+                SessionId::generate(),
+                Role::User,
+                now,
+                cap,
+                false,
+            )
             .unwrap();
         assert_eq!(issued.expires_at, cap);
     }
@@ -425,14 +442,28 @@ mod tests {
         let ours = tokens(a.path(), "notesd");
         let theirs = tokens(b.path(), "notesd");
         let token = theirs
-            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .issue(
+                UserId::generate(),
+                SessionId::generate(),
+                Role::User,
+                now,
+                later,
+                false,
+            )
             .unwrap()
             .token;
         assert!(matches!(ours.verify(&token, now), Err(TokenError::UnknownKey)));
 
         let other_issuer = tokens(a.path(), "someone-else");
         let token = other_issuer
-            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .issue(
+                UserId::generate(),
+                SessionId::generate(),
+                Role::User,
+                now,
+                later,
+                false,
+            )
             .unwrap()
             .token;
         assert!(matches!(ours.verify(&token, now), Err(TokenError::WrongParty)));
@@ -445,7 +476,14 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let later = now + time::Duration::days(1);
         let token = t
-            .issue(UserId::generate(), SessionId::generate(), Role::User, now, later)
+            .issue(
+                UserId::generate(),
+                SessionId::generate(),
+                Role::User,
+                now,
+                later,
+                false,
+            )
             .unwrap()
             .token;
         // Flip one character in the payload part.

@@ -75,7 +75,15 @@ fn limiter(per_minute: u32) -> Option<Limiter> {
 fn is_credential_route(path: &str) -> bool {
     matches!(
         path,
-        "/api/v1/auth/signup" | "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/me/password"
+        "/api/v1/auth/signup"
+            | "/api/v1/auth/login"
+            | "/api/v1/auth/login/mfa"
+            | "/api/v1/auth/refresh"
+            | "/api/v1/me/password"
+            | "/api/v1/me/mfa/totp"
+            | "/api/v1/me/mfa/totp/confirm"
+            | "/api/v1/me/mfa/totp/disable"
+            | "/api/v1/me/mfa/recovery-codes"
     )
 }
 

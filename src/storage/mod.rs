@@ -106,6 +106,79 @@ pub struct SessionRecord {
     pub client: Option<String>,
     /// The `User-Agent` of that login, cleaned and shortened.
     pub user_agent: Option<String>,
+    /// The login passed a second factor (its tokens say `amr: pwd otp`).
+    pub second_factor: bool,
+}
+
+/// An account's second factor: a TOTP secret, pending until a first code
+/// confirms it, and the hashes of its unused recovery codes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MfaRecord {
+    pub user_id: UserId,
+    /// The TOTP secret (20 random bytes).
+    pub secret: Vec<u8>,
+    /// A code has confirmed the enrolment: logins need a second step.
+    pub confirmed: bool,
+    /// The last TOTP time step accepted (0: none); a step is accepted once.
+    pub last_step: u64,
+    /// Keyed hashes of the recovery codes not used yet.
+    pub recovery: Vec<[u8; 32]>,
+    pub enrolled_at: OffsetDateTime,
+}
+
+/// Never shows the secret.
+impl std::fmt::Debug for MfaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaRecord")
+            .field("user_id", &self.user_id)
+            .field("confirmed", &self.confirmed)
+            .field("last_step", &self.last_step)
+            .field("recovery_left", &self.recovery.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What proves the caller holds the factor, checked in the transaction
+/// that applies an [`MfaChange`].
+#[derive(Clone)]
+pub enum MfaProof {
+    /// Nothing (an enrolment, an admin's reset).
+    None,
+    /// A code matched this time step of this secret: accepted only if the
+    /// secret is still the stored one and the step is later than the last
+    /// one accepted.
+    Step { step: u64, secret: Vec<u8> },
+    /// A recovery code with this hash: accepted once.
+    Recovery([u8; 32]),
+}
+
+/// A change to an account's second factor.
+#[derive(Clone)]
+pub enum MfaChange {
+    /// A new pending enrolment, replacing a pending one; refused
+    /// (`Conflict`) while a confirmed factor exists.
+    Enrol(MfaRecord),
+    /// The pending enrolment becomes the factor, with these recovery codes.
+    Confirm(Vec<[u8; 32]>),
+    /// The proof alone (a login's second step).
+    Use,
+    /// New recovery codes replace the old.
+    NewRecoveryCodes(Vec<[u8; 32]>),
+    /// The factor goes.
+    Remove,
+}
+
+/// What [`Storage::change_mfa`] found. Only `Done` changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaOutcome {
+    Done,
+    /// No factor in the state the change needs (none, or only pending).
+    NoFactor,
+    /// A confirmed factor exists already (for `Enrol`).
+    Conflict,
+    /// The proof was refused: a step already used, a recovery code used
+    /// or unknown, or a secret replaced meanwhile.
+    Refused,
 }
 
 /// When sessions can no longer be used, for [`Storage::purge_sessions`].
@@ -555,6 +628,20 @@ pub trait Storage: Send + Sync + 'static {
     /// is held for a whole scan. A session refreshed meanwhile is kept
     /// (each is checked again when removed). Returns how many went.
     fn purge_sessions(&self, cutoffs: SessionCutoffs) -> impl Future<Output = Result<usize>> + Send;
+
+    /// The account's second factor, confirmed or pending.
+    fn mfa(&self, user: UserId) -> impl Future<Output = Result<Option<MfaRecord>>> + Send;
+
+    /// Checks `proof` and applies `change` in one transaction, with
+    /// `events` stored when it is done: concurrent uses of one code or one
+    /// recovery code find exactly one `Done`.
+    fn change_mfa(
+        &self,
+        user: UserId,
+        proof: MfaProof,
+        change: MfaChange,
+        events: Vec<AuditEvent>,
+    ) -> impl Future<Output = Result<MfaOutcome>> + Send;
 
     fn known_clients(&self, user: UserId) -> impl Future<Output = Result<Vec<KnownClient>>> + Send;
 

@@ -19,6 +19,7 @@ mod headers;
 mod helpers;
 mod limits;
 mod metrics;
+mod mfa;
 mod notes;
 mod ops;
 mod raw;

@@ -133,6 +133,7 @@ async fn a_token_signed_by_another_key_is_401() {
             Role::Admin,
             now,
             now + time::Duration::days(1),
+            false,
         )
         .unwrap()
         .token;

@@ -349,6 +349,7 @@ fn every_security_event_is_stored_and_logged() {
     assert_eq!(status, 201);
     let ann = body["user"]["id"].as_str().unwrap().to_owned();
     let new_password = own_account_events(&api, &body);
+    second_factor_events(&api, admin, &ann, new_password);
     let wrong: Vec<u16> = (0..2)
         .map(|_| api.login("ann@example.com", "not the password").0)
         .collect();
@@ -431,6 +432,75 @@ fn own_account_events(api: &Api, body: &Value) -> &'static str {
         204
     );
     new_password
+}
+
+/// Enrolment, a wrong code, logins with a code and a recovery code, new
+/// recovery codes, turning it off, an admin's reset: the second factor's
+/// events. Codes come from `totp-lite` at this machine's clock (the
+/// server's); each step is used once, so the login takes the next one.
+fn second_factor_events(api: &Api, admin: Option<&str>, ann: &str, password: &str) {
+    let (status, pair) = api.login("ann@example.com", password);
+    assert_eq!(status, 200);
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let me = Some(access.as_str());
+    let (status, enrolment) = api.call(
+        "POST",
+        "/api/v1/me/mfa/totp",
+        me,
+        Some(json!({"password": password})),
+    );
+    assert_eq!(status, 201);
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(enrolment["secret"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let code = |steps: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        totp_lite::totp_custom::<totp_lite::Sha1>(30, 6, &secret, now + steps * 30)
+    };
+    let wrong = if code(0) == "000000" { "111111" } else { "000000" };
+    let confirm = |code: &str| {
+        api.call(
+            "POST",
+            "/api/v1/me/mfa/totp/confirm",
+            me,
+            Some(json!({"code": code})),
+        )
+    };
+    assert_eq!(confirm(wrong).0, 400);
+    let (status, codes) = confirm(&code(0));
+    assert_eq!(status, 200);
+    let recovery = |i: usize| codes["recovery_codes"][i].as_str().unwrap().to_owned();
+    let second_step = |code: String| {
+        let (status, challenge) = api.login("ann@example.com", password);
+        assert_eq!(status, 202);
+        let body = json!({"mfa_token": challenge["mfa_token"], "code": code});
+        api.call("POST", "/api/v1/auth/login/mfa", None, Some(body)).0
+    };
+    assert_eq!(second_step(code(1)), 200);
+    assert_eq!(second_step(recovery(0)), 200);
+    let with = |code: String| Some(json!({"password": password, "code": code}));
+    let (status, fresh) = api.call("POST", "/api/v1/me/mfa/recovery-codes", me, with(recovery(1)));
+    assert_eq!(status, 200);
+    let fresh = fresh["recovery_codes"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        api.call("POST", "/api/v1/me/mfa/totp/disable", me, with(fresh)).0,
+        204
+    );
+    assert_eq!(
+        api.call(
+            "POST",
+            "/api/v1/me/mfa/totp",
+            me,
+            Some(json!({"password": password}))
+        )
+        .0,
+        201
+    );
+    let reset = format!("/api/v1/admin/users/{ann}/mfa");
+    assert_eq!(api.call("DELETE", &reset, admin, None).0, 204);
 }
 
 fn assert_every_kind_stored_and_logged(api: &Api, admin: Option<&str>, server: &Server, new_password: &str) {

@@ -21,8 +21,13 @@ depends on a failed one is skipped).
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import hmac
 import secrets
+import struct
+import time
 import sys
 import types
 import typing
@@ -56,10 +61,12 @@ def main() -> int:
 
     import attrs
     from notesd_client import AuthenticatedClient, Client, models
-    from notesd_client.api.auth import list_keys, login, logout, signup
+    from notesd_client.api.auth import list_keys, login, login_second_factor, logout, signup
     from notesd_client.api.admin import admin_list_users
     from notesd_client.api.me import (
         change_password,
+        confirm_totp,
+        enrol_totp,
         delete_me,
         end_other_sessions,
         end_session,
@@ -79,6 +86,12 @@ def main() -> int:
     from notesd_client.api.operations import healthz
     from notesd_client.models import (
         AccountDeletion,
+        CodeOnly,
+        MfaChallenge,
+        PasswordOnly,
+        RecoveryCodes,
+        SecondStep,
+        TotpEnrolment,
         EventPage,
         Health,
         KeySet,
@@ -373,6 +386,53 @@ def main() -> int:
         old = AuthenticatedClient(base_url=base, token=state["token"], raise_on_unexpected_status=True, timeout=30)
         expect("GET /me with the logged-out token", get_me.sync_detailed(client=old), 401, Problem)
         expect("GET /notes with the logged-out token", list_notes.sync_detailed(client=old), 401, Problem)
+
+    def totp(secret_b32: str, at: float) -> str:
+        """RFC 6238 (HMAC-SHA-1, 6 digits, 30 s) from the standard library."""
+        key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+        mac = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+        offset = mac[-1] & 0x0F
+        return f"{(struct.unpack('>I', mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+    @step
+    def two_factor() -> None:
+        second = f"journey-mfa-{secrets.token_hex(6)}@example.com"
+        body = expect(
+            "POST /auth/signup (second account)",
+            signup.sync_detailed(client=anon, body=SignupRequest(email=second, password=password)),
+            201,
+            SignupBody,
+        )
+        client = AuthenticatedClient(
+            base_url=base, token=body.tokens.access_token, raise_on_unexpected_status=True, timeout=30
+        )
+        enrolment = expect(
+            "POST /me/mfa/totp",
+            enrol_totp.sync_detailed(client=client, body=PasswordOnly(password=password)),
+            201,
+            TotpEnrolment,
+        )
+        check(enrolment.otpauth_uri.startswith("otpauth://totp/"), "POST /me/mfa/totp: an otpauth URI")
+        now = time.time()
+        codes = expect(
+            "POST /me/mfa/totp/confirm",
+            confirm_totp.sync_detailed(client=client, body=CodeOnly(code=totp(enrolment.secret, now))),
+            200,
+            RecoveryCodes,
+        )
+        check(len(codes.recovery_codes) == 10, "confirm: ten recovery codes")
+        challenge = expect(
+            "POST /auth/login with the factor on",
+            login.sync_detailed(client=anon, body=LoginRequest(email=second, password=password)),
+            202,
+            MfaChallenge,
+        )
+        # The confirming step is spent: the next one is within the window.
+        step = SecondStep(mfa_token=challenge.mfa_token, code=totp(enrolment.secret, now + 30))
+        pair = expect(
+            "POST /auth/login/mfa", login_second_factor.sync_detailed(client=anon, body=step), 200, TokenPairBody
+        )
+        check(pair.token_type == "Bearer", "POST /auth/login/mfa: a token pair")
 
     @step
     def delete_account() -> None:

@@ -10,7 +10,7 @@ use super::rows::{InviteRow, UserRow, UserRowV3, encode, user_row};
 use super::sessions;
 use super::tables::{
     ADMIN_TO_UNIT, EMAIL_TO_BACKOFF, EMAIL_TO_USER, INVITE_TO_RECORD, OWNER_NOTE_TO_RECORD,
-    OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_KNOWN_CLIENTS, USER_TO_RECORD,
+    OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_KNOWN_CLIENTS, USER_TO_MFA, USER_TO_RECORD,
 };
 use crate::domain::{InviteId, Role, SessionId, UserId};
 use crate::seal::Sealer;
@@ -100,6 +100,7 @@ pub fn delete(
     let email = sealer.email_index(&secrets.email);
     txn.open_table(EMAIL_TO_USER)?.remove(email.as_str())?;
     txn.open_table(USER_TO_KNOWN_CLIENTS)?.remove(id)?;
+    txn.open_table(USER_TO_MFA)?.remove(id)?;
     txn.open_table(OWNER_TO_USAGE)?.remove(id)?;
     txn.open_table(OWNER_NOTE_TO_RECORD)?
         .retain_in((id, 0)..=(id, u128::MAX), |_, _| false)?;

@@ -15,7 +15,8 @@ use super::rows::{NoteRow, NoteRowV3, UserRow, UserRowV3, decode, encode};
 use super::tables::{
     ADMIN_TO_UNIT, AUDIT_ENDS, EMAIL_TO_BACKOFF, EMAIL_TO_USER, GHOST_TO_BACKOFF, INVITE_TO_RECORD, META,
     OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, SEAL_CHECK, SEQ_TO_AUDIT,
-    SESSION_TO_RECORD, USER_SEQ_TO_UNIT, USER_SESSION_TO_UNIT, USER_TO_KNOWN_CLIENTS, USER_TO_RECORD,
+    SESSION_TO_RECORD, SESSION_TO_SECOND_FACTOR, USER_SEQ_TO_UNIT, USER_SESSION_TO_UNIT,
+    USER_TO_KNOWN_CLIENTS, USER_TO_MFA, USER_TO_RECORD,
 };
 use crate::seal::Sealer;
 use crate::storage::{NoteRecord, Result, UserRecord};
@@ -102,6 +103,8 @@ pub fn everything(src: &ReadTransaction, dst: &Database, progress: Progress<'_>)
             ADMIN_TO_UNIT,
             INVITE_TO_RECORD,
             SEAL_CHECK,
+            USER_TO_MFA,
+            SESSION_TO_SECOND_FACTOR,
         ]
     );
     // The last commit, durable: the copy is on disk when it returns.

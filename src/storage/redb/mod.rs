@@ -24,6 +24,7 @@ mod backoff;
 pub mod copy;
 mod handle;
 mod known;
+mod mfa;
 pub mod migrations;
 mod notes;
 mod rows;
@@ -45,8 +46,8 @@ use crate::pool::{IdlePool, PoolError};
 use crate::seal::Sealer;
 use crate::storage::{
     AccountChange, BackoffRecord, Conditional, CounterOf, Created, InviteClaim, InviteRecord, KnownClient,
-    NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, RecordCounts, Result, SessionCutoffs, SessionRecord,
-    Storage, StorageError, UserRecord,
+    MfaChange, MfaOutcome, MfaProof, MfaRecord, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota,
+    RecordCounts, Result, SessionCutoffs, SessionRecord, Storage, StorageError, UserRecord,
 };
 use tables::{
     EMAIL_TO_BACKOFF, GHOST_TO_BACKOFF, OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, SESSION_TO_RECORD,
@@ -288,6 +289,14 @@ impl RedbStorage {
         }
         let dst = Database::builder().set_cache_size(4 * 1024 * 1024).create(to)?;
         let rows = copy::everything(&txn, &dst, &mut |done| progress(done, total))?;
+        // A table the copy does not know (one added without adding it to
+        // the copy) would be lost from every backup: refuse instead.
+        if rows != total {
+            return Err(StorageError::Corrupt {
+                table: "*".to_owned(),
+                detail: format!("the copy holds {rows} of the {total} rows: a table was left out"),
+            });
+        }
         Ok((snapshot, rows))
     }
 
@@ -642,6 +651,33 @@ impl Storage for RedbStorage {
                 known::remember(txn, session.user_id, &seen)?;
                 audit::append(txn, &key, &event)?;
                 Ok((true, true))
+            })
+            .await
+    }
+
+    async fn mfa(&self, user: UserId) -> Result<Option<MfaRecord>> {
+        self.read(|txn| mfa::get(txn, user, &self.sealer))
+    }
+
+    async fn change_mfa(
+        &self,
+        user: UserId,
+        proof: MfaProof,
+        change: MfaChange,
+        events: Vec<AuditEvent>,
+    ) -> Result<MfaOutcome> {
+        let sealer = self.sealer.clone();
+        let key = self.audit_key;
+        self.writer
+            .write_unshed(move |txn| {
+                let outcome = mfa::change(txn, user, &proof, &change, &sealer)?;
+                let done = outcome == MfaOutcome::Done;
+                if done {
+                    for event in &events {
+                        audit::append(txn, &key, event)?;
+                    }
+                }
+                Ok((outcome, done))
             })
             .await
     }

@@ -9,13 +9,13 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
-use super::tables::{OWNER_NOTE_TO_RECORD, USER_TO_RECORD};
+use super::tables::{OWNER_NOTE_TO_RECORD, USER_TO_MFA, USER_TO_RECORD};
 use crate::audit::Actor;
 use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 use crate::seal::{Field, SealError, Sealer};
 use crate::storage::{
-    BackoffRecord, InviteRecord, KnownClient, KnownKind, NoteRecord, Result, SessionRecord, StorageError,
-    UserRecord,
+    BackoffRecord, InviteRecord, KnownClient, KnownKind, MfaRecord, NoteRecord, Result, SessionRecord,
+    StorageError, UserRecord,
 };
 use redb::TableHandle;
 
@@ -194,6 +194,57 @@ impl From<UserRowV3> for UserRecord {
     }
 }
 
+/// An account's second factor: secret and recovery-code hashes sealed
+/// together (an [`MfaSecrets`]), bound to the account.
+#[derive(Serialize, Deserialize)]
+pub struct MfaRow {
+    pub user_id: u128,
+    pub sealed: Vec<u8>,
+    pub confirmed: bool,
+    pub last_step: u64,
+    #[serde(with = "time::serde::timestamp::nanoseconds")]
+    pub enrolled_at: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MfaSecrets {
+    secret: Vec<u8>,
+    recovery: Vec<[u8; 32]>,
+}
+
+impl MfaRow {
+    pub fn seal(record: &MfaRecord, sealer: &Sealer) -> Result<Self> {
+        let id = record.user_id.as_u128();
+        let secrets = MfaSecrets {
+            secret: record.secret.clone(),
+            recovery: record.recovery.clone(),
+        };
+        let plain = encode(&USER_TO_MFA, &secrets)?;
+        Ok(Self {
+            user_id: id,
+            sealed: seal_in(&USER_TO_MFA, sealer, Field::Mfa, (id, id), &plain)?,
+            confirmed: record.confirmed,
+            last_step: record.last_step,
+            enrolled_at: record.enrolled_at,
+        })
+    }
+
+    /// The row stored under `id` opened; one stored under another id does
+    /// not open (the sealed part is bound to its account).
+    pub fn open(self, id: u128, sealer: &Sealer) -> Result<MfaRecord> {
+        let plain = open_in(&USER_TO_MFA, sealer, Field::Mfa, (id, id), &self.sealed)?;
+        let secrets: MfaSecrets = decode(&USER_TO_MFA, &plain)?;
+        Ok(MfaRecord {
+            user_id: UserId::from_u128(id),
+            secret: secrets.secret,
+            confirmed: self.confirmed,
+            last_step: self.last_step,
+            recovery: secrets.recovery,
+            enrolled_at: self.enrolled_at,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRow {
     pub id: u128,
@@ -253,6 +304,7 @@ impl From<SessionRow> for SessionRecord {
             revoked_at: row.revoked_at,
             client: row.client,
             user_agent: row.user_agent,
+            second_factor: false,
         }
     }
 }

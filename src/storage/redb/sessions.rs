@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::get_row;
 use super::rows::{SessionRow, SessionRowV2, decode, encode};
-use super::tables::{SESSION_TO_RECORD, USER_SESSION_TO_UNIT};
+use super::tables::{SESSION_TO_RECORD, SESSION_TO_SECOND_FACTOR, USER_SESSION_TO_UNIT};
 use crate::domain::{SessionId, UserId};
 use crate::storage::{Result, SessionCutoffs, SessionRecord};
 
@@ -16,19 +16,37 @@ pub fn insert(txn: &WriteTransaction, session: &SessionRecord) -> Result<()> {
         .insert(row.id, bytes.as_slice())?;
     txn.open_table(USER_SESSION_TO_UNIT)?
         .insert((row.user_id, row.id), ())?;
+    if session.second_factor {
+        txn.open_table(SESSION_TO_SECOND_FACTOR)?.insert(row.id, ())?;
+    }
     Ok(())
 }
 
 pub fn get(txn: &ReadTransaction, id: SessionId) -> Result<Option<SessionRecord>> {
     let sessions = txn.open_table(SESSION_TO_RECORD)?;
-    Ok(get_row::<_, SessionRow>(&sessions, id.as_u128())?.map(SessionRecord::from))
+    let Some(mut session) = get_row::<_, SessionRow>(&sessions, id.as_u128())?.map(SessionRecord::from)
+    else {
+        return Ok(None);
+    };
+    session.second_factor = txn
+        .open_table(SESSION_TO_SECOND_FACTOR)?
+        .get(id.as_u128())?
+        .is_some();
+    Ok(Some(session))
 }
 
 /// Stores `next` if the stored session is still `current`.
 pub fn replace(txn: &WriteTransaction, current: &SessionRecord, next: &SessionRecord) -> Result<bool> {
     let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
     let stored: Option<SessionRow> = get_row(&sessions, current.id.as_u128())?;
-    if stored.is_none_or(|row| SessionRecord::from(row) != *current) || next.id != current.id {
+    // How the login was made never changes: only the row is compared.
+    let same = |row: SessionRow| {
+        SessionRecord {
+            second_factor: current.second_factor,
+            ..SessionRecord::from(row)
+        } == *current
+    };
+    if stored.is_none_or(|row| !same(row)) || next.id != current.id {
         return Ok(false);
     }
     let bytes = encode(&SESSION_TO_RECORD, &SessionRow::from(next))?;
@@ -196,12 +214,14 @@ pub fn dead_after(
 pub fn remove_dead(txn: &WriteTransaction, ids: &[u128], cutoffs: &SessionCutoffs) -> Result<usize> {
     let mut sessions = txn.open_table(SESSION_TO_RECORD)?;
     let mut by_user = txn.open_table(USER_SESSION_TO_UNIT)?;
+    let mut second_factors = txn.open_table(SESSION_TO_SECOND_FACTOR)?;
     let mut removed = 0;
     for &sid in ids {
         let current: Option<SessionRow> = get_row(&sessions, sid)?;
         if let Some(session) = current.map(SessionRecord::from).filter(|s| cutoffs.is_dead(s)) {
             sessions.remove(sid)?;
             by_user.remove((session.user_id.as_u128(), sid))?;
+            second_factors.remove(sid)?;
             removed += 1;
         }
     }

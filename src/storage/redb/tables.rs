@@ -45,6 +45,13 @@ pub const ADMIN_TO_UNIT: TableDefinition<u128, ()> = TableDefinition::new("admin
 /// Invite id → invite record (the hash of its secret, expiry, use).
 pub const INVITE_TO_RECORD: TableDefinition<u128, &[u8]> = TableDefinition::new("invites");
 
+/// User id → the account's second factor (see `auth::mfa`): its TOTP
+/// secret and recovery-code hashes sealed, the last time step accepted.
+pub const USER_TO_MFA: TableDefinition<u128, &[u8]> = TableDefinition::new("mfa");
+/// Session id → (): the sessions whose login passed a second factor, so
+/// their refreshed tokens say so too. Added within schema 4.
+pub const SESSION_TO_SECOND_FACTOR: TableDefinition<u128, ()> = TableDefinition::new("session_second_factor");
+
 /// A value sealed with the data key, opened at every start: a key ring
 /// that is not this database's is refused at once, not found out note by
 /// note.
@@ -54,6 +61,8 @@ pub const SEAL_CHECK: TableDefinition<&str, &[u8]> = TableDefinition::new("seal_
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     create_all_v3(txn)?;
     txn.open_table(SEAL_CHECK)?;
+    txn.open_table(USER_TO_MFA)?;
+    txn.open_table(SESSION_TO_SECOND_FACTOR)?;
     Ok(())
 }
 

@@ -38,6 +38,7 @@ fn session(user: UserId, revoked: bool) -> SessionRecord {
         revoked_at: revoked.then_some(now),
         client: Some("192.0.2.0/24".to_owned()),
         user_agent: Some("test agent".to_owned()),
+        second_factor: false,
     }
 }
 
@@ -1137,4 +1138,92 @@ async fn a_session_opens_only_on_the_account_as_its_login_checked_it() {
         "deleted since the check"
     );
     assert_eq!(store.session_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_second_factor_is_sealed_to_its_account_and_each_proof_is_taken_once() {
+    use crate::storage::{MfaChange, MfaOutcome, MfaProof, MfaRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStorage::open(&dir.path().join("db"), Options::default()).unwrap();
+    let (owner, other) = (user("a@example.com"), user("b@example.com"));
+    for who in [&owner, &other] {
+        store
+            .create_account(who.clone(), None, Vec::new(), None, Vec::new())
+            .await
+            .unwrap();
+    }
+    let secret = vec![7u8; 20];
+    let record = MfaRecord {
+        user_id: owner.id,
+        secret: secret.clone(),
+        confirmed: false,
+        last_step: 0,
+        recovery: Vec::new(),
+        enrolled_at: OffsetDateTime::now_utc(),
+    };
+    let change = |proof: MfaProof, change: MfaChange| store.change_mfa(owner.id, proof, change, Vec::new());
+    let step = |step: u64| MfaProof::Step {
+        step,
+        secret: secret.clone(),
+    };
+    let wrong_secret = MfaProof::Step {
+        step: 5,
+        secret: vec![8; 20],
+    };
+    let codes = vec![[1u8; 32], [2; 32]];
+    let recovery = || MfaProof::Recovery([2; 32]);
+    let (enrol, confirm) = (MfaChange::Enrol(record), MfaChange::Confirm(codes));
+    for (proof, what, expected, why) in [
+        (step(5), MfaChange::Use, MfaOutcome::NoFactor, "none yet"),
+        (MfaProof::None, enrol.clone(), MfaOutcome::Done, "enrolled"),
+        (step(5), MfaChange::Use, MfaOutcome::NoFactor, "pending"),
+        (
+            wrong_secret,
+            confirm.clone(),
+            MfaOutcome::Refused,
+            "another secret",
+        ),
+        (step(5), confirm, MfaOutcome::Done, "confirmed"),
+        (MfaProof::None, enrol, MfaOutcome::Conflict, "not replaced"),
+        (step(5), MfaChange::Use, MfaOutcome::Refused, "step used"),
+        (step(4), MfaChange::Use, MfaOutcome::Refused, "older step"),
+        (step(6), MfaChange::Use, MfaOutcome::Done, "next step"),
+        (recovery(), MfaChange::Use, MfaOutcome::Done, "recovery code"),
+        (
+            recovery(),
+            MfaChange::Use,
+            MfaOutcome::Refused,
+            "recovery code once",
+        ),
+    ] {
+        assert_eq!(change(proof, what).await.unwrap(), expected, "{why}");
+    }
+    let stored = store.mfa(owner.id).await.unwrap().unwrap();
+    assert!(stored.confirmed && stored.last_step == 6 && stored.recovery == vec![[1u8; 32]]);
+
+    // The owner's row copied under the other account does not open.
+    let txn = store.db().begin_write().unwrap();
+    {
+        let mut table = txn.open_table(tables::USER_TO_MFA).unwrap();
+        let value = table.get(owner.id.as_u128()).unwrap().unwrap().value().to_vec();
+        table.insert(other.id.as_u128(), value.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    assert!(matches!(
+        store.mfa(other.id).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+
+    // A backup copies it (and refuses to leave any table out).
+    let copy = dir.path().join("copy");
+    store.snapshot_into(&copy, &mut |_, _| {}).unwrap();
+    let copied = RedbStorage::open(&copy, Options::default()).unwrap();
+    assert_eq!(copied.mfa(owner.id).await.unwrap(), Some(stored));
+    drop(copied);
+
+    // Deleting the account deletes its factor.
+    let at = OffsetDateTime::now_utc();
+    let gone = crate::audit::AuditEvent::new(crate::audit::AuditKind::AccountDeleted, at).user(owner.id);
+    store.delete_account(owner.id, None, at, gone).await.unwrap();
+    assert!(store.mfa(owner.id).await.unwrap().is_none());
 }
