@@ -112,6 +112,24 @@ impl Auth {
     /// Checks a re-entered password like a login attempt: admitted by the
     /// backoff, a failure counted and recorded, a wrong one reported
     /// against the request member `field`.
+    /// Checks `password` against `hash` for an attempt its counter
+    /// admitted; a hash that could not be computed (a full queue) does not
+    /// count as an attempt.
+    pub(super) async fn verify_admitted<'a>(
+        &'a self,
+        ticket: super::backoff::Ticket<'a>,
+        password: Password,
+        hash: String,
+    ) -> Result<(super::backoff::Ticket<'a>, bool), Error> {
+        match self.passwords.verify(password, Some(hash)).await {
+            Ok(verified) => Ok((ticket, verified.ok)),
+            Err(e) => {
+                ticket.released();
+                Err(e)
+            }
+        }
+    }
+
     pub(super) async fn check_password_again(
         &self,
         user: &UserRecord,
@@ -132,18 +150,10 @@ impl Auth {
                 class != super::devices::ClientClass::Unknown,
             )
             .await?;
-        let verified = match self
-            .passwords
-            .verify(password, Some(user.password_hash.clone()))
-            .await
-        {
-            Ok(verified) => verified,
-            Err(e) => {
-                ticket.released();
-                return Err(e);
-            }
-        };
-        if !verified.ok {
+        let (ticket, right) = self
+            .verify_admitted(ticket, password, user.password_hash.clone())
+            .await?;
+        if !right {
             let failed = AuditEvent::new(AuditKind::LoginFailed, now)
                 .user(user.id)
                 .session(session)

@@ -520,24 +520,19 @@ impl Auth {
             let event = self.mfa_event(kind, check.user, check.session, check.client);
             event.detail(detail.to_owned())
         };
-        if let Some(password) = check.password {
-            let verified = match self
-                .passwords
-                .verify(password, Some(check.user.password_hash.clone()))
-                .await
-            {
-                Ok(verified) => verified,
-                Err(e) => {
-                    ticket.released();
-                    return Err(e);
-                }
-            };
-            if !verified.ok {
+        let ticket = if let Some(password) = check.password {
+            let (ticket, right) = self
+                .verify_admitted(ticket, password, check.user.password_hash.clone())
+                .await?;
+            if !right {
                 let failed = failure(AuditKind::LoginFailed, "wrong `password` re-entered");
                 self.count_failure(ticket, of, now, failed).await;
                 return Ok(Err(Refused::Password));
             }
-        }
+            ticket
+        } else {
+            ticket
+        };
         let proof = if totp::looks_like_code(check.code) {
             totp::matching_step(&check.factor.secret, check.code, now).map(|step| MfaProof::Step {
                 step,
