@@ -32,7 +32,17 @@ impl Auth {
     pub async fn require_admin(&self, caller: AuthUser) -> Result<UserRecord, Error> {
         match self.db.user(caller.user_id).await? {
             Some(user) if user.role == Role::Admin && !user.disabled => {
-                if self.mfa.admins_need_it && !caller.second_factor {
+                // The token says how its session began; the store says
+                // whether that still stands (a reset or disabled factor
+                // takes it back at once, not at the token's expiry).
+                if self.mfa.admins_need_it
+                    && !(caller.second_factor
+                        && self
+                            .db
+                            .session(caller.session_id)
+                            .await?
+                            .is_some_and(|s| s.second_factor))
+                {
                     return Err(Error::Http {
                         status: poem::http::StatusCode::FORBIDDEN,
                         detail: ADMIN_NEEDS_MFA.to_owned(),
@@ -161,6 +171,19 @@ impl Auth {
                 .detail(format!("wrong `{field}` re-entered"));
             self.count_failure(ticket, of, now, failed).await;
             return Err(FieldError::new(field, "is not the account's password").into());
+        }
+        // With a second factor on, failures may be wrong codes: only a
+        // right code clears them, never the password alone.
+        let factor_on = match self.mfa_enabled(user.id).await {
+            Ok(on) => on,
+            Err(e) => {
+                ticket.released();
+                return Err(e);
+            }
+        };
+        if factor_on {
+            ticket.released();
+            return Ok(());
         }
         let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
         ticket.succeeded();

@@ -111,6 +111,9 @@ pub struct Ticket<'a> {
     key: String,
     /// The counter had failures before this attempt (a success clears it).
     pub had_failures: bool,
+    /// The counter as this attempt found it, put back whole if the attempt
+    /// is released and nothing else counted meanwhile.
+    before: BackoffRecord,
     settled: bool,
 }
 
@@ -133,17 +136,19 @@ impl Ticket<'_> {
     }
 
     /// The attempt could not be judged (the server was too busy to check
-    /// the password): it does not count.
+    /// the password), or is not judged yet (a right password waiting for
+    /// its second factor): it does not count, and leaves the counter's
+    /// wait as it found it.
     pub fn released(mut self) {
         self.settled = true;
-        self.attempts.released(&self.key);
+        self.attempts.released(&self.key, &self.before);
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.attempts.released(&self.key);
+            self.attempts.released(&self.key, &self.before);
         }
     }
 }
@@ -184,12 +189,14 @@ impl Attempts {
             return Ok(Admission::Wait(wait));
         }
         let had_failures = entry.record.failures > 0 && now - entry.record.last_failure < STALE_AFTER;
-        entry.record = self.policy.after_failure(Some(entry.record.clone()), now);
+        let before = entry.record.clone();
+        entry.record = self.policy.after_failure(Some(before.clone()), now);
         entry.in_flight += 1;
         Ok(Admission::Go(Ticket {
             attempts: self,
             key,
             had_failures,
+            before,
             settled: false,
         }))
     }
@@ -201,12 +208,24 @@ impl Attempts {
         Some(entry.record.clone())
     }
 
-    fn released(&self, key: &str) {
+    fn released(&self, key: &str, before: &BackoffRecord) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = live.get_mut(key) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
-            entry.record.failures = entry.record.failures.saturating_sub(1);
-            entry.record.until = entry.record.last_failure + self.policy.delay(entry.record.failures);
+            if self
+                .policy
+                .after_failure(Some(before.clone()), entry.record.last_failure)
+                == entry.record
+            {
+                // Only this attempt counted since: the counter as it was,
+                // its wait included (re-arming the wait from now would let
+                // each released attempt push it on for ever).
+                entry.record = before.clone();
+            } else {
+                // Others counted meanwhile, and their failures stand.
+                entry.record.failures = entry.record.failures.saturating_sub(1);
+                entry.record.until = entry.record.last_failure + self.policy.delay(entry.record.failures);
+            }
         }
     }
 
@@ -289,6 +308,40 @@ mod tests {
             3,
             "two free failures and the one that starts the wait"
         );
+    }
+
+    /// Regression (review): a released attempt (a right password waiting
+    /// for its second factor) re-armed the wait from its own time, so
+    /// password steps kept pushing the backoff past the MFA token's life
+    /// and the owner could never finish a login.
+    #[test]
+    fn a_released_attempt_leaves_the_wait_as_it_found_it() {
+        let attempts = Attempts::new(POLICY, 100);
+        let start = OffsetDateTime::now_utc();
+        let mut now = start;
+        for _ in 0..8 {
+            let Ok(Admission::Go(ticket)) = attempts.admit("a@x.org".into(), now, none) else {
+                panic!("admitted");
+            };
+            let record = ticket.failed().unwrap();
+            now = record.until;
+        }
+        let counted = attempts.live.lock().unwrap()["a@x.org"].record.clone();
+        let later = counted.until + time::Duration::seconds(1);
+        for step in 0..5 {
+            let Ok(Admission::Go(ticket)) =
+                attempts.admit("a@x.org".into(), later + time::Duration::seconds(step), none)
+            else {
+                panic!("the wait is over");
+            };
+            ticket.released();
+        }
+        let after = attempts.live.lock().unwrap()["a@x.org"].record.clone();
+        assert_eq!(after, counted, "no failure added, no wait re-armed");
+        assert!(matches!(
+            attempts.admit("a@x.org".into(), later, none),
+            Ok(Admission::Go(_))
+        ));
     }
 
     #[test]

@@ -32,9 +32,11 @@ use crate::storage::{CounterOf, MfaChange, MfaOutcome, MfaProof, MfaRecord, Stor
 
 /// Codes one MFA token may be tried with before it is spent.
 pub const TRIES_PER_TOKEN: u8 = 5;
-/// MFA tokens one account may have waiting; a new one replaces the
-/// oldest. Someone who knows one account's password cannot fill the
-/// server's store alone.
+/// MFA tokens one account may have waiting per kind of client (its
+/// failure counter: a known device, a known address, or any other
+/// client); a new one replaces the oldest of its kind. Someone who knows
+/// the password cannot fill the server's store through one account, nor
+/// push out a login from the owner's known device.
 pub const PENDING_PER_ACCOUNT: usize = 8;
 
 /// How second factors are offered and required.
@@ -60,6 +62,9 @@ pub struct PendingLogin {
     pub device: Option<DeviceToken>,
     pub proven_device: bool,
     pub origin: Origin,
+    /// When the factor the login waits for was enrolled: a login started
+    /// before the factor was replaced does not finish with the new one.
+    pub factor_enrolled_at: OffsetDateTime,
 }
 
 /// A pending login as it is kept.
@@ -113,7 +118,7 @@ impl PendingLogins {
         let mut map = self.by_token.lock().unwrap_or_else(PoisonError::into_inner);
         let mine: Vec<([u8; 32], u64)> = map
             .iter()
-            .filter(|(_, w)| w.login.user == login.user)
+            .filter(|(_, w)| w.login.user == login.user && w.login.counter_key == login.counter_key)
             .map(|(k, w)| (*k, w.issued))
             .collect();
         if mine.len() >= PENDING_PER_ACCOUNT
@@ -156,9 +161,13 @@ impl PendingLogins {
         (waiting.expires_at > now).then_some((key, waiting))
     }
 
-    /// Puts back a login whose code was wrong, if it has tries left.
-    fn put_back(&self, key: [u8; 32], mut waiting: Waiting) {
-        waiting.tries_left = waiting.tries_left.saturating_sub(1);
+    /// Puts back a login whose code was refused (`spent`: it was judged
+    /// wrong, which uses a try; a code refused unread while the counter
+    /// backs off does not), if it has tries left.
+    fn put_back(&self, key: [u8; 32], mut waiting: Waiting, spent: bool) {
+        if spent {
+            waiting.tries_left = waiting.tries_left.saturating_sub(1);
+        }
         if waiting.tries_left > 0 {
             self.by_token
                 .lock()
@@ -389,7 +398,12 @@ impl Auth {
         let Some(user) = self.db.user(login.user).await?.filter(|u| !u.disabled) else {
             return Err(Error::Unauthorized);
         };
-        let Some(factor) = self.db.mfa(user.id).await?.filter(|f| f.confirmed) else {
+        let Some(factor) = self
+            .db
+            .mfa(user.id)
+            .await?
+            .filter(|f| f.confirmed && f.enrolled_at == login.factor_enrolled_at)
+        else {
             return Err(Error::Unauthorized);
         };
         let check = FactorCheck {
@@ -406,12 +420,12 @@ impl Auth {
         match self.prove_factor(check, MfaChange::Use, vec![passed]).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => {
-                self.pending_logins.put_back(key, waiting);
+                self.pending_logins.put_back(key, waiting, true);
                 return Err(Error::Unauthorized);
             }
             Err(Error::TooManyRequests { retry_after }) => {
                 // Backing off: the token waits with the counter.
-                self.pending_logins.put_back(key, waiting);
+                self.pending_logins.put_back(key, waiting, false);
                 return Err(Error::TooManyRequests { retry_after });
             }
             Err(e) => return Err(e),
@@ -611,6 +625,7 @@ mod tests {
             device: None,
             proven_device: false,
             origin: Origin::default(),
+            factor_enrolled_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 
@@ -661,7 +676,7 @@ mod tests {
             store.take(&token, now).is_none(),
             "taken: no second use meanwhile"
         );
-        store.put_back(key, waiting);
+        store.put_back(key, waiting, true);
         assert!(
             store.take(&token, now + time::Duration::seconds(2)).is_none(),
             "expired"

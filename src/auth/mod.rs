@@ -321,13 +321,14 @@ impl Auth {
             }
         };
         let (user, verified) = user;
-        let factor_on = match self.db.mfa(user.id).await {
-            Ok(factor) => factor.is_some_and(|f| f.confirmed),
+        let factor = match self.db.mfa(user.id).await {
+            Ok(factor) => factor.filter(|f| f.confirmed).map(|f| f.enrolled_at),
             Err(e) => {
                 ticket.released();
                 return Err(e.into());
             }
         };
+        let factor_on = factor.is_some();
         let (had_failures, key) = (ticket.had_failures, ticket.key().to_owned());
         if factor_on {
             // Neither a failure nor a success yet: the code decides.
@@ -355,7 +356,7 @@ impl Auth {
         }
         let (device, proven) = device_of(class, device_token)?;
         let origin = Origin { client, user_agent };
-        if factor_on {
+        if let Some(factor_enrolled_at) = factor {
             return self.await_second_factor(mfa::PendingLogin {
                 user: user.id,
                 verified_hash,
@@ -364,6 +365,7 @@ impl Auth {
                 device,
                 proven_device: proven,
                 origin,
+                factor_enrolled_at,
             });
         }
         self.open_login_session(&user, verified_hash, device, proven, origin, false)

@@ -487,6 +487,80 @@ async fn guessing_codes_meets_the_login_backoff() {
         "a right password does not clear what wrong codes counted",
     )
     .await;
+
+    // Once the wait is over, the owner's password step does not start it
+    // again (regression, review: each waiting password step re-armed the
+    // wait from its own time, so the code that followed always met 429
+    // and the owner could never finish a login).
+    next_step(&app);
+    let token = first_step(&app, &user).await;
+    let done = second_step(&app, &token, &code(&app, &secret)).await;
+    assert_eq!(done.status(), StatusCode::OK, "the owner gets in");
+}
+
+/// Regression (review): a right password re-entered anywhere (here a
+/// password change refused because the new one is the same) cleared the
+/// failures wrong codes had counted, so codes could be guessed through
+/// the routes that take a password and a code with no growing wait.
+#[tokio::test]
+async fn a_right_password_elsewhere_does_not_clear_failed_codes() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let (secret, _) = turn_on(&app, &user).await;
+    let wrong = if code(&app, &secret) == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    let disable = || {
+        let body = json!({"password": PASSWORD, "code": wrong});
+        let req = app.request(Method::POST, "/api/v1/me/mfa/totp/disable", Some(&user.access));
+        async move { req.json(&body).send().await.unwrap() }
+    };
+    for _ in 0..4 {
+        assert_problem(disable().await, StatusCode::BAD_REQUEST, "a wrong code").await;
+    }
+    let same = json!({"current_password": PASSWORD, "new_password": PASSWORD});
+    let change = app
+        .request(Method::PUT, "/api/v1/me/password", Some(&user.access))
+        .json(&same)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(change, StatusCode::BAD_REQUEST, "the same password").await;
+    for _ in 0..2 {
+        assert_problem(disable().await, StatusCode::BAD_REQUEST, "a wrong code").await;
+    }
+    assert_problem(
+        disable().await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the seventh guess backs off",
+    )
+    .await;
+}
+
+/// Regression (review): someone who knows the password could push the
+/// owner's waiting login out of the per-account bound with password steps
+/// of their own. The owner's known device has a bound of its own.
+#[tokio::test]
+async fn password_steps_from_elsewhere_do_not_push_out_the_owners_login() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let login: Value = app.login(&user.email, PASSWORD).await.json().await.unwrap();
+    let device = login["device_token"].as_str().unwrap().to_owned();
+    let (secret, _) = turn_on(&app, &user).await;
+    let body = json!({"email": user.email, "password": PASSWORD, "device_token": device});
+    let owner = post(&app, "/api/v1/auth/login", None, &body).await;
+    assert_eq!(owner.status(), StatusCode::ACCEPTED);
+    let owner: Value = owner.json().await.unwrap();
+    for _ in 0..(2 * notesd::auth::mfa::PENDING_PER_ACCOUNT) {
+        first_step(&app, &user).await;
+    }
+    let token = owner["mfa_token"].as_str().unwrap();
+    let done = second_step(&app, token, &code(&app, &secret)).await;
+    assert_eq!(done.status(), StatusCode::OK, "the owner's login still waits");
+    let pair: Value = done.json().await.unwrap();
+    assert_eq!(pair["device_token"], device.as_str(), "and keeps its device");
 }
 
 #[tokio::test]
@@ -514,6 +588,7 @@ async fn turning_it_off_needs_password_and_code_and_an_admin_can_reset_it() {
     )
     .await;
     assert_eq!(problem_fields(&problem), ["code"]);
+    let waiting = first_step(&app, &user).await;
     assert_eq!(
         disable(PASSWORD, code(&app, &secret)).await.status(),
         StatusCode::NO_CONTENT
@@ -530,8 +605,15 @@ async fn turning_it_off_needs_password_and_code_and_an_admin_can_reset_it() {
     )
     .await;
 
-    // A user who lost the device: an admin resets the factor.
-    turn_on(&app, &user).await;
+    // A user who lost the device: an admin resets the factor. (A login
+    // begun under the factor turned off does not finish with the new one.)
+    let (secret, _) = turn_on(&app, &user).await;
+    assert_problem(
+        second_step(&app, &waiting, &code(&app, &secret)).await,
+        StatusCode::UNAUTHORIZED,
+        "begun under another factor",
+    )
+    .await;
     let admin = app.new_admin().await;
     let reset = |token: &str, id: &str| {
         app.request(
@@ -609,11 +691,31 @@ async fn a_server_can_require_a_second_factor_of_admins() {
         .json()
         .await
         .unwrap();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(users(access.clone()).await.status(), StatusCode::OK);
+
+    // Its factor reset (here by itself), the session no longer counts as
+    // opened with one: at once, not when the token expires (review).
+    let reset = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/admin/users/{}/mfa", admin.id),
+            Some(&access),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_problem(users(access).await, StatusCode::FORBIDDEN, "the factor is gone").await;
+    let refreshed: Value = app
+        .refresh(pair["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
-        users(pair["access_token"].as_str().unwrap().to_owned())
-            .await
-            .status(),
-        StatusCode::OK
+        claims(refreshed["access_token"].as_str().unwrap())["amr"],
+        json!(["pwd"])
     );
 }
 

@@ -3,11 +3,11 @@
 //! transaction, on the one writer: of two requests with the same code, or
 //! the same recovery code, exactly one finds it unused.
 
-use redb::{ReadTransaction, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::get_row;
 use super::rows::{MfaRow, encode};
-use super::tables::USER_TO_MFA;
+use super::tables::{SESSION_TO_SECOND_FACTOR, USER_SESSION_TO_UNIT, USER_TO_MFA};
 use crate::domain::UserId;
 use crate::seal::Sealer;
 use crate::storage::{MfaChange, MfaOutcome, MfaProof, MfaRecord, Result};
@@ -40,6 +40,8 @@ pub fn change(
         // An admin's reset needs no proof.
         (MfaChange::Remove, Some(_)) if matches!(proof, MfaProof::None) => {
             table.remove(id)?;
+            drop(table);
+            forget_second_factor(txn, user)?;
             return Ok(MfaOutcome::Done);
         }
         (MfaChange::Confirm(_), Some(pending)) if !pending.confirmed => pending,
@@ -53,6 +55,8 @@ pub fn change(
     match change {
         MfaChange::Remove => {
             table.remove(id)?;
+            drop(table);
+            forget_second_factor(txn, user)?;
             return Ok(MfaOutcome::Done);
         }
         MfaChange::Confirm(codes) => {
@@ -65,6 +69,22 @@ pub fn change(
     let bytes = encode(&USER_TO_MFA, &MfaRow::seal(&record, sealer)?)?;
     table.insert(id, bytes.as_slice())?;
     Ok(MfaOutcome::Done)
+}
+
+/// The factor is gone: no session of the account counts as opened with it
+/// any longer (their next tokens say `pwd` alone).
+fn forget_second_factor(txn: &WriteTransaction, user: UserId) -> Result<()> {
+    let id = user.as_u128();
+    let sessions: Vec<u128> = txn
+        .open_table(USER_SESSION_TO_UNIT)?
+        .range((id, 0)..=(id, u128::MAX))?
+        .map(|entry| entry.map(|(key, _)| key.value().1))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut second_factors = txn.open_table(SESSION_TO_SECOND_FACTOR)?;
+    for sid in sessions {
+        second_factors.remove(sid)?;
+    }
+    Ok(())
 }
 
 /// Takes the proof if it is good, marking it used in `record`.
