@@ -38,6 +38,14 @@ printf 'scenario\treq_per_s\tp50_ms\tp99_ms\tconnections\n' >>"$RESULTS"
 # strength estimator's dictionaries).
 grep argon2id "$WORK/seed.out" | tail -1
 
+# Start-up (bench/startup.py): time to the first 200 on /healthz on the
+# data just seeded (101 000 notes), and the server's RSS settled, after
+# logins and after a signup, each once the hashing has been idle a while.
+if [ -z "${BENCH_ONLY:-}" ] || [[ "startup" =~ $BENCH_ONLY ]]; then
+  python3 bench/startup.py --binary "$BIN" --seed "$TARGET/release/examples/bench_seed" --data "$WORK/data" \
+    --port $((PORT + 30))
+fi
+
 # Every client here is 127.0.0.1: the per-client connection cap would
 # refuse most of wrk's connections, and 32 logins in flight for one
 # account would meet the login backoff (attempts count before the hash).

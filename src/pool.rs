@@ -11,8 +11,9 @@
 //! letting waiting work pile up.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::metrics::QueueStats;
 
@@ -35,6 +36,18 @@ pub struct IdlePool<S> {
 
 impl<S: Default + 'static> IdlePool<S> {
     pub fn new(name: &str, threads: usize, queue: usize) -> std::io::Result<Self> {
+        Self::releasing(name, threads, queue, None)
+    }
+
+    /// As [`IdlePool::new`]; with `release_after`, a thread that has had
+    /// no job for that long drops its `S` (its working memory goes back to
+    /// the system) and makes a new one for its next job.
+    pub fn releasing(
+        name: &str,
+        threads: usize,
+        queue: usize,
+        release_after: Option<Duration>,
+    ) -> std::io::Result<Self> {
         let (jobs, receiver) = mpsc::sync_channel::<Job<S>>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let queue_stats = Arc::new(QueueStats::default());
@@ -46,14 +59,22 @@ impl<S: Default + 'static> IdlePool<S> {
                 .spawn(move || {
                     lower_priority();
                     let mut state = S::default();
+                    // Whether `state` may hold memory a job left in it.
+                    let mut used = false;
                     loop {
                         // Hold the lock only while waiting for a job.
-                        let job = match receiver.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
+                        let job = match (receiver.lock(), release_after) {
+                            (Ok(rx), Some(after)) if used => rx.recv_timeout(after),
+                            (Ok(rx), _) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                            (Err(_), _) => return,
                         };
                         match job {
+                            Err(RecvTimeoutError::Timeout) => {
+                                state = S::default();
+                                used = false;
+                            }
                             Ok(job) => {
+                                used = true;
                                 let _ = queue_stats.waiting.fetch_update(
                                     Ordering::Relaxed,
                                     Ordering::Relaxed,
@@ -61,7 +82,7 @@ impl<S: Default + 'static> IdlePool<S> {
                                 );
                                 job(&mut state);
                             }
-                            Err(_) => return, // the pool was dropped
+                            Err(RecvTimeoutError::Disconnected) => return, // the pool was dropped
                         }
                     }
                 })?;
@@ -82,6 +103,16 @@ impl<S: Default + 'static> IdlePool<S> {
     #[cfg(test)]
     pub(crate) fn queue(&self) -> &SyncSender<Job<S>> {
         &self.jobs
+    }
+
+    /// Queues `work` for a pool thread without waiting for it; dropped if
+    /// the queue is full.
+    pub fn submit(&self, work: impl FnOnce(&mut S) + Send + 'static) {
+        // Counted before the send, as in `run`.
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.try_send(Box::new(work)).is_err() {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Runs `work` on a pool thread, with the caller's tracing span.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64ct::{Base64Unpadded, Encoding};
+use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 
 use crate::domain::Password;
@@ -66,7 +67,7 @@ struct HashPool(IdlePool<Vec<Block>>);
 
 impl HashPool {
     fn new(size: HashPoolSize) -> std::io::Result<Self> {
-        IdlePool::new("hash", size.threads, size.queue).map(Self)
+        IdlePool::releasing("hash", size.threads, size.queue, Some(RELEASE_AFTER)).map(Self)
     }
 
     async fn run<T: Send + 'static>(
@@ -87,6 +88,15 @@ impl HashPool {
 pub struct Passwords {
     params: Params,
     pool: HashPool,
+    /// The dummy hash and the baseline, made on a hashing thread: at the
+    /// start (a job queued then), or by the first hash that needs them.
+    /// Two hashes at the full cost would otherwise hold up the start.
+    calibration: Arc<OnceLock<Calibration>>,
+    min_score: u8,
+}
+
+/// What answers for a missing account and pads a cheaper old hash.
+struct Calibration {
     /// A real hash of a random password, verified against when the account
     /// does not exist, so that case costs the same time as a wrong password.
     dummy_hash: String,
@@ -94,7 +104,25 @@ pub struct Passwords {
     /// against an older, cheaper hash is padded to this, so a parameter
     /// change does not make existing accounts answer faster.
     baseline: Duration,
-    min_score: u8,
+}
+
+/// The calibration, made now with `memory` if no thread has made it yet.
+fn calibrated<'c>(
+    cell: &'c OnceLock<Calibration>,
+    params: &Params,
+    memory: &mut Vec<Block>,
+) -> Result<&'c Calibration, Error> {
+    if let Some(calibration) = cell.get() {
+        return Ok(calibration);
+    }
+    let mut dummy = [0u8; 32];
+    getrandom::fill(&mut dummy).map_err(|e| Error::internal(e.to_string()))?;
+    let dummy_hash = hash_with(params, &dummy, memory)?;
+    let started = Instant::now();
+    verify_with(&dummy_hash, &dummy, memory)?;
+    let baseline = started.elapsed();
+    // Two threads may both have made one: either serves.
+    Ok(cell.get_or_init(|| Calibration { dummy_hash, baseline }))
 }
 
 /// How much of a password the strength estimator looks at. zxcvbn's cost
@@ -108,18 +136,20 @@ impl Passwords {
     pub fn new(cost: HashCost, pool: HashPoolSize, min_score: u8) -> Result<Self, Error> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(HASH_LEN))
             .map_err(|e| Error::internal(format!("invalid argon2 parameters: {e}")))?;
-        let mut memory = Vec::new();
-        let mut dummy = [0u8; 32];
-        getrandom::fill(&mut dummy).map_err(|e| Error::internal(e.to_string()))?;
-        let dummy_hash = hash_with(&params, &dummy, &mut memory)?;
-        let started = Instant::now();
-        verify_with(&dummy_hash, &dummy, &mut memory)?;
-        let baseline = started.elapsed();
+        let pool = HashPool::new(pool).map_err(|e| Error::internal(format!("hashing threads: {e}")))?;
+        let calibration = Arc::new(OnceLock::new());
+        {
+            let (calibration, params) = (calibration.clone(), params.clone());
+            pool.0.submit(move |memory| {
+                if let Err(e) = calibrated(&calibration, &params, memory) {
+                    tracing::warn!(error = %e, "could not calibrate password hashing; the first login will");
+                }
+            });
+        }
         Ok(Self {
             params,
-            pool: HashPool::new(pool).map_err(|e| Error::internal(format!("hashing threads: {e}")))?,
-            dummy_hash,
-            baseline,
+            pool,
+            calibration,
             min_score,
         })
     }
@@ -146,17 +176,19 @@ impl Passwords {
     /// there is no account, so both paths do the same work.
     pub async fn verify(&self, password: Password, stored: Option<String>) -> Result<Verified, Error> {
         let exists = stored.is_some();
-        let phc = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let params = self.params.clone();
+        let calibration = self.calibration.clone();
         let started = Instant::now();
-        let (ok, current) = self
+        let (ok, current, baseline) = self
             .pool
             .run(move |memory| {
+                let calibration = calibrated(&calibration, &params, memory)?;
+                let phc = stored.unwrap_or_else(|| calibration.dummy_hash.clone());
                 let ok = verify_with(&phc, password.expose().as_bytes(), memory)?;
-                Ok((ok, uses_params(&phc, &params)))
+                Ok((ok, uses_params(&phc, &params), calibration.baseline))
             })
             .await?;
-        if !current && let Some(short) = self.baseline.checked_sub(started.elapsed()) {
+        if !current && let Some(short) = baseline.checked_sub(started.elapsed()) {
             tokio::time::sleep(short).await;
         }
         Ok(Verified {
@@ -175,13 +207,31 @@ impl Passwords {
 }
 
 /// Grows the reusable working memory to what `params` needs.
+///
+/// It is reserved at no less than [`RESERVED_BLOCKS`] (33 MiB of address
+/// space, of which only what the parameters use is ever touched): glibc's
+/// malloc maps so large a block on its own and unmaps it when it is freed,
+/// whereas after freeing a mapped block of 32 MiB or less it raises its
+/// mapping threshold and serves the next one from a heap it never gives
+/// back. So the 19 MiB a hash uses leave the process when the hashing
+/// thread lets go of them (see [`RELEASE_AFTER`]).
 fn memory_for<'m>(params: &Params, memory: &'m mut Vec<Block>) -> &'m mut [Block] {
     let blocks = params.block_count();
     if memory.len() < blocks {
+        if memory.capacity() < blocks.max(RESERVED_BLOCKS) {
+            *memory = Vec::with_capacity(blocks.max(RESERVED_BLOCKS));
+        }
         memory.resize(blocks, Block::default());
     }
     &mut memory[..blocks]
 }
+
+/// 33 MiB of 1 KiB argon2 blocks: above glibc's largest mapping threshold.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
+/// A hashing thread with no hash to do for this long gives its working
+/// memory back; the next hash maps it again.
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 fn hash_with(params: &Params, password: &[u8], memory: &mut Vec<Block>) -> Result<String, Error> {
     let mut salt = [0u8; SALT_LEN];
