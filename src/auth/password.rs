@@ -412,31 +412,34 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let p = Passwords::new(cost, HashPoolSize { threads: 1, queue: 1 }, 0).unwrap();
+        // Room for the start's calibration and a hash behind it.
+        let p = Passwords::new(cost, HashPoolSize { threads: 1, queue: 2 }, 0).unwrap();
         // Occupy the only thread, and wait until it is really busy.
         let (started_tx, started) = std::sync::mpsc::channel::<()>();
         let (release, gate) = std::sync::mpsc::channel::<()>();
+        // The start's calibration first (one hash waits for it).
+        p.verify(pw("whatever-it-is-123"), None).await.unwrap();
         p.pool
             .0
-            .queue()
-            .send(Box::new(move |_| {
+            .push(Box::new(move |_| {
                 started_tx.send(()).unwrap();
                 let _ = gate.recv();
             }))
             .unwrap();
         started.recv().unwrap();
-        // Fill the one queue slot.
-        assert!(p.pool.0.queue().try_send(Box::new(|_| {})).is_ok());
+        // Fill the queue's two slots; the second says when it has run.
+        let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
+        assert!(p.pool.0.push(Box::new(|_| {})).is_ok());
+        assert!(
+            p.pool
+                .0
+                .push(Box::new(move |_| drained_tx.send(()).unwrap()))
+                .is_ok()
+        );
         let refused = p.verify(pw("whatever-it-is-123"), None).await;
         assert!(matches!(refused, Err(Error::Unavailable { retry_after: 1 })));
         release.send(()).unwrap();
         // Wait until the thread has worked through the queue.
-        let (drained_tx, drained) = std::sync::mpsc::channel::<()>();
-        p.pool
-            .0
-            .queue()
-            .send(Box::new(move |_| drained_tx.send(()).unwrap()))
-            .unwrap();
         drained.recv().unwrap();
         let again = p.verify(pw("whatever-it-is-123"), None).await;
         assert!(again.is_ok(), "served again once drained: {:?}", again.err());
