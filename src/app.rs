@@ -19,7 +19,7 @@ use crate::api::{self, AppState};
 use crate::auth::Auth;
 use crate::auth::backoff::{Attempts, BackoffPolicy};
 use crate::auth::keyring::{KeyRing, KeyringError, RingFile};
-use crate::auth::mfa::{MfaPolicy, PendingLogins};
+use crate::auth::mfa::{MfaPolicy, PendingLimits, PendingLogins};
 use crate::auth::password::Passwords;
 use crate::auth::sessions::{RevokedSessions, SessionLimits};
 use crate::auth::tokens::Tokens;
@@ -610,7 +610,11 @@ pub fn open_state(settings: &Settings, clock: Clock) -> Result<AppState, Startup
             login_ttl: settings.auth.mfa_login_ttl,
             admins_need_it: settings.auth.admins_need_mfa,
         },
-        pending_logins: PendingLogins::new(settings.auth.max_pending_mfa_logins as usize),
+        pending_logins: PendingLogins::new(PendingLimits {
+            total: settings.auth.max_pending_mfa_logins as usize,
+            per_account: settings.auth.max_pending_mfa_logins_per_account as usize,
+            tries: settings.auth.mfa_login_tries,
+        }),
         recovery_key,
     };
     Ok(AppState {

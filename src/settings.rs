@@ -172,6 +172,17 @@ pub struct AuthSettings {
     #[arg(long, env = "NOTESD_MAX_PENDING_MFA_LOGINS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pending_mfa_logins: u32,
 
+    /// Logins waiting for their second step at once per account and kind
+    /// of client (a known device, a known address, any other client); a
+    /// new one replaces the oldest of its kind.
+    #[arg(long, env = "NOTESD_MAX_PENDING_MFA_LOGINS_PER_ACCOUNT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_pending_mfa_logins_per_account: u32,
+
+    /// Wrong codes one MFA token may be tried with before the login has to
+    /// start again with the password.
+    #[arg(long, env = "NOTESD_MFA_LOGIN_TRIES", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=20))]
+    pub mfa_login_tries: u8,
+
     /// Admin operations need a session whose login passed a second factor.
     #[arg(long, env = "NOTESD_ADMINS_NEED_MFA", default_value_t = false, action = clap::ArgAction::Set)]
     pub admins_need_mfa: bool,

@@ -5,7 +5,7 @@
 //!   keyed hashes.
 //! - A login of an account with the factor on stops after the password:
 //!   it gets an MFA token (random, kept in memory only, single use, good
-//!   for a few minutes and [`TRIES_PER_TOKEN`] codes), which is not an
+//!   for a few minutes and a few codes: `--mfa-login-tries`), which is not an
 //!   access token and opens nothing but the second step.
 //! - Every code, at login or with a password for a change, is admitted and
 //!   counted by the same failure counter as the account's passwords (per
@@ -30,14 +30,20 @@ use crate::domain::{Password, SessionId, UserId};
 use crate::error::{Error, FieldError};
 use crate::storage::{CounterOf, MfaChange, MfaOutcome, MfaProof, MfaRecord, Storage, UserRecord};
 
-/// Codes one MFA token may be tried with before it is spent.
-pub const TRIES_PER_TOKEN: u8 = 5;
-/// MFA tokens one account may have waiting per kind of client (its
-/// failure counter: a known device, a known address, or any other
-/// client); a new one replaces the oldest of its kind. Someone who knows
-/// the password cannot fill the server's store through one account, nor
-/// push out a login from the owner's known device.
-pub const PENDING_PER_ACCOUNT: usize = 8;
+/// Bounds of the logins waiting for their second step.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingLimits {
+    /// Waiting at once, server-wide; past it, 503.
+    pub total: usize,
+    /// Waiting at once per account and kind of client (its failure
+    /// counter: a known device, a known address, or any other client); a
+    /// new one replaces the oldest of its kind. Someone who knows the
+    /// password cannot fill the server's store through one account, nor
+    /// push out a login from the owner's known device.
+    pub per_account: usize,
+    /// Wrong codes one MFA token may be tried with before it is spent.
+    pub tries: u8,
+}
 
 /// How second factors are offered and required.
 #[derive(Debug, Clone)]
@@ -80,7 +86,7 @@ struct Waiting {
 /// for the password again. Bounded; expired ones go first.
 pub struct PendingLogins {
     by_token: Mutex<HashMap<[u8; 32], Waiting>>,
-    capacity: usize,
+    limits: PendingLimits,
     issued: std::sync::atomic::AtomicU64,
 }
 
@@ -93,10 +99,14 @@ fn token_key(token: &str) -> [u8; 32] {
 }
 
 impl PendingLogins {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(limits: PendingLimits) -> Self {
         Self {
             by_token: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            limits: PendingLimits {
+                total: limits.total.max(1),
+                per_account: limits.per_account.max(1),
+                tries: limits.tries.max(1),
+            },
             issued: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -121,17 +131,17 @@ impl PendingLogins {
             .filter(|(_, w)| w.login.user == login.user && w.login.counter_key == login.counter_key)
             .map(|(k, w)| (*k, w.issued))
             .collect();
-        if mine.len() >= PENDING_PER_ACCOUNT
+        if mine.len() >= self.limits.per_account
             && let Some((oldest, _)) = mine.iter().min_by_key(|(_, issued)| *issued)
         {
             map.remove(oldest);
         }
-        if map.len() >= self.capacity {
+        if map.len() >= self.limits.total {
             map.retain(|_, pending| pending.expires_at > now);
         }
-        if map.len() >= self.capacity {
+        if map.len() >= self.limits.total {
             tracing::warn!(
-                capacity = self.capacity,
+                capacity = self.limits.total,
                 "pending two-factor logins full; refusing"
             );
             return Err(Error::Unavailable { retry_after: 1 });
@@ -139,7 +149,7 @@ impl PendingLogins {
         let waiting = Waiting {
             login,
             expires_at,
-            tries_left: TRIES_PER_TOKEN,
+            tries_left: self.limits.tries,
             issued: self.issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         map.insert(token_key(&token), waiting);
@@ -629,20 +639,52 @@ mod tests {
         }
     }
 
+    const PER_ACCOUNT: usize = 8;
+
+    #[test]
+    fn a_token_is_spent_by_judged_codes_only() {
+        let now = OffsetDateTime::now_utc();
+        let store = PendingLogins::new(PendingLimits {
+            total: 10,
+            per_account: 8,
+            tries: 3,
+        });
+        let token = store
+            .issue(login(UserId::generate()), now + time::Duration::minutes(5), now)
+            .unwrap();
+        for _ in 0..10 {
+            let (key, waiting) = store.take(&token, now).unwrap();
+            store.put_back(key, waiting, false);
+        }
+        for _ in 0..2 {
+            let (key, waiting) = store.take(&token, now).unwrap();
+            store.put_back(key, waiting, true);
+        }
+        let (key, waiting) = store
+            .take(&token, now)
+            .expect("one try left after ten unjudged answers");
+        store.put_back(key, waiting, true);
+        assert!(store.take(&token, now).is_none(), "spent by the third wrong code");
+    }
+
     #[test]
     fn one_account_cannot_fill_the_store_and_a_full_store_refuses() {
         let now = OffsetDateTime::now_utc();
         let later = now + time::Duration::minutes(5);
-        let store = PendingLogins::new(20);
+        let store = PendingLogins::new(PendingLimits {
+            total: 20,
+            per_account: PER_ACCOUNT,
+            tries: 5,
+        });
         let mallory = UserId::generate();
         let mut tokens = Vec::new();
         for _ in 0..50 {
             tokens.push(store.issue(login(mallory), later, now).unwrap());
         }
-        assert_eq!(store.len(), PENDING_PER_ACCOUNT, "the oldest give way");
+        assert_eq!(store.len(), PER_ACCOUNT, "the oldest give way");
         assert!(store.take(&tokens[0], now).is_none(), "the first was replaced");
         assert!(store.take(&tokens[49], now).is_some(), "the newest waits");
-        for _ in 0..=(20 - PENDING_PER_ACCOUNT) {
+        for _ in 0..=(20 - PER_ACCOUNT) {
             store.issue(login(UserId::generate()), later, now).unwrap();
         }
         assert!(matches!(
@@ -665,7 +707,11 @@ mod tests {
     #[test]
     fn a_token_is_taken_once_and_not_after_it_expires() {
         let now = OffsetDateTime::now_utc();
-        let store = PendingLogins::new(10);
+        let store = PendingLogins::new(PendingLimits {
+            total: 10,
+            per_account: PER_ACCOUNT,
+            tries: 5,
+        });
         let token = store
             .issue(login(UserId::generate()), now + time::Duration::seconds(1), now)
             .unwrap();

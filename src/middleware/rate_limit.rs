@@ -203,6 +203,24 @@ mod tests {
     }
 
     #[test]
+    fn every_route_that_checks_a_password_or_a_code_takes_the_auth_limit() {
+        for path in [
+            "/api/v1/auth/signup",
+            "/api/v1/auth/login",
+            "/api/v1/auth/login/mfa",
+            "/api/v1/auth/refresh",
+            "/api/v1/me/password",
+            "/api/v1/me/mfa/totp",
+            "/api/v1/me/mfa/totp/confirm",
+            "/api/v1/me/mfa/totp/disable",
+            "/api/v1/me/mfa/recovery-codes",
+        ] {
+            assert!(is_credential_route(path), "{path}");
+        }
+        assert!(!is_credential_route("/api/v1/notes"));
+    }
+
+    #[test]
     fn forwarded_for_is_ignored_from_an_untrusted_peer() {
         let l = limiters(&["10.0.0.0/8"]);
         let ip = client(&l, "203.0.113.9", Some("198.51.100.1"));
