@@ -486,9 +486,11 @@ async fn serve_connection<T, E>(
                     ordinal: connection.requests.fetch_add(1, Ordering::Relaxed),
                     permit: std::cell::RefCell::new(None),
                 };
-                let handled = REQUEST.scope(context, endpoint.get_response(req));
+                // `call`, not `get_response`: that one more `async` layer
+                // would hold one more copy of the request.
+                let handled = REQUEST.scope(context, endpoint.call(req));
                 tokio::pin!(handled);
-                let resp = (&mut handled).await;
+                let resp = (&mut handled).await.unwrap_or_else(poem::Error::into_response);
                 let permit = handled.as_mut().take_value().and_then(|c| c.permit.into_inner());
                 connection.in_progress.fetch_sub(1, Ordering::Relaxed);
                 connection.request_activity();

@@ -54,15 +54,15 @@ pub fn takes_body(req: &Request) -> bool {
         && req.uri().path().starts_with("/api/")
 }
 
-/// Passes the request on, or answers in its place. A body a route will
-/// read is read here, whole and bounded, each piece counted by `count`
+/// `Ok`: the request may go on; `Err`: the answer in its place. A body a
+/// route will read is read here, whole and bounded, each piece counted by `count`
 /// as it arrives (`false`: no room, 503): what a client holds is what it
 /// has sent, never what it has only announced.
 pub async fn check_body(
-    mut req: Request,
+    req: &mut Request,
     limit: usize,
     mut count: impl FnMut(usize) -> bool,
-) -> Result<Request, Response> {
+) -> Result<(), Response> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -74,8 +74,8 @@ pub async fn check_body(
     // No other route reads a body (not the documentation, not other
     // methods), so theirs are left unread: reading them would spend memory
     // no budget counts.
-    if !takes_body(&req) {
-        return Ok(req);
+    if !takes_body(req) {
+        return Ok(());
     }
     if req
         .headers()
@@ -103,5 +103,5 @@ pub async fn check_body(
         body.extend_from_slice(&piece);
     }
     req.set_body(body);
-    Ok(req)
+    Ok(())
 }

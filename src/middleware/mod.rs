@@ -44,8 +44,16 @@ pub struct FrontConfig {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig) -> poem::Result<Response> {
-    let request_id = trace::next_request_id();
+/// The layer around `next`. Not an `async fn`: the request is moved into
+/// the one future below and nowhere else, so the future stays small (an
+/// `async fn` keeps its arguments beside its body's state, and hyper moves
+/// the whole future of every request).
+pub fn front<'a, E: Endpoint>(
+    next: &'a E,
+    req: Request,
+    config: &'a FrontConfig,
+) -> impl Future<Output = poem::Result<Response>> + Send + 'a {
+    let request_id = trace::RequestId::next();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -61,7 +69,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
         let client = config.limiters.client_ip(&req);
         let rate = match client {
             Some(ip) => config.limiters.check(config.limiters.key(ip), req.uri().path()),
-            None => Ok(poem::http::HeaderMap::new()),
+            None => Ok(None),
         };
         let connection = RequestContext::connection();
         let header_bytes: usize = req
@@ -88,20 +96,23 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
             Err(Some(refusal)) => {
                 config.events.rate_limited(refusal.by_auth_limit);
                 let mut resp = too_many(refusal.retry_after_secs);
-                resp.headers_mut().extend(refusal.headers);
+                refusal.state.write_to(resp.headers_mut());
                 resp
             }
-            Ok(rate_headers) => {
+            Ok(rate) => {
                 let conflict = RequestContext::framing_conflict();
                 let mut resp = if let Some(refused) = ambiguous(&req, conflict) {
                     refused
                 } else if let Some(preflight) = config.cors.preflight(&req) {
                     preflight
                 } else {
-                    let handled = handle(&*next, req, &config, connection.as_deref(), api);
                     // The whole request (body upload and handling) has a
                     // deadline; a write already committed stays committed.
-                    let mut resp = match tokio::time::timeout(config.request_timeout, handled).await {
+                    let handled = tokio::time::timeout(
+                        config.request_timeout,
+                        handle(next, req, config, connection.as_deref(), api),
+                    );
+                    let mut resp = match handled.await {
                         Ok(resp) => resp,
                         Err(_) => problem_response(
                             &Error::Http {
@@ -116,12 +127,14 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
                     }
                     resp
                 };
-                resp.headers_mut().extend(rate_headers);
+                if let Some(rate) = rate {
+                    rate.write_to(resp.headers_mut());
+                }
                 resp
             }
         };
         config.headers.apply(&mut resp, api, docs);
-        trace::finish(&mut resp, &request_id, started);
+        trace::finish(&mut resp, request_id, started);
         if let Some(metrics) = &config.metrics {
             let operation = resp.data::<OperationId>().map(|op| op.0);
             metrics.http.record(operation, resp.status(), started.elapsed());
@@ -129,7 +142,6 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
         Ok(resp)
     }
     .instrument(span)
-    .await
 }
 
 /// Reads the body (bounded) and calls the routes, with the bodies counted
@@ -137,7 +149,7 @@ pub async fn front<E: Endpoint>(next: Arc<E>, req: Request, config: FrontConfig)
 /// exists (see [`buffers`]).
 async fn handle<E: Endpoint>(
     next: &E,
-    req: Request,
+    mut req: Request,
     config: &FrontConfig,
     connection: Option<&Connection>,
     api: bool,
@@ -149,8 +161,8 @@ async fn handle<E: Endpoint>(
         Some(connection) => config.buffers.count_body(connection, &mut body_permit, bytes),
         None => true,
     };
-    let mut resp = match limits::check_body(req, config.max_body_bytes, count).await {
-        Ok(req) => to_response(next.call(req).await.map(IntoResponse::into_response)),
+    let mut resp = match limits::check_body(&mut req, config.max_body_bytes, count).await {
+        Ok(()) => to_response(next.call(req).await.map(IntoResponse::into_response)),
         Err(refused) => refused,
     };
     drop(body_permit);

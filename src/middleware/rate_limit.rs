@@ -25,7 +25,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use ipnet::IpNet;
 use poem::Request;
-use poem::http::{HeaderMap, HeaderValue};
+use poem::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::client::{ClientKey, ClientKeys, ClientResolver};
 
@@ -56,10 +56,33 @@ pub struct Limiters {
     clients: ClientResolver,
 }
 
+/// Where a client stands against the limit that decided its request: the
+/// `RateLimit-*` headers of the answer. Kept as numbers and written into
+/// the answer once, not built as a header map per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    pub per_minute: u32,
+    pub remaining: u32,
+    /// Seconds until the whole quota is available again.
+    pub reset_secs: u64,
+}
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+impl RateState {
+    pub fn write_to(self, headers: &mut HeaderMap) {
+        headers.insert(LIMIT.clone(), HeaderValue::from(self.per_minute));
+        headers.insert(REMAINING.clone(), HeaderValue::from(self.remaining));
+        headers.insert(RESET.clone(), HeaderValue::from(self.reset_secs));
+    }
+}
+
 /// A request refused by a limit.
 pub struct Refusal {
     pub retry_after_secs: u64,
-    pub headers: HeaderMap,
+    pub state: RateState,
     /// Refused by the stricter limit of the credential routes, rather
     /// than the general one.
     pub by_auth_limit: bool,
@@ -111,11 +134,11 @@ impl Limiters {
         self.clients.client_behind(peer, headers)
     }
 
-    /// Counts one request from `client` to `path`. `Ok` carries the headers
-    /// to add to the answer; `Err` is the refusal.
-    pub fn check(&self, client: ClientKey, path: &str) -> Result<HeaderMap, Refusal> {
+    /// Counts one request from `client` to `path`. `Ok` carries where the
+    /// client stands (`None` off the limited routes); `Err` is the refusal.
+    pub fn check(&self, client: ClientKey, path: &str) -> Result<Option<RateState>, Refusal> {
         if !path.starts_with("/api/") {
-            return Ok(HeaderMap::new());
+            return Ok(None);
         }
         // The stricter limiter decides the headers when both apply.
         let strict = if is_credential_route(path) {
@@ -123,26 +146,26 @@ impl Limiters {
         } else {
             None
         };
-        let mut headers = HeaderMap::new();
+        let mut state = None;
         for limiter in [self.general.as_ref(), strict].into_iter().flatten() {
             match limiter.limiter.check_key(&client) {
-                Ok(snapshot) => headers = rate_headers(limiter.per_minute, &snapshot),
+                Ok(snapshot) => state = Some(rate_state(limiter.per_minute, &snapshot)),
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(DefaultClock::default().now());
                     let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    let mut headers = HeaderMap::new();
-                    insert(&mut headers, "ratelimit-limit", u64::from(limiter.per_minute));
-                    insert(&mut headers, "ratelimit-remaining", 0);
-                    insert(&mut headers, "ratelimit-reset", retry_after_secs);
                     return Err(Refusal {
                         retry_after_secs,
-                        headers,
+                        state: RateState {
+                            per_minute: limiter.per_minute,
+                            remaining: 0,
+                            reset_secs: retry_after_secs,
+                        },
                         by_auth_limit: strict.is_some_and(|s| std::ptr::eq(s, limiter)),
                     });
                 }
             }
         }
-        Ok(headers)
+        Ok(state)
     }
 
     /// Forgets addresses whose quota has fully recovered.
@@ -163,22 +186,18 @@ impl Limiters {
     }
 }
 
-fn rate_headers(per_minute: u32, snapshot: &StateSnapshot) -> HeaderMap {
+fn rate_state(per_minute: u32, snapshot: &StateSnapshot) -> RateState {
     let remaining = snapshot.remaining_burst_capacity();
     // Seconds until the whole burst is available again.
     let per_cell = snapshot.quota().replenish_interval();
-    let reset = per_cell
+    let reset_secs = per_cell
         .saturating_mul(per_minute.saturating_sub(remaining))
         .as_secs();
-    let mut headers = HeaderMap::new();
-    insert(&mut headers, "ratelimit-limit", u64::from(per_minute));
-    insert(&mut headers, "ratelimit-remaining", u64::from(remaining));
-    insert(&mut headers, "ratelimit-reset", reset);
-    headers
-}
-
-fn insert(headers: &mut HeaderMap, name: &'static str, value: u64) {
-    headers.insert(name, HeaderValue::from(value));
+    RateState {
+        per_minute,
+        remaining,
+        reset_secs,
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +282,11 @@ mod tests {
             panic!("fourth login refused");
         };
         assert!(refusal.retry_after_secs >= 1);
+        assert_eq!(
+            (refusal.state.per_minute, refusal.state.remaining),
+            (3, 0),
+            "the refusal's headers say the stricter quota, used up"
+        );
         assert!(
             l.check(ip, "/api/v1/notes").is_ok(),
             "the general quota is separate"
