@@ -2,7 +2,8 @@
 # bench/compare.sh OLD_BINARY [NEW_BINARY]: the authenticated note read, the
 # first page of 20 notes and the note create of two notesd release binaries, each on the same data
 # written through its own API (so binaries of different schemas compare),
-# alternating which goes first, each round beside the bare poem route;
+# alternating which goes first, each round beside the bare poem route
+# answering the same bytes;
 # prints each one's share of the bare route per round, the creates, and
 # the medians of new/old. NEW_BINARY defaults to this checkout's release
 # build. Build the old one from another checkout, e.g.
@@ -21,13 +22,13 @@ W=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-ARGS="--rate-limit 0 --auth-rate-limit 0 --max-connections-per-client 0 --login-free-failures 1000 --max-notes-per-account 10000000"
+# Every defence on, the quotas one benchmarking client meets raised (as
+# bench/run.sh does).
+ARGS="--rate-limit 60000000 --auth-rate-limit 6000000 --max-connections-per-client 1000 --login-free-failures 1000 --max-notes-per-account 10000000"
 # Each server has its own master key (a binary that seals makes one).
 NOTESD_MASTER_KEY_FILE=$W/old.key NOTESD_LOG=warn taskset -c 0 "$OLD" serve --listen 127.0.0.1:$PORT --data-dir "$W/old" $ARGS >/dev/null 2>&1 &
 PIDS+=("$!")
 NOTESD_MASTER_KEY_FILE=$W/new.key NOTESD_LOG=warn taskset -c 0 "$NEW" serve --listen 127.0.0.1:$((PORT + 1)) --data-dir "$W/new" $ARGS >/dev/null 2>&1 &
-PIDS+=("$!")
-taskset -c 0 "$TARGET/release/examples/bare" 127.0.0.1:$((PORT + 2)) >/dev/null 2>&1 &
 PIDS+=("$!")
 for port in $PORT $((PORT + 1)); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
@@ -55,6 +56,11 @@ PY
 }
 read -r OLD_TOKEN OLD_NOTE < <(seed $PORT)
 read -r NEW_TOKEN NEW_NOTE < <(seed $((PORT + 1)))
+# The bare route answers the bytes of the new binary's note read.
+curl -si -H "authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes/$NEW_NOTE" >"$W/note.http"
+taskset -c 0 "$TARGET/release/examples/bare" 127.0.0.1:$((PORT + 2)) "$W/note.http" >/dev/null 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((PORT + 2))/hello" && break; sleep 0.1; done
 post_lua() {
   cat >"$W/post-$1.lua" <<LUA
 wrk.method = "POST"
@@ -75,7 +81,7 @@ create_new() { rps -s "$W/post-new.lua" "http://127.0.0.1:$((PORT + 1))/api/v1/n
 echo "# GET /notes/{id} share of the bare route, and POST /notes: $OLD against $NEW"
 : >"$W/ratios"
 for round in $(seq "$ROUNDS"); do
-  bare=$(rps "http://127.0.0.1:$((PORT + 2))/hello")
+  bare=$(rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 2))/hello")
   if [ $((round % 2)) -eq 1 ]; then old=$(read_old); new=$(read_new); else new=$(read_new); old=$(read_old); fi
   python3 -c "print(f'round $round: bare {$bare:.0f} req/s, GET old {$old:.0f} ({$old / $bare:.1%}), new {$new:.0f} ({$new / $bare:.1%})')"
   echo "get $old $new" >>"$W/ratios"

@@ -46,26 +46,28 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "startup" =~ $BENCH_ONLY ]]; then
     --port $((PORT + 30))
 fi
 
-# Every client here is 127.0.0.1: the per-client connection cap would
-# refuse most of wrk's connections, and 32 logins in flight for one
-# account would meet the login backoff (attempts count before the hash).
-# Both are what they should be for one real client, not for a benchmark.
-# The create scenario writes more notes in its 10 s than the default
-# per-account quota allows (100 000): raised, or most answers would be 403.
-LOOPBACK_ARGS="--max-connections-per-client 0 --login-free-failures 1000 --max-notes-per-account 10000000"
+# Every defence stays on; the quotas that one benchmarking client would
+# meet at once are raised, never switched off (a limit of 0 would also
+# skip its lookup). Every client here is 127.0.0.1: the rate limits and
+# the per-client connection cap would refuse most of wrk's requests and
+# connections, and 32 logins in flight for one account would meet the
+# login backoff (attempts count before the hash). The create scenario
+# writes more notes in its 10 s than the default per-account quota allows
+# (100 000), or most answers would be 403.
+LOOPBACK_ARGS="--rate-limit 60000000 --auth-rate-limit 6000000 --max-connections-per-client 1000
+  --login-free-failures 1000 --max-notes-per-account 10000000"
+LOOPBACK_ARGS=$(echo $LOOPBACK_ARGS)
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
-  --rate-limit 0 --auth-rate-limit 0 $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
+  $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
 SERVER=$!; PIDS+=("$SERVER")
 # The same data served by a second server with --metrics-listen: the cost
 # of counting every request, measured in the same rounds.
 METRICS_PORT=$((PORT + 1))
 cp -a "$WORK/data" "$WORK/data-metrics"
 NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$METRICS_PORT --data-dir "$WORK/data-metrics" \
-  --metrics-listen 127.0.0.1:$((PORT + 2)) --rate-limit 0 --auth-rate-limit 0 $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} \
+  --metrics-listen 127.0.0.1:$((PORT + 2)) $LOOPBACK_ARGS ${BENCH_SERVER_ARGS:-} \
   >"$WORK/server-metrics.log" 2>&1 &
 METRICS_SERVER=$!; PIDS+=("$METRICS_SERVER")
-taskset -c $SERVER_CPU "$TARGET/release/examples/bare" 127.0.0.1:$BARE_PORT >/dev/null 2>&1 &
-PIDS+=("$!")
 for port in $PORT $METRICS_PORT; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 done
@@ -81,6 +83,17 @@ LARGE=$(login large@bench.test)
 SMALL_METRICS=$(login small@bench.test $METRICS_PORT)
 NOTE=$(curl -sf -H "authorization: Bearer $SMALL" "http://127.0.0.1:$PORT/api/v1/notes?limit=1" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+# The ceiling: the bare poem route answering the very bytes of this note
+# read (status, headers, body), asked with the same request headers; and
+# beside it the bare route's five-byte "hello", the ceiling of earlier runs.
+curl -si -H "authorization: Bearer $SMALL" "http://127.0.0.1:$PORT/api/v1/notes/$NOTE" >"$WORK/note.http"
+taskset -c $SERVER_CPU "$TARGET/release/examples/bare" 127.0.0.1:$BARE_PORT "$WORK/note.http" >/dev/null 2>&1 &
+PIDS+=("$!")
+taskset -c $SERVER_CPU "$TARGET/release/examples/bare" 127.0.0.1:$((BARE_PORT + 1)) >/dev/null 2>&1 &
+PIDS+=("$!")
+for port in $BARE_PORT $((BARE_PORT + 1)); do
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/hello" && break; sleep 0.1; done
+done
 
 cat >"$WORK/post.lua" <<LUA
 wrk.method = "POST"
@@ -129,9 +142,13 @@ ROUNDS=${BENCH_ROUNDS:-4}
 if [ -z "${BENCH_ONLY:-}" ] || [[ "ceiling" =~ $BENCH_ONLY ]]; then
   : >"$WORK/ratios"
   : >"$WORK/ratios-metrics"
+  : >"$WORK/hello"
   for round in $(seq "$ROUNDS"); do
-    BENCH_ONLY= run "bare poem route (ceiling) #$round" "http://127.0.0.1:$BARE_PORT/hello"
+    BENCH_ONLY= run "bare poem route, same bytes (ceiling) #$round" "http://127.0.0.1:$BARE_PORT/hello" \
+      -H "Authorization: Bearer $SMALL"
     bare=$(cat "$WORK/last.rps")
+    BENCH_ONLY= run "bare poem route, hello #$round" "http://127.0.0.1:$((BARE_PORT + 1))/hello"
+    echo "$(cat "$WORK/last.rps")" >>"$WORK/hello"
     # Which server goes first alternates, so neither always runs on a
     # machine just warmed (or tired) by the other.
     plain() {
@@ -144,12 +161,15 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "ceiling" =~ $BENCH_ONLY ]]; then
     }
     if [ $((round % 2)) -eq 1 ]; then plain; counted; else counted; plain; fi
   done
-  python3 - "$WORK/ratios" "$WORK/ratios-metrics" <<'PY'
+  python3 - "$WORK/ratios" "$WORK/ratios-metrics" "$WORK/hello" <<'PY'
 import statistics, sys
 def ratios(path):
     return [float(a) / float(b) for a, b in (l.split() for l in open(path) if l.strip())]
 plain, counted = ratios(sys.argv[1]), ratios(sys.argv[2])
-for label, r in (("GET by id / bare route", plain), ("GET by id, metrics on / bare route", counted)):
+gets = [float(l.split()[0]) for l in open(sys.argv[1]) if l.strip()]
+hello = [g / float(h) for g, h in zip(gets, (l for l in open(sys.argv[3]) if l.strip()))]
+for label, r in (("GET by id / bare route, same bytes", plain), ("GET by id, metrics on / bare route, same bytes", counted),
+                 ("GET by id / bare route, hello", hello)):
     print(f"{label}, median of {len(r)} rounds: {statistics.median(r):.0%} "
           f"(rounds: {', '.join(f'{x:.0%}' for x in r)})")
 print(f"metrics cost: {(statistics.median(plain) - statistics.median(counted)) * 100:+.1f} points of the bare route")
@@ -243,7 +263,7 @@ if [ -z "${BENCH_ONLY:-}" ] || [[ "tls" =~ $BENCH_ONLY ]]; then
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
   NOTESD_LOG=warn taskset -c $SERVER_CPU "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$WORK/data" \
-    --rate-limit 0 --auth-rate-limit 0 $LOOPBACK_ARGS --tls files --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" \
+    $LOOPBACK_ARGS --tls files --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" \
     ${BENCH_SERVER_ARGS:-} >"$WORK/server-tls.log" 2>&1 &
   SERVER=$!; PIDS+=("$SERVER")
   for _ in $(seq 100); do curl -skf "https://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
