@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::me::UserProfile;
-use super::notes::{Note, json_weight};
+use super::notes::{JSON_WEIGHT, Note};
 use crate::domain::{NoteId, SessionId, UserId};
 use crate::storage::{NoteQuery, Storage, UserRecord};
 
@@ -109,7 +109,7 @@ impl Export {
                 let query = NoteQuery {
                     limit: PAGE_NOTES,
                     max_bytes: PAGE_BYTES,
-                    weigh: json_weight,
+                    weigh: JSON_WEIGHT,
                     after,
                     ..NoteQuery::first(PAGE_NOTES)
                 };

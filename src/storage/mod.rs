@@ -262,17 +262,26 @@ pub enum Conditional<T> {
     OverQuota,
 }
 
+/// What a note costs on a page (the caller's serialised size), as plain
+/// functions of the record.
+#[derive(Clone, Copy)]
+pub struct Weigh {
+    pub exact: fn(&NoteRecord) -> usize,
+    /// Never less than `exact`, and cheaper: while the bounds of a page's
+    /// notes fit its budget, their exact weights are never needed.
+    pub bound: fn(&NoteRecord) -> usize,
+}
+
 /// One page of a listing, newest first.
 #[derive(Clone)]
 pub struct NoteQuery {
     pub limit: usize,
     /// The page ends before the note that would take the summed
-    /// `weigh(note)` past this (a page always has at least one note).
+    /// `weigh.exact(note)` past this (a page always has at least one note).
     pub max_bytes: usize,
-    /// What one note costs on the page (the caller's serialised size): a
-    /// plain function of the record, which the backend applies to each
+    /// What one note costs on the page, which the backend applies to each
     /// note it reads, so a page of huge notes never sits whole in memory.
-    pub weigh: fn(&NoteRecord) -> usize,
+    pub weigh: Weigh,
     /// Continue after this note (exclusive), as returned in `next_cursor`.
     pub after: Option<NoteId>,
     pub tag: Option<String>,
@@ -294,7 +303,10 @@ impl NoteQuery {
         Self {
             limit,
             max_bytes: usize::MAX,
-            weigh: |_| 1,
+            weigh: Weigh {
+                exact: |_| 1,
+                bound: |_| 1,
+            },
             after: None,
             tag: None,
             q: None,

@@ -315,6 +315,8 @@ struct Page<'q> {
     budget_spent: bool,
     /// The byte budget is full: continue after the last note taken.
     full: bool,
+    /// `bytes` sums exact weights, not bounds.
+    exact: bool,
     /// Reused for the lower-cased text of each note searched.
     folded: String,
 }
@@ -330,6 +332,7 @@ impl<'q> Page<'q> {
             last_scanned: None,
             budget_spent: false,
             full: false,
+            exact: false,
             folded: String::new(),
         }
     }
@@ -364,8 +367,20 @@ impl<'q> Page<'q> {
     }
 
     /// Adds a match; `true` when the page is complete.
+    /// Each note is weighed by its bound while the bounds fit, exactly
+    /// from the first that would not (those taken are then weighed again,
+    /// exactly): the same page as exact weights throughout, which cost a
+    /// pass over every byte of every note.
     fn take(&mut self, note: NoteRecord) -> bool {
-        let weight = (self.query.weigh)(&note);
+        let weigh = self.query.weigh;
+        let mut weight = (weigh.bound)(&note);
+        if !self.exact && self.bytes.saturating_add(weight) > self.query.max_bytes {
+            self.bytes = self.items.iter().map(weigh.exact).sum();
+            self.exact = true;
+        }
+        if self.exact {
+            weight = (weigh.exact)(&note);
+        }
         if !self.items.is_empty() && self.bytes + weight > self.query.max_bytes {
             self.full = true;
             return true;

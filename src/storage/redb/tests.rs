@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::*;
 use crate::domain::Role;
+use crate::storage::Weigh;
 
 fn open(dir: &tempfile::TempDir) -> RedbStorage {
     RedbStorage::open(&dir.path().join("db"), Options::default()).unwrap()
@@ -215,7 +216,10 @@ async fn a_page_ends_at_its_byte_budget_and_a_search_at_its_scan_bytes() {
     store.import_notes(owner, batch.clone()).await.unwrap();
     let weighed = NoteQuery {
         max_bytes: 3000,
-        weigh: |n| n.content.len(),
+        weigh: Weigh {
+            exact: |n| n.content.len(),
+            bound: |n| n.content.len(),
+        },
         ..query(100)
     };
     let (items, next) = store.list_notes(owner, weighed.clone()).await.unwrap();
@@ -253,6 +257,45 @@ async fn a_page_ends_at_its_byte_budget_and_a_search_at_its_scan_bytes() {
             .is_empty(),
         "a cancelled search reads nothing"
     );
+}
+
+#[tokio::test]
+async fn weighing_by_bounds_first_ends_a_page_where_exact_weights_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let owner = UserId::generate();
+    let batch: Vec<NoteRecord> = (0..10)
+        .map(|i| NoteRecord {
+            content: "x".repeat(100 + i),
+            ..note(&format!("n{i}"), &[])
+        })
+        .collect();
+    store.import_notes(owner, batch).await.unwrap();
+    for max_bytes in [50, 100, 250, 330, 700, 1000, 1044, 1045, 1046, 5000] {
+        let exact = NoteQuery {
+            max_bytes,
+            weigh: Weigh {
+                exact: |n| n.content.len(),
+                bound: |n| n.content.len(),
+            },
+            ..query(100)
+        };
+        let loose = NoteQuery {
+            weigh: Weigh {
+                exact: |n| n.content.len(),
+                bound: |n| n.content.len() * 7,
+            },
+            ..exact.clone()
+        };
+        let page = |(items, next): (Vec<NoteRecord>, Option<NoteId>)| {
+            (items.into_iter().map(|n| n.id).collect::<Vec<_>>(), next)
+        };
+        let (want, got) = (
+            page(store.list_notes(owner, exact).await.unwrap()),
+            page(store.list_notes(owner, loose).await.unwrap()),
+        );
+        assert_eq!(got, want, "a budget of {max_bytes} bytes");
+    }
 }
 
 #[tokio::test]
