@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/compare.sh OLD_BINARY [NEW_BINARY]: the authenticated note read, the
-# first page of 20 notes and the note create of two notesd release binaries, each on the same data
+# first page of 50 notes and the note create of two notesd release binaries, each on the same data
 # written through its own API (so binaries of different schemas compare),
 # alternating which goes first, each round beside the bare poem route
 # answering the same bytes;
@@ -74,8 +74,8 @@ post_lua new "$NEW_TOKEN"
 rps() { taskset -c 1 wrk -t1 -c32 -d"$DURATION" "$@" | awk '/Requests\/sec/ {print $2}'; }
 read_old() { rps -H "Authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes/$OLD_NOTE"; }
 read_new() { rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes/$NEW_NOTE"; }
-list_old() { rps -H "Authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes?limit=20"; }
-list_new() { rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes?limit=20"; }
+list_old() { rps -H "Authorization: Bearer $OLD_TOKEN" "http://127.0.0.1:$PORT/api/v1/notes?limit=50"; }
+list_new() { rps -H "Authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes?limit=50"; }
 create_old() { rps -s "$W/post-old.lua" "http://127.0.0.1:$PORT/api/v1/notes"; }
 create_new() { rps -s "$W/post-new.lua" "http://127.0.0.1:$((PORT + 1))/api/v1/notes"; }
 echo "# GET /notes/{id} share of the bare route, and POST /notes: $OLD against $NEW"
@@ -88,7 +88,7 @@ for round in $(seq "$ROUNDS"); do
 done
 for round in $(seq 2); do
   if [ $((round % 2)) -eq 1 ]; then old=$(list_old); new=$(list_new); else new=$(list_new); old=$(list_old); fi
-  python3 -c "print(f'round $round: GET /notes?limit=20 old {$old:.0f} req/s, new {$new:.0f}')"
+  python3 -c "print(f'round $round: GET /notes?limit=50 old {$old:.0f} req/s, new {$new:.0f}')"
   echo "list $old $new" >>"$W/ratios"
 done
 for round in $(seq 2); do
