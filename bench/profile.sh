@@ -22,13 +22,23 @@ SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
-# The release binary keeps its symbols; call stacks come from DWARF unwind
-# tables (PROFILE_CALLERS=1), which release builds keep too.
+# The release binary keeps its symbols. Call stacks (PROFILE_CALLERS=1)
+# need frame pointers: that build goes to a target directory of its own
+# (a full build the first time), since DWARF unwinding of an async stack
+# gave no callers here.
 cargo build --release --quiet --bin notesd --examples
+BIN=$TARGET/release/notesd
+CALLS=()
+if [ -n "${PROFILE_CALLERS:-}" ]; then
+  FP_TARGET=$TARGET/profile-fp
+  RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR=$FP_TARGET cargo build --release --quiet --bin notesd
+  BIN=$FP_TARGET/release/notesd
+  CALLS=(--call-graph fp)
+fi
 export NOTESD_MASTER_KEY_FILE=$W/master.key
 "$TARGET/release/examples/bench_seed" "$W/data" profile@bench.test:1000 >/dev/null
-NOTESD_LOG=warn taskset -c 0 "$TARGET/release/notesd" serve --listen 127.0.0.1:$PORT --data-dir "$W/data" \
-  --rate-limit 1000000 --auth-rate-limit 1000 --max-connections-per-client 0 >"$W/server.log" 2>&1 &
+NOTESD_LOG=warn taskset -c 0 "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$W/data" \
+  --rate-limit 60000000 --auth-rate-limit 6000000 --max-connections-per-client 1000 >"$W/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 TOKEN=$(curl -sf -H 'content-type: application/json' \
@@ -47,7 +57,6 @@ taskset -c 1 wrk -t1 -c32 -d$((SECONDS_ + 2))s --latency -H "Authorization: Bear
   "http://127.0.0.1:$PORT$URL_PATH" >"$OUT/wrk.out" &
 WRK=$!
 sleep 1
-CALLS=(); [ -n "${PROFILE_CALLERS:-}" ] && CALLS=(--call-graph dwarf,16384)
 perf record -F 1999 -e cpu-clock "${CALLS[@]}" -p "$SERVER" -o "$OUT/perf.data" -- sleep "$SECONDS_" 2>"$OUT/perf-record.log"
 wait "$WRK"
 grep -E 'Requests/sec|99%' "$OUT/wrk.out"
