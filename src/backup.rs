@@ -112,7 +112,7 @@ fn now_rfc3339() -> String {
 /// The store options that open a copy with `ring`.
 fn options_for(ring: &KeyRing) -> Options {
     Options {
-        cache_bytes: 16 * 1024 * 1024,
+        cache_bytes: crate::storage::redb::DEFAULT_CACHE_BYTES,
         ..Options::for_ring(ring)
     }
 }

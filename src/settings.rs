@@ -378,7 +378,7 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
 
     /// Database page cache, in MiB; pages beyond it come from the OS cache.
-    #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = 64)]
+    #[arg(long, env = "NOTESD_DB_CACHE_MIB", default_value_t = crate::storage::redb::DEFAULT_CACHE_BYTES / (1024 * 1024))]
     pub db_cache_mib: usize,
 
     /// Writes that may wait for the database writer; past it, writes get

@@ -57,8 +57,11 @@ use writer::Writer;
 
 pub use migrations::SCHEMA_VERSION;
 
-/// Page cache size when none is configured.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Page cache size when none is configured: room for every branch page of
+/// a large database and the whole of a personal one (a few thousand notes);
+/// pages beyond it are read through the OS page cache, at some cost to
+/// random reads over a larger database (README, Performance).
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
 /// Writes allowed to wait for the writer when none is configured.
 pub const DEFAULT_WRITE_QUEUE: usize = 1024;
 /// Searches and purge scans allowed to wait for a scanning thread.
