@@ -29,14 +29,17 @@ build:
 release:
 	$(CARGO) build --release
 
-## bench: load benchmarks against the release server (needs wrk)
+## bench: load benchmarks against the release server (installs wrk with
+## apt-get when missing)
 bench: release
+	./scripts/bench-deps.sh
 	./bench/run.sh
 
 ## profile: where the release server's CPU goes on an authenticated GET by id
 ## (perf record; PROFILE_SCENARIO=list for the first page of 50 notes;
 ## PROFILE_CALLERS=1 records call stacks)
 profile: release
+	./scripts/bench-deps.sh profile
 	./bench/profile.sh
 
 ## crash-test: 20 rounds of kill -9 while 32 clients write, each followed by

@@ -289,8 +289,9 @@ fi
 
 # Export: one account of 2 000 notes of 100 000 characters ("é", so
 # 200 MB of JSON) exported by one client reading as fast as it can, on a
-# fresh server, with redb's page cache at its default (64 MiB) and at
-# 4 MiB. The figure: how far the server's peak RSS rises above its idle
+# fresh server, with redb's page cache at 64 MiB (the default until
+# 103e223) and at its default of 4 MiB. The figure: how far the server's
+# peak RSS rises above its idle
 # RSS. The document is written page by page (256 KiB of JSON at most), so
 # what rises is the page cache filling, not the document.
 if [ -z "${BENCH_ONLY:-}" ] || [[ "export" =~ $BENCH_ONLY ]]; then
