@@ -3,6 +3,7 @@
 # they drive the server with (wrk, openssl for the bench's HTTPS
 # certificate, perf for the profile), installed with apt-get when missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -10,10 +11,4 @@ command -v openssl >/dev/null || missing+=(openssl)
 if [ "${1:-}" = profile ]; then
   command -v perf >/dev/null || missing+=(linux-perf)
 fi
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench-deps: installing ${missing[*]} with apt-get" >&2
-  sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/apt-install.sh bench-deps "${missing[@]}"

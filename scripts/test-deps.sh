@@ -14,13 +14,7 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v pebble >/dev/null || missing+=(pebble)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "test-deps: installing ${missing[*]} with apt-get" >&2
-  sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/apt-install.sh test-deps "${missing[@]}"
 
 venv=${CONTRACT_VENV:-.venv}
 want=$(sha256sum tests/contract/requirements.txt | cut -d' ' -f1)
