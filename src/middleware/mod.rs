@@ -65,7 +65,10 @@ pub fn front<'a, E: Endpoint>(
         let path = req.uri().path();
         let api = path.starts_with("/api/");
         let docs = path == "/docs" || path.starts_with("/docs/");
-        let cors_headers = config.cors.response_headers(&req);
+        // An allowed origin's script reads every answer but a preflight
+        // (which carries its own), refusals included: a 429's Retry-After
+        // is of no use to a browser client that is not let read it.
+        let mut cors_headers = config.cors.response_headers(&req);
         let client = config.limiters.client_ip(&req);
         let rate = match client {
             Some(ip) => config.limiters.check(config.limiters.key(ip), req.uri().path()),
@@ -104,6 +107,7 @@ pub fn front<'a, E: Endpoint>(
                 let mut resp = if let Some(refused) = ambiguous(&req, conflict) {
                     refused
                 } else if let Some(preflight) = config.cors.preflight(&req) {
+                    cors_headers = None;
                     preflight
                 } else {
                     // The whole request (body upload and handling) has a
@@ -112,7 +116,7 @@ pub fn front<'a, E: Endpoint>(
                         config.request_timeout,
                         handle(next, req, config, connection.as_deref(), api),
                     );
-                    let mut resp = match handled.await {
+                    match handled.await {
                         Ok(resp) => resp,
                         Err(_) => problem_response(
                             &Error::Http {
@@ -121,11 +125,7 @@ pub fn front<'a, E: Endpoint>(
                             }
                             .to_problem(),
                         ),
-                    };
-                    if let Some(cors) = cors_headers {
-                        resp.headers_mut().extend(cors);
                     }
-                    resp
                 };
                 if let Some(rate) = rate {
                     rate.write_to(resp.headers_mut());
@@ -133,6 +133,9 @@ pub fn front<'a, E: Endpoint>(
                 resp
             }
         };
+        if let Some(cors) = cors_headers {
+            resp.headers_mut().extend(cors);
+        }
         config.headers.apply(&mut resp, api, docs);
         trace::finish(&mut resp, request_id, started);
         if let Some(metrics) = &config.metrics {

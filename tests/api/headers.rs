@@ -202,3 +202,53 @@ async fn an_allowed_origin_gets_preflights_and_a_disallowed_one_does_not() {
         .unwrap();
     assert!(foreign.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn an_allowed_origin_may_read_refusals_too() {
+    // Without Access-Control-Allow-Origin a browser hides the whole answer
+    // from the page's script: a 429's Retry-After, a 431 or a 401 would
+    // reach it as a network error.
+    let app = spawn_app_with(&[
+        "--cors-origins",
+        "https://notes.example",
+        "--rate-limit",
+        "2",
+        "--max-header-bytes",
+        "4096",
+    ])
+    .await;
+    let ask = |extra: Option<String>| {
+        let mut req = app
+            .request(Method::GET, "/api/v1/me", None)
+            .header("Origin", "https://notes.example");
+        if let Some(value) = extra {
+            req = req.header("x-padding", value);
+        }
+        req.send()
+    };
+    let readable = |resp: &reqwest::Response, what: &str| {
+        assert_eq!(
+            resp.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            Some("https://notes.example".to_owned()),
+            "{what}"
+        );
+        let exposed = resp.headers()["access-control-expose-headers"].to_str().unwrap();
+        assert!(exposed.contains("Retry-After"), "{what}: {exposed}");
+    };
+    let oversized = ask(Some("a".repeat(5000))).await.unwrap();
+    assert_eq!(oversized.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    readable(&oversized, "431");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let resp = ask(None).await.unwrap();
+        readable(&resp, resp.status().as_str());
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+            return;
+        }
+    }
+    panic!("no 429 after 5 requests at --rate-limit 2: {statuses:?}");
+}
