@@ -243,14 +243,10 @@ impl Application {
         }));
         let schedule = crate::backup::Schedule::of(&self.settings);
         let sweeper = spawn_side_tasks(limiters.clone(), self.state.clone(), self.control, schedule);
-        let docs = if self.settings.http.docs {
-            Some(Docs::build().await)
-        } else {
-            None
-        };
+        let docs = self.settings.http.docs.then(Docs::default);
         // HSTS means something only over TLS (browsers ignore it on plain
         // HTTP), and behind a TLS proxy the proxy should set it.
-        let headers = Arc::new(SecurityHeaders::new(docs.as_ref().map(Docs::html_text), hsts));
+        let headers = Arc::new(SecurityHeaders::new(hsts));
         let answers: ParserAnswers = Arc::new(crate::middleware::parser_answers(&headers));
         let config = FrontConfig {
             max_body_bytes: self.settings.limits.max_body_bytes,
@@ -735,18 +731,28 @@ fn prepare_db_file(dir: &Path) -> Result<std::path::PathBuf, StartupError> {
     Ok(path)
 }
 
-/// The documentation, rendered once and served from shared bytes: poem's
-/// endpoints copy the 1.5 MB Swagger UI page (and the spec) into every
-/// answer, memory a client that never reads could pile up.
+/// The documentation, rendered when first asked for and then served from
+/// shared bytes. Rendering it (the 1.7 MB Swagger UI page with the
+/// document inside, and the document) left the process 8 MB larger, which
+/// a server whose documentation nobody opens need not carry; and poem's
+/// endpoints would copy the page into every answer, memory a client that
+/// never reads could pile up.
+#[derive(Default)]
 struct Docs {
+    rendered: tokio::sync::OnceCell<Rendered>,
+}
+
+struct Rendered {
     html: Bytes,
     spec: Bytes,
+    /// The page's policy: its inline scripts allowed by their hashes.
+    csp: poem::http::HeaderValue,
     /// The rest of Swagger UI's routes (the OAuth receiver page).
     ui: Box<dyn poem::endpoint::DynEndpoint<Output = Response>>,
 }
 
-impl Docs {
-    async fn build() -> Self {
+impl Rendered {
+    fn new() -> Self {
         let service = api::service();
         let ui = service.swagger_ui();
         // The page embeds the document: the served one, not poem-openapi's
@@ -754,16 +760,15 @@ impl Docs {
         let spec = api::spec_json();
         let html = service.swagger_ui_html().replacen(&service.spec(), &spec, 1);
         Self {
+            csp: crate::middleware::headers::docs_csp(&html),
             html: Bytes::from(html),
             spec: Bytes::from(spec),
             ui: Box::new(poem::endpoint::ToDynEndpoint(ui.map_to_response())),
         }
     }
+}
 
-    fn html_text(&self) -> &str {
-        std::str::from_utf8(&self.html).unwrap_or_default()
-    }
-
+impl Docs {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         if req.method() != poem::http::Method::GET && req.method() != poem::http::Method::HEAD {
             let mut resp = crate::error::problem_response(
@@ -779,19 +784,26 @@ impl Docs {
             );
             return Ok(resp);
         }
-        let (bytes, content_type) = match req.uri().path() {
-            "/openapi.json" => (&self.spec, "application/json"),
-            "/docs" | "/docs/" => (&self.html, "text/html; charset=utf-8"),
+        // Concurrent first requests wait for the one rendering.
+        let docs = self.rendered.get_or_init(|| async { Rendered::new() }).await;
+        let page =
+            |bytes: &Bytes, content_type| Response::builder().content_type(content_type).body(bytes.clone());
+        let mut answer = match req.uri().path() {
+            "/openapi.json" => page(&docs.spec, "application/json"),
+            "/docs" | "/docs/" => page(&docs.html, "text/html; charset=utf-8"),
             _ => {
                 let mut req = req;
                 let rest = req.uri().path().trim_start_matches("/docs").to_owned();
                 if let Ok(uri) = rest.parse() {
                     *req.uri_mut() = uri;
                 }
-                return self.ui.call(req).await;
+                docs.ui.call(req).await?
             }
         };
-        Ok(Response::builder().content_type(content_type).body(bytes.clone()))
+        answer
+            .headers_mut()
+            .insert(poem::http::header::CONTENT_SECURITY_POLICY, docs.csp.clone());
+        Ok(answer)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Response headers every answer carries: what Helmet sets, tuned for an
 //! API. API answers forbid everything (`default-src 'none'`); the Swagger UI
 //! page gets the narrowest policy it works under: its inline scripts allowed
-//! by hash only (computed from the page at start), inline styles (Swagger
+//! by hash only (computed from the page when it is built), inline styles (Swagger
 //! UI sets style attributes from script), images from itself and `data:`,
 //! and requests to this origin only.
 
@@ -17,29 +17,32 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 const PERMISSIONS: &str = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), \
                            microphone=(), payment=(), usb=()";
 
+/// The policy of the documentation's answers, for `docs_html`, the Swagger
+/// UI page as served: its inline scripts allowed by their hashes.
+pub fn docs_csp(docs_html: &str) -> HeaderValue {
+    let hashes = inline_script_hashes(docs_html);
+    let csp = format!(
+        "default-src 'none'; script-src {}; style-src 'unsafe-inline'; img-src 'self' data:; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        if hashes.is_empty() {
+            "'none'".to_owned()
+        } else {
+            hashes.join(" ")
+        }
+    );
+    HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(API_CSP))
+}
+
 /// The header values, computed once.
 #[derive(Clone)]
 pub struct SecurityHeaders {
-    docs_csp: HeaderValue,
     hsts: Option<HeaderValue>,
 }
 
 impl SecurityHeaders {
-    /// `docs_html` is the Swagger UI page as served; `hsts` (max-age,
-    /// includeSubDomains) is set when the server speaks TLS.
-    pub fn new(docs_html: Option<&str>, hsts: Option<(u64, bool)>) -> Self {
-        let hashes = docs_html.map(inline_script_hashes).unwrap_or_default();
-        let docs_csp = format!(
-            "default-src 'none'; script-src {}; style-src 'unsafe-inline'; img-src 'self' data:; \
-             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-            if hashes.is_empty() {
-                "'none'".to_owned()
-            } else {
-                hashes.join(" ")
-            }
-        );
+    /// `hsts` (max-age, includeSubDomains) is set when the server speaks TLS.
+    pub fn new(hsts: Option<(u64, bool)>) -> Self {
         Self {
-            docs_csp: HeaderValue::from_str(&docs_csp).unwrap_or(HeaderValue::from_static(API_CSP)),
             hsts: hsts.and_then(|(age, subdomains)| {
                 let suffix = if subdomains { "; includeSubDomains" } else { "" };
                 HeaderValue::from_str(&format!("max-age={age}{suffix}")).ok()
@@ -47,7 +50,8 @@ impl SecurityHeaders {
         }
     }
 
-    /// `api`: an `/api/` path; `docs`: a `/docs` path.
+    /// `api`: an `/api/` path; `docs`: a `/docs` path, whose answers keep
+    /// the policy the documentation gave them (any other gets the API's).
     pub fn apply(&self, resp: &mut Response, api: bool, docs: bool) {
         let status = resp.status();
         let h = resp.headers_mut();
@@ -61,12 +65,9 @@ impl SecurityHeaders {
         h.insert(COOP.clone(), HeaderValue::from_static("same-origin"));
         h.insert(CORP.clone(), HeaderValue::from_static("same-origin"));
         h.insert(PERMISSIONS_POLICY.clone(), HeaderValue::from_static(PERMISSIONS));
-        let csp = if docs {
-            self.docs_csp.clone()
-        } else {
-            HeaderValue::from_static(API_CSP)
-        };
-        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+        if !(docs && h.contains_key(header::CONTENT_SECURITY_POLICY)) {
+            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
+        }
         if let Some(hsts) = &self.hsts {
             h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }

@@ -110,6 +110,44 @@ async fn the_docs_page_gets_a_narrow_policy_that_names_its_scripts() {
 }
 
 #[tokio::test]
+async fn the_docs_rendered_on_first_demand_are_one_page_for_every_reader() {
+    // The page is rendered when first asked for: readers arriving together
+    // wait for the one rendering and all get the same page and policy.
+    let app = spawn_app().await;
+    let reads = (0..8).map(|i| {
+        let path = if i % 2 == 0 { "/docs" } else { "/openapi.json" };
+        app.request(Method::GET, path, None).send()
+    });
+    let mut pages = Vec::new();
+    for resp in futures_util::future::join_all(reads).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let json = resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json");
+        pages.push((json, csp, resp.bytes().await.unwrap()));
+    }
+    let (html, json): (Vec<_>, Vec<_>) = pages.into_iter().partition(|(json, ..)| !json);
+    assert!(html.windows(2).all(|w| w[0] == w[1]), "one page, one policy");
+    assert!(json.windows(2).all(|w| w[0] == w[1]), "one document");
+    assert!(html[0].1.contains("script-src 'sha256-"), "{}", html[0].1);
+    assert_eq!(
+        json[0].1, "default-src 'none'; frame-ancestors 'none'",
+        "the document has the API's policy"
+    );
+    let document = String::from_utf8_lossy(&json[0].2);
+    assert!(
+        String::from_utf8_lossy(&html[0].2).contains(document.trim_end()),
+        "the page embeds the served document"
+    );
+}
+
+#[tokio::test]
 async fn cors_is_off_unless_an_origin_is_allowed() {
     let app = spawn_app().await;
     let resp = app
