@@ -513,6 +513,55 @@ mod tests {
         assert!(err("[limits\n").contains("notesd.toml"));
     }
 
+    /// The settings table in the README states each flag's default: a
+    /// changed default (the page cache's, say) must change the table too.
+    #[test]
+    fn the_readme_table_gives_each_default_as_the_flag_has_it() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let root = Cli::command();
+        let serve = root.find_subcommand("serve").unwrap();
+        let default_of = |flag: &str| -> Option<Vec<String>> {
+            let arg = serve.get_arguments().find(|a| a.get_long() == Some(flag))?;
+            Some(
+                arg.get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect(),
+            )
+        };
+        let mut checked = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `--")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let flags: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").collect();
+            let stated: Vec<&str> = cells[1].split(" / ").collect();
+            for (i, flag) in flags.iter().enumerate() {
+                let name = flag.trim_matches('`').trim_start_matches("--");
+                let Some(actual) = default_of(name) else {
+                    continue; // a global flag (`--log-format`), not serve's
+                };
+                // One default for several flags holds for each of them.
+                let cell = if stated.len() == 1 {
+                    stated[0]
+                } else {
+                    stated.get(i).copied().unwrap_or("none")
+                };
+                match cell {
+                    "none" => assert!(
+                        actual.is_empty(),
+                        "--{name}: README says none, flag has {actual:?}"
+                    ),
+                    cell if cell.starts_with('`') => {
+                        assert_eq!(actual, [cell.trim_matches('`')], "--{name}: README says {cell}");
+                        checked += 1;
+                    }
+                    _ => {} // described in words ("cores − 1")
+                }
+            }
+        }
+        assert!(checked >= 40, "only {checked} defaults found in the README table");
+    }
+
     #[test]
     fn the_readme_example_loads() {
         let readme =
