@@ -120,13 +120,8 @@ impl Export {
                     .await
                     .map_err(|e| io(&e))?;
                 let mut out = Vec::with_capacity(PAGE_BYTES / 4);
-                for (i, note) in notes.into_iter().enumerate() {
-                    if !(first && i == 0) {
-                        out.push(b',');
-                    }
-                    serde_json::to_writer(&mut out, &Note::from(note)).map_err(|e| io(&e))?;
-                }
-                let wrote = !out.is_empty();
+                super::json::notes_into(&mut out, &notes, first).map_err(|e| io(&e))?;
+                let wrote = !notes.is_empty();
                 if let Some(after) = next {
                     self.stage = Stage::Notes {
                         after: Some(after),

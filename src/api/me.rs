@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
-use super::payload::StreamedJson;
+use super::payload::JsonBody;
 use super::security::BearerAuth;
 use super::text::CanonicalId;
 use super::{ApiTags, AppState, Text};
@@ -51,7 +51,7 @@ impl From<&UserRecord> for UserProfile {
 pub enum ExportResponse {
     /// Every note of the account, streamed.
     #[oai(status = 200)]
-    Ok(StreamedJson<super::export::NotesExport>),
+    Ok(JsonBody<super::export::NotesExport>),
 }
 
 #[derive(ApiResponse)]
@@ -416,7 +416,7 @@ impl MeApi {
         // Refused now, with a status, rather than in the middle of a body.
         state.db.user(owner).await?.ok_or(Error::Unauthorized)?;
         let body = super::export::body(state.0.clone(), owner, auth.0.session_id);
-        Ok(ExportResponse::Ok(StreamedJson::new(body)))
+        Ok(ExportResponse::Ok(JsonBody::new(body)))
     }
 
     /// Your security events

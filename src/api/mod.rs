@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod export;
+pub mod json;
 pub mod me;
 pub mod mfa;
 pub mod notes;

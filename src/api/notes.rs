@@ -12,6 +12,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use time::OffsetDateTime;
 
+use super::json;
 use super::payload::JsonBody;
 use super::security::BearerAuth;
 use super::text::{CanonicalId, TagList, tags_field};
@@ -99,48 +100,24 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Bytes `s` takes as a JSON string body (without the quotes): serde_json
-/// escapes `"` and `\\` and the short control escapes to two bytes, every
-/// other control character to six (`\u0001`). Counted 32 bytes at a time
-/// with no branch, which the compiler turns into vector instructions:
-/// about five times as fast as a `match` per byte. Only a page near its
-/// byte budget needs it (see [`JSON_WEIGHT`]).
-fn escaped_len(s: &str) -> usize {
-    let (blocks, rest) = s.as_bytes().as_chunks::<32>();
-    // At most 5 a byte: a block's sum fits in a `u8`.
-    let in_blocks: usize = blocks
-        .iter()
-        .map(|block| usize::from(block.iter().fold(0u8, |sum, &b| sum + escape_extra(b))))
-        .sum();
-    let in_rest: usize = rest.iter().map(|&b| usize::from(escape_extra(b))).sum();
-    s.len() + in_blocks + in_rest
-}
-
-/// Bytes the escape of `b` adds: 1 for `\"`, `\\` and the short control
-/// escapes, 5 for other control characters.
-#[inline]
-fn escape_extra(b: u8) -> u8 {
-    let quote = u8::from(b == b'"' || b == b'\\');
-    let control = u8::from(b < 0x20);
-    let short = u8::from(b == b'\n' || b == b'\r' || b == b'\t' || b == 0x08 || b == 0x0c);
-    quote + control * 5 - short * 4
-}
-
 /// What a note adds to a list page, in bytes of JSON: exact for the text,
 /// generous for the fixed members (id, dates, version, punctuation); and
 /// its cheap bound, as if every byte took the longest escape (six bytes).
 pub(crate) const JSON_WEIGHT: Weigh = Weigh {
-    exact: |note| json_weight(note, escaped_len),
+    exact: |note| json_weight(note, json::escaped_len),
     bound: |note| json_weight(note, |s| s.len() * 6),
 };
 
 fn json_weight(note: &NoteRecord, text: fn(&str) -> usize) -> usize {
-    const FIXED: usize = 192;
-    FIXED + text(&note.title) + text(&note.content) + note.tags.iter().map(|t| text(t) + 3).sum::<usize>()
+    json::NOTE_FIXED
+        + text(&note.title)
+        + text(&note.content)
+        + note.tags.iter().map(|t| text(t) + 3).sum::<usize>()
 }
 
 /// A note as stored.
-#[derive(Debug, Object, serde::Serialize)]
+// The schema of what `json::note` writes (the doc comment is the spec's).
+#[derive(Debug, Object)]
 #[oai(example)]
 pub struct Note {
     /// UUIDv7: sorts by creation time.
@@ -149,9 +126,7 @@ pub struct Note {
     pub content: String,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
-    #[serde(serialize_with = "super::payload::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(serialize_with = "super::payload::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows with every change; also the `ETag`.
     pub version: u64,
@@ -168,20 +143,6 @@ impl poem_openapi::types::Example for Note {
             created_at: at,
             updated_at: at,
             version: 1,
-        }
-    }
-}
-
-impl From<NoteRecord> for Note {
-    fn from(n: NoteRecord) -> Self {
-        Self {
-            id: n.id.0,
-            title: n.title,
-            content: n.content,
-            tags: n.tags,
-            created_at: n.created_at,
-            updated_at: n.updated_at,
-            version: n.version,
         }
     }
 }
@@ -246,12 +207,12 @@ crate::field_parsers! {
 }
 
 /// One page of notes, newest first.
-#[derive(Debug, Object, serde::Serialize)]
+// The schema of what `json::page` writes.
+#[derive(Debug, Object)]
 pub struct NotePage {
     pub items: Vec<Note>,
     /// Pass as `cursor` for the next page; absent on the last page.
     #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -448,8 +409,8 @@ async fn update_note(
     let quota = state.notes.quota;
     match state.db.update_note(owner, id, update, quota).await? {
         Conditional::Done(note) => {
-            let tag = etag(note.version);
-            Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
+            let body = json::note(&note).map_err(Error::internal)?;
+            Ok(NoteResponse::Ok(JsonBody::new(body), etag(note.version)))
         }
         other => Err(refusal(&other).into()),
     }
@@ -477,18 +438,14 @@ impl NotesApi {
             version: 1,
         };
         let owner = auth.0.user_id;
-        match state
-            .db
-            .create_note(owner, note.clone(), state.notes.quota)
-            .await?
-        {
+        let (body, location) = (json::note(&note).map_err(Error::internal)?, note_url(note.id));
+        match state.db.create_note(owner, note, state.notes.quota).await? {
             Conditional::Done(()) => {}
             // The account was deleted while the request ran.
             Conditional::NotFound => return Err(Error::Unauthorized.into()),
             other => return Err(refusal(&other).into()),
         }
-        let location = format!("/api/v1/notes/{}", note.id);
-        Ok(CreatedResponse::Created(JsonBody(note.into()), location, etag(1)))
+        Ok(CreatedResponse::Created(JsonBody::new(body), location, etag(1)))
     }
 
     /// List notes
@@ -560,10 +517,8 @@ impl NotesApi {
         } else {
             state.db.list_notes(owner, query).await?
         };
-        Ok(PageResponse::Ok(JsonBody(NotePage {
-            items: notes.into_iter().map(Note::from).collect(),
-            next_cursor: next.map(|id| id.to_string()),
-        })))
+        let body = json::page(&notes, next).map_err(Error::internal)?;
+        Ok(PageResponse::Ok(JsonBody::new(body)))
     }
 
     /// Read a note
@@ -578,8 +533,8 @@ impl NotesApi {
     ) -> Result<NoteResponse, ReadError> {
         let (owner, id) = (auth.0.user_id, NoteId(id.0.0));
         let note = state.db.note(owner, id).await?.ok_or(Error::NotFound)?;
-        let tag = etag(note.version);
-        Ok(NoteResponse::Ok(JsonBody(note.into()), tag))
+        let body = json::note(&note).map_err(Error::internal)?;
+        Ok(NoteResponse::Ok(JsonBody::new(body), etag(note.version)))
     }
 
     /// Replace a note
@@ -648,6 +603,10 @@ impl NotesApi {
     }
 }
 
+fn note_url(id: NoteId) -> String {
+    format!("/api/v1/notes/{id}")
+}
+
 fn default_limit() -> u32 {
     20
 }
@@ -668,36 +627,6 @@ mod tests {
         assert!(slots.enter(bob).is_some(), "per account");
         drop(running);
         assert!(slots.enter(alice).is_some(), "given back when it ends");
-    }
-
-    #[test]
-    fn serde_and_openapi_serialise_a_note_alike() {
-        use poem_openapi::types::{Example, ToJSON};
-        let note = Note::example();
-        let ours = serde_json::to_value(&note).unwrap();
-        assert_eq!(Some(ours), note.to_json());
-        let page = NotePage {
-            items: vec![Note::example()],
-            next_cursor: None,
-        };
-        assert_eq!(Some(serde_json::to_value(&page).unwrap()), page.to_json());
-    }
-
-    #[test]
-    fn a_strings_weight_is_its_json_length() {
-        let every_ascii: String = (0u8..0x80).map(char::from).collect();
-        for text in [
-            "",
-            "plain",
-            "a \"quoted\" \\ line\nand\ttabs\r\u{8}\u{c}",
-            &every_ascii,
-            "\u{1}\u{1f}\u{7f} é ☃ 🦀",
-            &"\u{1}".repeat(100),
-            &"\"\n".repeat(100),
-        ] {
-            let json = serde_json::to_string(text).unwrap();
-            assert_eq!(escaped_len(text), json.len() - 2, "{json}");
-        }
     }
 
     #[test]
