@@ -78,17 +78,28 @@ fn seal_with(key: &LessSafeKey, ad: &[u8], plain: &[u8]) -> Result<Vec<u8>, Seal
 }
 
 fn open_with(key: &LessSafeKey, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    let mut plain = Vec::new();
+    open_into_with(key, ad, sealed, &mut plain)?;
+    Ok(plain)
+}
+
+/// Opens `sealed` into `plain`, which is cleared first (and left empty
+/// when the value does not open).
+fn open_into_with(key: &LessSafeKey, ad: &[u8], sealed: &[u8], plain: &mut Vec<u8>) -> Result<(), SealError> {
+    plain.clear();
     if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed[0] != FORMAT {
         return Err(SealError::Open);
     }
     let nonce = Nonce::try_assume_unique_for_key(&sealed[1..=NONCE_LEN]).map_err(|_| SealError::Open)?;
-    let mut body = sealed[1 + NONCE_LEN..].to_vec();
-    let plain_len = key
-        .open_in_place(nonce, Aad::from(ad), &mut body)
-        .map_err(|_| SealError::Open)?
-        .len();
-    body.truncate(plain_len);
-    Ok(body)
+    plain.extend_from_slice(&sealed[1 + NONCE_LEN..]);
+    if let Ok(opened) = key.open_in_place(nonce, Aad::from(ad), plain) {
+        let len = opened.len();
+        plain.truncate(len);
+        Ok(())
+    } else {
+        plain.clear();
+        Err(SealError::Open)
+    }
 }
 
 /// What a sealed value holds; part of its associated data.
@@ -178,6 +189,14 @@ impl Sealer {
         open_with(&self.account(owner).aead, &ad(field, owner, row), sealed)
     }
 
+    /// `owner`'s key, looked up once to open many rows (a page of notes).
+    pub fn opener(&self, owner: u128) -> Opener {
+        Opener {
+            owner,
+            keys: self.account(owner),
+        }
+    }
+
     /// The blind index of a normalised email (or any key derived from
     /// one, such as a login counter's): equal inputs give equal indexes,
     /// and nothing about the input can be read from it without the key.
@@ -189,6 +208,30 @@ impl Sealer {
     /// accounts gives unrelated indexes.
     pub fn tag_index(&self, owner: u128, tag: &str) -> String {
         hex(&mac(&self.account(owner).tags, &[tag.as_bytes()])[..16])
+    }
+}
+
+/// Opens the values of one account's rows with its key, looked up once.
+pub struct Opener {
+    owner: u128,
+    keys: Arc<AccountKeys>,
+}
+
+impl Opener {
+    pub fn owner(&self) -> u128 {
+        self.owner
+    }
+
+    /// As [`Sealer::open`], into `plain` (cleared first): the rows of a
+    /// page share one buffer instead of allocating one each.
+    pub fn open_into(
+        &self,
+        field: Field,
+        row: u128,
+        sealed: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
+        open_into_with(&self.keys.aead, &ad(field, self.owner, row), sealed, plain)
     }
 }
 
@@ -254,6 +297,47 @@ mod tests {
         *altered.last_mut().unwrap() ^= 1;
         assert!(sealer.open(Field::NoteBody, 1, 2, &altered).is_err());
         assert!(sealer.open(Field::NoteBody, 1, 2, &value[..10]).is_err());
+    }
+
+    #[test]
+    fn an_opener_opens_its_owners_rows_into_one_buffer_and_only_those() {
+        let sealer = Sealer::new(&[7; 32]);
+        let (first, second) = (
+            sealer
+                .seal(Field::NoteBody, 1, 2, b"a longer first text")
+                .unwrap(),
+            sealer.seal(Field::NoteBody, 1, 3, b"short").unwrap(),
+        );
+        let opener = sealer.opener(1);
+        let mut plain = Vec::new();
+        opener.open_into(Field::NoteBody, 2, &first, &mut plain).unwrap();
+        assert_eq!(plain, b"a longer first text");
+        opener.open_into(Field::NoteBody, 3, &second, &mut plain).unwrap();
+        assert_eq!(plain, b"short", "the buffer is cleared between rows");
+        assert!(
+            opener.open_into(Field::NoteBody, 2, &second, &mut plain).is_err(),
+            "another row"
+        );
+        assert!(plain.is_empty(), "nothing is left of a value that did not open");
+        assert!(
+            sealer
+                .opener(9)
+                .open_into(Field::NoteBody, 2, &first, &mut plain)
+                .is_err(),
+            "another owner"
+        );
+        assert!(
+            opener.open_into(Field::Account, 2, &first, &mut plain).is_err(),
+            "another field"
+        );
+        let mut altered = first.clone();
+        altered[20] ^= 1;
+        assert!(
+            opener
+                .open_into(Field::NoteBody, 2, &altered, &mut plain)
+                .is_err()
+        );
+        assert!(plain.is_empty());
     }
 
     #[test]

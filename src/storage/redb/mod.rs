@@ -331,11 +331,15 @@ impl RedbStorage {
             }
         }
         let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
+        let mut plain = Vec::new();
         for entry in notes.iter()?.take(sample) {
             let (key, value) = entry?;
             let (owner, id) = key.value();
-            rows::decode_borrowed::<rows::NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?
-                .open(owner, id, &sealer)?;
+            rows::decode_borrowed::<rows::NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
+                id,
+                &sealer.opener(owner),
+                &mut plain,
+            )?;
         }
         counts(&txn)
     }

@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
 use super::rows::{NoteRow, NoteRowV3, NoteRowView, decode, decode_borrowed};
 use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_RECORD};
 use crate::domain::{NoteId, UserId};
-use crate::seal::Sealer;
+use crate::seal::{Opener, Sealer};
 use crate::storage::{Conditional, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
 
 type NotesTable<'t> = Table<'t, (u128, u128), &'static [u8]>;
@@ -105,16 +105,17 @@ impl Prepared {
     }
 }
 
-/// Reads and opens one of `owner`'s notes.
+/// Reads and opens one of the opener's owner's notes, decrypting into
+/// `plain`.
 fn read_note(
     notes: &impl ReadableTable<(u128, u128), &'static [u8]>,
-    owner: u128,
+    owner: &Opener,
     id: u128,
-    sealer: &Sealer,
+    plain: &mut Vec<u8>,
 ) -> Result<Option<NoteRecord>> {
-    match notes.get((owner, id))? {
+    match notes.get((owner.owner(), id))? {
         Some(guard) => decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, guard.value())?
-            .open(owner, id, sealer)
+            .open(id, owner, plain)
             .map(Some),
         None => Ok(None),
     }
@@ -174,7 +175,12 @@ pub fn usage(txn: &ReadTransaction, owner: UserId) -> Result<(u64, u64)> {
 
 pub fn get(txn: &ReadTransaction, owner: UserId, id: NoteId, sealer: &Sealer) -> Result<Option<NoteRecord>> {
     let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    read_note(&notes, owner.as_u128(), id.as_u128(), sealer)
+    read_note(
+        &notes,
+        &sealer.opener(owner.as_u128()),
+        id.as_u128(),
+        &mut Vec::new(),
+    )
 }
 
 /// Applies `update` to the owner's note if it exists and, when asked, only
@@ -189,7 +195,7 @@ pub fn update(
 ) -> Result<Conditional<NoteRecord>> {
     let key = (owner.as_u128(), id.as_u128());
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    let Some(mut note) = read_note(&notes, key.0, key.1, sealer)? else {
+    let Some(mut note) = read_note(&notes, &sealer.opener(key.0), key.1, &mut Vec::new())? else {
         return Ok(Conditional::NotFound);
     };
     if !version_matches(update.expected_version.as_deref(), note.version) {
@@ -227,7 +233,7 @@ pub fn delete(
 ) -> Result<Conditional<()>> {
     let key = (owner.as_u128(), id.as_u128());
     let mut notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
-    let Some(note) = read_note(&notes, key.0, key.1, sealer)? else {
+    let Some(note) = read_note(&notes, &sealer.opener(key.0), key.1, &mut Vec::new())? else {
         return Ok(Conditional::NotFound);
     };
     if !version_matches(expected_version, note.version) {
@@ -259,6 +265,8 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
     let inclusive = query.after.is_none();
     let notes = txn.open_table(OWNER_NOTE_TO_RECORD)?;
     let mut page = Page::new(query);
+    let opener = sealer.opener(owner);
+    let mut plain = Vec::new();
 
     if let Some(tag) = &query.tag {
         let index = txn.open_table(OWNER_TAG_NOTE_TO_UNIT)?;
@@ -273,7 +281,7 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
             let (_, _, note_id) = key.value();
             // The opened tags confirm the index (two tags could share a
             // blind index, if only in theory).
-            if let Some(note) = read_note(&notes, owner, note_id, sealer)?
+            if let Some(note) = read_note(&notes, &opener, note_id, &mut plain)?
                 && note.tags.contains(tag)
                 && page.offer(note)
             {
@@ -289,9 +297,9 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
         for entry in range.rev() {
             let (key, value) = entry?;
             let note = decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
-                owner,
                 key.value().1,
-                sealer,
+                &opener,
+                &mut plain,
             )?;
             if page.offer(note) {
                 break;

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::tables::{OWNER_NOTE_TO_RECORD, USER_TO_MFA, USER_TO_RECORD};
 use crate::audit::Actor;
 use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
-use crate::seal::{Field, SealError, Sealer};
+use crate::seal::{Field, Opener, SealError, Sealer};
 use crate::storage::{
     BackoffRecord, InviteRecord, KnownClient, KnownKind, MfaRecord, NoteRecord, Result, SessionRecord,
     StorageError, UserRecord,
@@ -366,19 +366,16 @@ pub struct NoteRowView<'a> {
 }
 
 impl NoteRowView<'_> {
-    /// Opens the row stored under (`owner`, `id`).
-    pub fn open(&self, owner: u128, id: u128, sealer: &Sealer) -> Result<NoteRecord> {
+    /// Opens the row stored under (`opener`'s owner, `id`), decrypting
+    /// into `plain`: the rows of a page share one buffer.
+    pub fn open(&self, id: u128, opener: &Opener, plain: &mut Vec<u8>) -> Result<NoteRecord> {
         if self.id != id {
             return Err(misplaced(&OWNER_NOTE_TO_RECORD));
         }
-        let plain = open_in(
-            &OWNER_NOTE_TO_RECORD,
-            sealer,
-            Field::NoteBody,
-            (owner, id),
-            self.sealed,
-        )?;
-        let body: NoteBody = decode(&OWNER_NOTE_TO_RECORD, &plain)?;
+        opener
+            .open_into(Field::NoteBody, id, self.sealed, plain)
+            .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?;
+        let body: NoteBody = decode(&OWNER_NOTE_TO_RECORD, plain)?;
         Ok(NoteRecord {
             id: NoteId::from_u128(self.id),
             title: body.title,
