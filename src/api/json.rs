@@ -6,10 +6,11 @@
 //! the two to each other, and the documents to the schema poem-openapi
 //! derives from [`super::notes::Note`].
 
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::NoteId;
-use crate::storage::NoteRecord;
+use crate::storage::{NoteList, NoteRecord, NoteView};
 
 /// A time the document cannot hold (RFC 3339 has four-digit years).
 #[derive(Debug, thiserror::Error)]
@@ -23,15 +24,24 @@ pub const NOTE_FIXED: usize = 204;
 
 /// One note, as `GET /api/v1/notes/{id}` answers it.
 pub fn note(note: &NoteRecord) -> Result<Vec<u8>, Unwritable> {
-    let mut out = Vec::with_capacity(plain_weight(note));
-    write_note(&mut out, note)?;
+    let fields = Fields {
+        id: note.id,
+        title: &note.title,
+        content: &note.content,
+        tags: note.tags.iter().map(String::as_str),
+        created_at: note.created_at,
+        updated_at: note.updated_at,
+        version: note.version,
+    };
+    let mut out = Vec::with_capacity(fields.plain_weight());
+    fields.write(&mut out)?;
     Ok(out)
 }
 
 /// A page of notes and the cursor to the next one, as `GET /api/v1/notes`
 /// answers it.
-pub fn page(notes: &[NoteRecord], next: Option<NoteId>) -> Result<Vec<u8>, Unwritable> {
-    let text: usize = notes.iter().map(plain_weight).sum();
+pub fn page(notes: &NoteList, next: Option<NoteId>) -> Result<Vec<u8>, Unwritable> {
+    let text: usize = notes.iter().map(|n| Fields::of(&n).plain_weight()).sum();
     let mut out = Vec::with_capacity(text + 80);
     out.extend_from_slice(b"{\"items\":[");
     notes_into(&mut out, notes, true)?;
@@ -52,50 +62,80 @@ pub fn page(notes: &[NoteRecord], next: Option<NoteId>) -> Result<Vec<u8>, Unwri
 
 /// Appends `notes` to an array being written, a comma before each but the
 /// array's `first`.
-pub fn notes_into(out: &mut Vec<u8>, notes: &[NoteRecord], first: bool) -> Result<(), Unwritable> {
+pub fn notes_into(out: &mut Vec<u8>, notes: &NoteList, first: bool) -> Result<(), Unwritable> {
     for (i, n) in notes.iter().enumerate() {
         if i > 0 || !first {
             out.push(b',');
         }
-        write_note(out, n)?;
+        Fields::of(&n).write(out)?;
     }
     Ok(())
 }
 
-/// A note's size as JSON when no character needs an escape: the buffer's
-/// first size, grown only by escapes.
-fn plain_weight(note: &NoteRecord) -> usize {
-    NOTE_FIXED + note.title.len() + note.content.len() + note.tags.iter().map(|t| t.len() + 3).sum::<usize>()
+/// A note's members, from a record or from a page.
+struct Fields<'a, Tags> {
+    id: NoteId,
+    title: &'a str,
+    content: &'a str,
+    tags: Tags,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    version: u64,
 }
 
-fn write_note(out: &mut Vec<u8>, note: &NoteRecord) -> Result<(), Unwritable> {
-    out.extend_from_slice(b"{\"id\":\"");
-    out.extend_from_slice(
-        note.id
-            .0
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\",\"title\":");
-    string(out, &note.title);
-    out.extend_from_slice(b",\"content\":");
-    string(out, &note.content);
-    out.extend_from_slice(b",\"tags\":[");
-    for (i, tag) in note.tags.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+impl<'a> Fields<'a, ()> {
+    fn of(note: &NoteView<'a>) -> Fields<'a, impl Iterator<Item = &'a str> + Clone + use<'a>> {
+        Fields {
+            id: note.id,
+            title: note.title,
+            content: note.content,
+            tags: note.tags(),
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+            version: note.version,
         }
-        string(out, tag);
     }
-    out.extend_from_slice(b"],\"created_at\":\"");
-    note.created_at.format_into(out, &Rfc3339)?;
-    out.extend_from_slice(b"\",\"updated_at\":\"");
-    note.updated_at.format_into(out, &Rfc3339)?;
-    out.extend_from_slice(b"\",\"version\":");
-    out.extend_from_slice(itoa::Buffer::new().format(note.version).as_bytes());
-    out.push(b'}');
-    Ok(())
+}
+
+impl<'a, Tags: Iterator<Item = &'a str> + Clone> Fields<'a, Tags> {
+    /// The note's size as JSON when no character needs an escape: the
+    /// buffer's first size, grown only by escapes.
+    fn plain_weight(&self) -> usize {
+        NOTE_FIXED
+            + self.title.len()
+            + self.content.len()
+            + self.tags.clone().map(|t| t.len() + 3).sum::<usize>()
+    }
+
+    fn write(self, out: &mut Vec<u8>) -> Result<(), Unwritable> {
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(
+            self.id
+                .0
+                .hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\",\"title\":");
+        string(out, self.title);
+        out.extend_from_slice(b",\"content\":");
+        string(out, self.content);
+        out.extend_from_slice(b",\"tags\":[");
+        for (i, tag) in self.tags.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, tag);
+        }
+        out.extend_from_slice(b"],\"created_at\":\"");
+        self.created_at.format_into(out, &Rfc3339)?;
+        out.extend_from_slice(b"\",\"updated_at\":\"");
+        self.updated_at.format_into(out, &Rfc3339)?;
+        out.extend_from_slice(b"\",\"version\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.version).as_bytes());
+        out.push(b'}');
+        Ok(())
+    }
 }
 
 /// Appends `s` as a JSON string, quoted and escaped as serde_json escapes:
@@ -224,6 +264,14 @@ mod tests {
         }
     }
 
+    fn listed(notes: &[NoteRecord]) -> NoteList {
+        let mut list = NoteList::default();
+        for n in notes {
+            list.push(n);
+        }
+        list
+    }
+
     fn records() -> Vec<NoteRecord> {
         let texts = texts();
         let far = time::macros::datetime!(9999-12-31 23:59:59.876_543_210 UTC);
@@ -253,15 +301,16 @@ mod tests {
             assert_eq!(Some(ours), to_api(&n).to_json());
         }
         let notes = records();
+        let list = listed(&notes);
         for next in [None, Some(notes[2].id)] {
             let want = NotePage {
                 items: notes.iter().map(to_api).collect(),
                 next_cursor: next.map(|id| id.to_string()),
             };
-            let ours: serde_json::Value = serde_json::from_slice(&page(&notes, next).unwrap()).unwrap();
+            let ours: serde_json::Value = serde_json::from_slice(&page(&list, next).unwrap()).unwrap();
             assert_eq!(Some(ours), want.to_json());
         }
-        assert_eq!(page(&[], None).unwrap(), b"{\"items\":[]}");
+        assert_eq!(page(&NoteList::default(), None).unwrap(), b"{\"items\":[]}");
     }
 
     #[test]
@@ -272,8 +321,9 @@ mod tests {
                 record(&format!("Note {i}"), &texts()[10], &["t1", "t2"], far, u64::MAX)
             })
             .collect();
-        let first = notes.iter().map(plain_weight).sum::<usize>() + 80;
-        let written = page(&notes, Some(notes[49].id)).unwrap();
+        let list = listed(&notes);
+        let first = list.iter().map(|n| Fields::of(&n).plain_weight()).sum::<usize>() + 80;
+        let written = page(&list, Some(notes[49].id)).unwrap();
         assert!(written.len() <= first, "{} > {first}", written.len());
         assert!(
             first - written.len() < first / 100,
@@ -285,6 +335,6 @@ mod tests {
     fn a_time_rfc3339_cannot_hold_is_an_error_not_a_document() {
         let n = record("t", "c", &[], time::macros::datetime!(-0001-01-01 0:00 UTC), 1);
         assert!(note(&n).is_err());
-        assert!(page(std::slice::from_ref(&n), None).is_err());
+        assert!(page(&listed(std::slice::from_ref(&n)), None).is_err());
     }
 }

@@ -20,7 +20,7 @@ use super::{ApiTags, AppState, Text};
 use crate::domain::{Content, NoteId, Tag, Tags, Title, UserId};
 use crate::error::{Error, FieldError};
 use crate::problem_responses;
-use crate::storage::{Conditional, NoteQuery, NoteRecord, NoteUpdate, Storage, Weigh};
+use crate::storage::{Conditional, NoteQuery, NoteRecord, NoteUpdate, NoteView, Storage, Weigh};
 
 pub struct NotesApi;
 
@@ -108,11 +108,8 @@ pub(crate) const JSON_WEIGHT: Weigh = Weigh {
     bound: |note| json_weight(note, |s| s.len() * 6),
 };
 
-fn json_weight(note: &NoteRecord, text: fn(&str) -> usize) -> usize {
-    json::NOTE_FIXED
-        + text(&note.title)
-        + text(&note.content)
-        + note.tags.iter().map(|t| text(t) + 3).sum::<usize>()
+fn json_weight(note: &NoteView<'_>, text: fn(&str) -> usize) -> usize {
+    json::NOTE_FIXED + text(note.title) + text(note.content) + note.tags().map(|t| text(t) + 3).sum::<usize>()
 }
 
 /// A note as stored.

@@ -102,6 +102,7 @@ async fn upgrades_and_reads_back_whole_in(dir: tempfile::TempDir, audit_records:
         assert!(alice.password_hash.starts_with("$argon2id$") && !alice.disabled);
 
         let (notes, next) = store.list_notes(alice.id, NoteQuery::first(10)).await.unwrap();
+        let notes = notes.records();
         assert_eq!(next, None);
         let summary: Vec<(&str, &str, Vec<&str>, u64)> = notes
             .iter()
@@ -126,6 +127,7 @@ async fn upgrades_and_reads_back_whole_in(dir: tempfile::TempDir, audit_records:
         };
         assert_eq!(store.list_notes(alice.id, tagged).await.unwrap().0.len(), 2);
         let (bobs, _) = store.list_notes(bob.id, NoteQuery::first(10)).await.unwrap();
+        let bobs = bobs.records();
         assert_eq!((bobs.len(), bobs[0].title.as_str()), (1, "bob's"));
         assert_eq!(store.usage(bob.id).await.unwrap(), (1, 6));
 

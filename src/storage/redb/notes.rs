@@ -11,7 +11,7 @@ use super::rows::{NoteRow, NoteRowV3, NoteRowView, decode, decode_borrowed};
 use super::tables::{OWNER_NOTE_TO_RECORD, OWNER_TAG_NOTE_TO_UNIT, OWNER_TO_USAGE, USER_TO_RECORD};
 use crate::domain::{NoteId, UserId};
 use crate::seal::{Opener, Sealer};
-use crate::storage::{Conditional, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
+use crate::storage::{Conditional, NoteList, NotePage, NoteQuery, NoteRecord, NoteUpdate, Quota, Result};
 
 type NotesTable<'t> = Table<'t, (u128, u128), &'static [u8]>;
 type UsageTable<'t> = Table<'t, u128, (u64, u64)>;
@@ -279,12 +279,22 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
         for entry in range.rev() {
             let (key, _) = entry?;
             let (_, _, note_id) = key.value();
+            let Some(row) = notes.get((owner, note_id))? else {
+                continue;
+            };
+            decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, row.value())?.open_into(
+                note_id,
+                &opener,
+                &mut plain,
+                &mut page.items,
+            )?;
             // The opened tags confirm the index (two tags could share a
             // blind index, if only in theory).
-            if let Some(note) = read_note(&notes, &opener, note_id, &mut plain)?
-                && note.tags.contains(tag)
-                && page.offer(note)
-            {
+            if !page.items.last().is_some_and(|n| n.tags().any(|t| t == tag)) {
+                page.items.pop();
+                continue;
+            }
+            if page.offer() {
                 break;
             }
         }
@@ -296,12 +306,13 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
         };
         for entry in range.rev() {
             let (key, value) = entry?;
-            let note = decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?.open(
+            decode_borrowed::<NoteRowView<'_>>(&OWNER_NOTE_TO_RECORD, value.value())?.open_into(
                 key.value().1,
                 &opener,
                 &mut plain,
+                &mut page.items,
             )?;
-            if page.offer(note) {
+            if page.offer() {
                 break;
             }
         }
@@ -311,10 +322,11 @@ pub fn list(txn: &ReadTransaction, owner: UserId, query: &NoteQuery, sealer: &Se
 
 /// Collects one page: `limit` matches plus one to know whether more exist,
 /// or fewer when the page's byte budget or a search's scan budget runs out
-/// first.
+/// first. Each note read is added to `items` first, then judged, and
+/// removed again if it is not kept.
 struct Page<'q> {
     query: &'q NoteQuery,
-    items: Vec<NoteRecord>,
+    items: NoteList,
     bytes: usize,
     scanned: usize,
     scanned_bytes: usize,
@@ -329,11 +341,15 @@ struct Page<'q> {
     folded: String,
 }
 
+/// Text reserved for a page once its first note is read: that note's
+/// text times the page's size, up to this.
+const PAGE_TEXT_RESERVE: usize = 64 * 1024;
+
 impl<'q> Page<'q> {
     fn new(query: &'q NoteQuery) -> Self {
         Self {
             query,
-            items: Vec::with_capacity(query.limit.min(128) + 1),
+            items: NoteList::with_capacity(query.limit.min(128) + 1),
             bytes: 0,
             scanned: 0,
             scanned_bytes: 0,
@@ -345,8 +361,12 @@ impl<'q> Page<'q> {
         }
     }
 
-    /// Takes the next note in order; `true` when the page is complete.
-    fn offer(&mut self, note: NoteRecord) -> bool {
+    /// Judges the note just added, the next in order; `true` when the page
+    /// is complete.
+    fn offer(&mut self) -> bool {
+        let Some(note) = self.items.last() else {
+            return false;
+        };
         if let Some(q) = &self.query.q {
             if self
                 .query
@@ -354,16 +374,21 @@ impl<'q> Page<'q> {
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
             {
+                self.items.pop();
                 self.budget_spent = true;
                 return true;
             }
             self.scanned += 1;
             self.scanned_bytes += note.title.len() + note.content.len();
             self.last_scanned = Some(note.id);
-            let matches = contains_folded(&note.title, q, &mut self.folded)
-                || contains_folded(&note.content, q, &mut self.folded);
-            if matches && self.take(note) {
-                return true;
+            let matches = contains_folded(note.title, q, &mut self.folded)
+                || contains_folded(note.content, q, &mut self.folded);
+            if matches {
+                if self.take() {
+                    return true;
+                }
+            } else {
+                self.items.pop();
             }
             if self.scanned >= self.query.scan_limit || self.scanned_bytes >= self.query.scan_bytes {
                 self.budget_spent = true;
@@ -371,30 +396,40 @@ impl<'q> Page<'q> {
             }
             return false;
         }
-        self.take(note)
+        self.take()
     }
 
-    /// Adds a match; `true` when the page is complete.
+    /// Keeps the note just added if the page has room for it; `true` when
+    /// the page is complete.
     /// Each note is weighed by its bound while the bounds fit, exactly
     /// from the first that would not (those taken are then weighed again,
     /// exactly): the same page as exact weights throughout, which cost a
     /// pass over every byte of every note.
-    fn take(&mut self, note: NoteRecord) -> bool {
+    fn take(&mut self) -> bool {
         let weigh = self.query.weigh;
+        let Some(note) = self.items.last() else {
+            return false;
+        };
+        let taken = self.items.len() - 1;
         let mut weight = (weigh.bound)(&note);
         if !self.exact && self.bytes.saturating_add(weight) > self.query.max_bytes {
-            self.bytes = self.items.iter().map(weigh.exact).sum();
+            self.bytes = self.items.iter().take(taken).map(|n| (weigh.exact)(&n)).sum();
             self.exact = true;
         }
         if self.exact {
             weight = (weigh.exact)(&note);
         }
-        if !self.items.is_empty() && self.bytes + weight > self.query.max_bytes {
+        if taken > 0 && self.bytes + weight > self.query.max_bytes {
+            self.items.pop();
             self.full = true;
             return true;
         }
+        if taken == 0 && self.query.limit > 1 {
+            let text = note.title.len() + note.content.len() + note.tags().map(str::len).sum::<usize>();
+            self.items
+                .reserve_text(text.saturating_mul(self.query.limit).min(PAGE_TEXT_RESERVE));
+        }
         self.bytes += weight;
-        self.items.push(note);
         self.items.len() > self.query.limit
     }
 

@@ -14,8 +14,8 @@ use crate::audit::Actor;
 use crate::domain::{InviteId, NoteId, Role, SessionId, UserId};
 use crate::seal::{Field, Opener, SealError, Sealer};
 use crate::storage::{
-    BackoffRecord, InviteRecord, KnownClient, KnownKind, MfaRecord, NoteRecord, Result, SessionRecord,
-    StorageError, UserRecord,
+    BackoffRecord, InviteRecord, KnownClient, KnownKind, MfaRecord, NoteList, NoteRecord, Result,
+    SessionRecord, StorageError, TextWriter, UserRecord,
 };
 use redb::TableHandle;
 
@@ -388,6 +388,100 @@ impl NoteRowView<'_> {
     }
 }
 
+impl NoteRowView<'_> {
+    /// As [`NoteRowView::open`], adding the note to `list`.
+    pub fn open_into(
+        &self,
+        id: u128,
+        opener: &Opener,
+        plain: &mut Vec<u8>,
+        list: &mut NoteList,
+    ) -> Result<()> {
+        if self.id != id {
+            return Err(misplaced(&OWNER_NOTE_TO_RECORD));
+        }
+        opener
+            .open_into(Field::NoteBody, id, self.sealed, plain)
+            .map_err(|e| sealing_failed(&OWNER_NOTE_TO_RECORD, &e))?;
+        let mut text = list.text_writer();
+        let mut body = postcard::Deserializer::from_bytes(plain);
+        let (title, content) = serde::de::DeserializeSeed::deserialize(BodyInto(&mut text), &mut body)
+            .map_err(|e| corrupt(&OWNER_NOTE_TO_RECORD, &e))?;
+        text.finish(
+            NoteId::from_u128(self.id),
+            title,
+            content,
+            (self.created_at, self.updated_at, self.version),
+        );
+        Ok(())
+    }
+}
+
+/// Reads a [`NoteBody`] straight into a note list's text: the title and
+/// content spans it returns, the tags added as it goes.
+struct BodyInto<'w, 'l>(&'w mut TextWriter<'l>);
+
+type Span = (usize, usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for BodyInto<'_, '_> {
+    type Value = (Span, Span);
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        // A struct is its fields in order, as a tuple.
+        deserializer.deserialize_tuple(3, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BodyInto<'_, '_> {
+    type Value = (Span, Span);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a note body: title, content and tags")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let missing = |i| serde::de::Error::invalid_length(i, &"a note body: title, content and tags");
+        let title: &str = seq.next_element()?.ok_or_else(|| missing(0))?;
+        let title = self.0.push(title);
+        let content: &str = seq.next_element()?.ok_or_else(|| missing(1))?;
+        let content = self.0.push(content);
+        seq.next_element_seed(TagsInto(self.0))?
+            .ok_or_else(|| missing(2))?;
+        Ok((title, content))
+    }
+}
+
+struct TagsInto<'w, 'l>(&'w mut TextWriter<'l>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TagsInto<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> std::result::Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TagsInto<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a note's tags")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(tag) = seq.next_element::<&str>()? {
+            self.0.push_tag(tag);
+        }
+        Ok(())
+    }
+}
+
 impl NoteRow {
     /// The stored form of `note`, sealed.
     pub fn seal(note: &NoteRecord, owner: u128, sealer: &Sealer) -> Result<Vec<u8>> {
@@ -556,5 +650,67 @@ impl From<&InviteRecord> for InviteRow {
             used_by: invite.used_by.map(UserId::as_u128),
             used_at: invite.used_at,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(title: &str, content: &str, tags: &[&str], version: u64) -> NoteRecord {
+        let at = OffsetDateTime::now_utc();
+        NoteRecord {
+            id: NoteId::generate(),
+            title: title.into(),
+            content: content.into(),
+            tags: tags.iter().map(|&t| t.to_owned()).collect(),
+            created_at: at,
+            updated_at: at + time::Duration::seconds(1),
+            version,
+        }
+    }
+
+    /// A note read into a page's one buffer is the note read alone, and
+    /// one taken off the page leaves nothing of itself behind.
+    #[test]
+    fn notes_read_into_a_list_are_the_notes_read_alone() {
+        let sealer = Sealer::new(&[3; 32]);
+        let owner = 7u128;
+        let notes = [
+            note("first", "one", &["a", "b"], 1),
+            note("", "", &[], 2),
+            note("é \"third\"", &"x".repeat(500), &["only"], 3),
+        ];
+        let (opener, mut plain, mut list) = (sealer.opener(owner), Vec::new(), NoteList::default());
+        for n in &notes {
+            let row = NoteRow::seal(n, owner, &sealer).unwrap();
+            let view: NoteRowView<'_> = decode_borrowed(&OWNER_NOTE_TO_RECORD, &row).unwrap();
+            let id = n.id.as_u128();
+            assert_eq!(&view.open(id, &opener, &mut plain).unwrap(), n);
+            view.open_into(id, &opener, &mut plain, &mut list).unwrap();
+            assert!(
+                view.open_into(id + 1, &opener, &mut plain, &mut list).is_err(),
+                "misplaced"
+            );
+            let stranger = sealer.opener(owner + 1);
+            assert!(
+                view.open_into(id, &stranger, &mut plain, &mut list).is_err(),
+                "another owner's"
+            );
+        }
+        assert_eq!(list.records(), notes);
+        list.pop();
+        assert_eq!(list.records(), notes[..2]);
+        let mut again = NoteList::default();
+        again.push(&notes[0]);
+        again.push(&notes[1]);
+        assert_eq!(list.records(), again.records());
+        assert_eq!(
+            (list.text.len(), list.tags.len()),
+            (again.text.len(), again.tags.len()),
+            "no text left behind"
+        );
+        list.truncate(0);
+        assert!(list.is_empty() && list.text.is_empty() && list.tags.is_empty());
     }
 }
