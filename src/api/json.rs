@@ -253,15 +253,7 @@ mod tests {
     }
 
     fn record(title: &str, content: &str, tags: &[&str], at: OffsetDateTime, version: u64) -> NoteRecord {
-        NoteRecord {
-            id: NoteId::generate(),
-            title: title.into(),
-            content: content.into(),
-            tags: tags.iter().map(|&t| t.to_owned()).collect(),
-            created_at: at,
-            updated_at: at + time::Duration::nanoseconds(123_456_789),
-            version,
-        }
+        NoteRecord::sample(title, content, tags, at, version)
     }
 
     fn listed(notes: &[NoteRecord]) -> NoteList {

@@ -226,6 +226,28 @@ impl NoteRecord {
     }
 }
 
+#[cfg(test)]
+impl NoteRecord {
+    /// A note for tests, created at `at` and changed 0.123456789 s later.
+    pub(crate) fn sample(
+        title: &str,
+        content: &str,
+        tags: &[&str],
+        at: OffsetDateTime,
+        version: u64,
+    ) -> Self {
+        Self {
+            id: NoteId::generate(),
+            title: title.into(),
+            content: content.into(),
+            tags: tags.iter().map(|&t| t.to_owned()).collect(),
+            created_at: at,
+            updated_at: at + time::Duration::nanoseconds(123_456_789),
+            version,
+        }
+    }
+}
+
 /// What one account may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {

@@ -658,16 +658,7 @@ mod tests {
     use super::*;
 
     fn note(title: &str, content: &str, tags: &[&str], version: u64) -> NoteRecord {
-        let at = OffsetDateTime::now_utc();
-        NoteRecord {
-            id: NoteId::generate(),
-            title: title.into(),
-            content: content.into(),
-            tags: tags.iter().map(|&t| t.to_owned()).collect(),
-            created_at: at,
-            updated_at: at + time::Duration::seconds(1),
-            version,
-        }
+        NoteRecord::sample(title, content, tags, OffsetDateTime::now_utc(), version)
     }
 
     /// A note read into a page's one buffer is the note read alone, and
