@@ -252,6 +252,22 @@ mod tests {
         }
     }
 
+    /// Each character that needs an escape (and some that do not), at
+    /// every place in and around the 32-byte blocks.
+    #[test]
+    fn an_escape_is_written_wherever_it_falls_in_a_block() {
+        for special in ["\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "🦀", " "] {
+            for at in 0..100 {
+                let text = format!("{}{special}{}", "a".repeat(at), "b".repeat(100 - at));
+                let mut ours = Vec::new();
+                string(&mut ours, &text);
+                let want = serde_json::to_string(&text).unwrap();
+                assert_eq!(String::from_utf8(ours).unwrap(), want);
+                assert_eq!(escaped_len(&text), want.len() - 2);
+            }
+        }
+    }
+
     fn record(title: &str, content: &str, tags: &[&str], at: OffsetDateTime, version: u64) -> NoteRecord {
         NoteRecord::sample(title, content, tags, at, version)
     }
