@@ -435,7 +435,9 @@ impl NotesApi {
             version: 1,
         };
         let owner = auth.0.user_id;
-        let (body, location) = (json::note(&note).map_err(Error::internal)?, note_url(note.id));
+        // Written before the note moves into the store (no copy of it).
+        let body = json::note(&note).map_err(Error::internal)?;
+        let location = format!("/api/v1/notes/{}", note.id);
         match state.db.create_note(owner, note, state.notes.quota).await? {
             Conditional::Done(()) => {}
             // The account was deleted while the request ran.
@@ -598,10 +600,6 @@ impl NotesApi {
             other => Err(refusal(&other).into()),
         }
     }
-}
-
-fn note_url(id: NoteId) -> String {
-    format!("/api/v1/notes/{id}")
 }
 
 fn default_limit() -> u32 {
