@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test test-deps build release lint fmt bench profile crash-test tls-scan openapi contract clean
+.PHONY: run test test-deps build release lint fmt bench profile instructions crash-test tls-scan openapi contract clean
 
 ## run: build and start the server on http://127.0.0.1:8080 with data in ./data
 run:
@@ -41,6 +41,12 @@ bench: release
 profile: release
 	./scripts/bench-deps.sh profile
 	./bench/profile.sh
+
+## instructions: the release server's instructions per request (callgrind)
+## for a GET by id and the first page of 50; OLD=path/to/notesd compares
+instructions: release
+	./scripts/bench-deps.sh instructions
+	./bench/instructions.sh $(OLD) $(if $(OLD),$${CARGO_TARGET_DIR:-target}/release/notesd)
 
 ## crash-test: 20 rounds of kill -9 while 32 clients write, each followed by
 ## a restart that checks every acknowledged write (make test runs 3)
