@@ -128,14 +128,69 @@ impl<'a, Tags: Iterator<Item = &'a str> + Clone> Fields<'a, Tags> {
             string(out, tag);
         }
         out.extend_from_slice(b"],\"created_at\":\"");
-        self.created_at.format_into(out, &Rfc3339)?;
+        rfc3339(out, self.created_at)?;
         out.extend_from_slice(b"\",\"updated_at\":\"");
-        self.updated_at.format_into(out, &Rfc3339)?;
+        rfc3339(out, self.updated_at)?;
         out.extend_from_slice(b"\",\"version\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.version).as_bytes());
         out.push(b'}');
         Ok(())
     }
+}
+
+/// "00" to "99".
+const TWO_DIGITS: [[u8; 2]; 100] = {
+    let (mut table, mut digits, mut i) = ([[0; 2]; 100], *b"00", 0);
+    while i < 100 {
+        table[i] = digits;
+        digits[1] += 1;
+        if digits[1] > b'9' {
+            digits = [digits[0] + 1, b'0'];
+        }
+        i += 1;
+    }
+    table
+};
+
+/// Appends `at` as RFC 3339, as `time` writes it (`2026-12-02T13:21:05.5Z`:
+/// the fraction without trailing zeros, none when zero). A UTC time of a
+/// four-digit year, which every stored time is, is written here in one
+/// step; `time` spent a list page's 3 % writing it piece by piece. Any
+/// other goes to `time`, which refuses what RFC 3339 cannot hold.
+fn rfc3339(out: &mut Vec<u8>, at: OffsetDateTime) -> Result<(), Unwritable> {
+    let (year, month, day) = at.to_calendar_date();
+    let (Ok(year @ 0..=9999), true) = (u16::try_from(year), at.offset().is_utc()) else {
+        at.format_into(out, &Rfc3339)?;
+        return Ok(());
+    };
+    let (hour, minute, second, nanos) = at.to_hms_nano();
+    let mut text = *b"0000-00-00T00:00:00.000000000Z";
+    let mut two = |pos: usize, n: u32| text[pos..pos + 2].copy_from_slice(&TWO_DIGITS[n as usize % 100]);
+    two(0, u32::from(year) / 100);
+    two(2, u32::from(year));
+    two(5, u8::from(month).into());
+    two(8, day.into());
+    two(11, hour.into());
+    two(14, minute.into());
+    two(17, second.into());
+    two(20, nanos / 10_000_000);
+    two(22, nanos / 100_000);
+    two(24, nanos / 1_000);
+    two(26, nanos / 10);
+    text[28] = TWO_DIGITS[nanos as usize % 10][1];
+    let end = if nanos == 0 {
+        19
+    } else {
+        // The fraction's trailing zeros are left out (it has a non-zero digit).
+        let mut end = 29;
+        while text[end - 1] == b'0' {
+            end -= 1;
+        }
+        end
+    };
+    out.extend_from_slice(&text[..end]);
+    out.push(b'Z');
+    Ok(())
 }
 
 /// Appends `s` as a JSON string, quoted and escaped as serde_json escapes:
@@ -337,6 +392,52 @@ mod tests {
             first - written.len() < first / 100,
             "sized to the page, not above it"
         );
+    }
+
+    #[test]
+    fn times_are_written_as_time_writes_them() {
+        use time::macros::{datetime, offset};
+        let mut times = vec![
+            datetime!(0000-01-01 0:00 UTC),
+            datetime!(9999-12-31 23:59:59.999_999_999 UTC),
+            datetime!(2024-02-29 12:00:00.5 UTC),
+            datetime!(2026-12-02 13:21:05.000_000_001 UTC),
+            datetime!(2026-12-02 13:21:05.100 UTC),
+            // Not UTC, or before year 0: as `time` does (an error for the latter).
+            datetime!(2026-12-02 13:21:05.25 +05:30),
+            datetime!(2026-12-02 13:21:05 UTC).to_offset(offset!(-08:00)),
+            datetime!(-0001-12-31 23:59:59 UTC),
+        ];
+        // Every fraction length, and times spread over the four-digit years.
+        let mut nanos = 1u32;
+        while nanos < 1_000_000_000 {
+            times.push(
+                datetime!(2026-01-31 23:59:59 UTC)
+                    .replace_nanosecond(nanos)
+                    .unwrap(),
+            );
+            nanos *= 10;
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let seconds = i64::try_from(state >> 16).unwrap() % 253_402_300_800 - 62_167_219_200;
+            let nanos = i128::from(state % 3) * i128::from(state % 1_000_000_000);
+            times.push(
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + nanos)
+                    .unwrap(),
+            );
+        }
+        for at in times {
+            let mut ours = Vec::new();
+            match (rfc3339(&mut ours, at), at.format(&Rfc3339)) {
+                (Ok(()), Ok(want)) => assert_eq!(String::from_utf8(ours).unwrap(), want),
+                (Err(_), Err(_)) => {}
+                (ours, want) => panic!("{at}: {ours:?} against {want:?}"),
+            }
+        }
     }
 
     #[test]
