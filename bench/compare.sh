@@ -33,29 +33,9 @@ PIDS+=("$!")
 for port in $PORT $((PORT + 1)); do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
 done
-# seed PORT: an account and 1 000 typical notes through the API; prints
-# "TOKEN NOTE_ID".
-seed() {
-  python3 - "$1" <<'PY'
-import http.client, json, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
-def call(method, path, body, token=None):
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = "Bearer " + token
-    c.request(method, path, json.dumps(body), headers)
-    r = c.getresponse()
-    return json.loads(r.read() or b"null")
-signup = call("POST", "/api/v1/auth/signup", {"email": "small@bench.test", "password": "bench otter cathedral"})
-token = signup["tokens"]["access_token"]
-text = "Some text of a typical short note, a few lines long. " * 4
-for i in range(1000):
-    note = call("POST", "/api/v1/notes", {"title": f"note {i}", "content": text, "tags": ["bench"]}, token)
-print(token, note["id"])
-PY
-}
-read -r OLD_TOKEN OLD_NOTE < <(seed $PORT)
-read -r NEW_TOKEN NEW_NOTE < <(seed $((PORT + 1)))
+# An account and 1 000 typical notes in each, through its own API.
+read -r OLD_TOKEN OLD_NOTE < <(python3 bench/seed_api.py $PORT)
+read -r NEW_TOKEN NEW_NOTE < <(python3 bench/seed_api.py $((PORT + 1)))
 # The bare route answers the bytes of the new binary's note read.
 curl -si -H "authorization: Bearer $NEW_TOKEN" "http://127.0.0.1:$((PORT + 1))/api/v1/notes/$NEW_NOTE" >"$W/note.http"
 taskset -c 0 "$TARGET/release/examples/bare" 127.0.0.1:$((PORT + 2)) "$W/note.http" >/dev/null 2>&1 &

@@ -2,13 +2,15 @@
 # `make instructions` (bench/instructions.sh [OLD_BINARY] [NEW_BINARY]):
 # the server's instructions per request, counted by valgrind's callgrind,
 # for an authenticated GET by id and the first page of 50 notes. Unlike
-# req/s on a shared VM, the count moves little from run to run (seen here:
-# 1 % for the GET, 0.1 % for the page), so a step of 2 % can be seen. It leaves out the
+# req/s on a shared VM (5 % and more), the count moves little from run to
+# run (seen here: up to 1.4 % for the GET, 0.6 % for the page: random ids,
+# tokens and hash seeds), so a step of 3 % shows in one run and a smaller
+# one over a few. It leaves out the
 # kernel (about half of a GET's time) and what the cycles cost, so it
 # complements bench/compare.sh rather than replacing it. With one binary
 # (default: this checkout's release build), its counts; with two, both
 # and new/old. Each server is seeded through its own API (an account and
-# 1 000 typical notes, as bench/compare.sh does), run natively, then
+# 1 000 typical notes: bench/seed_api.py), run natively, then
 # restarted under callgrind; the count covers REQUESTS requests on one
 # kept-alive connection after 20 unmeasured ones.
 set -euo pipefail
@@ -56,24 +58,7 @@ for bin in "${BINS[@]}"; do
   NOTESD_LOG=warn "$bin" serve --listen 127.0.0.1:$PORT --data-dir "$W/$n" $ARGS >/dev/null 2>&1 &
   SERVER=$!
   up
-  read -r TOKEN NOTE < <(python3 - "$PORT" <<'PY'
-import http.client, json, sys
-c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
-def call(method, path, body, token=None):
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = "Bearer " + token
-    c.request(method, path, json.dumps(body), headers)
-    r = c.getresponse()
-    return json.loads(r.read() or b"null")
-signup = call("POST", "/api/v1/auth/signup", {"email": "small@bench.test", "password": "bench otter cathedral"})
-token = signup["tokens"]["access_token"]
-text = "Some text of a typical short note, a few lines long. " * 4
-for i in range(1000):
-    note = call("POST", "/api/v1/notes", {"title": f"note {i}", "content": text, "tags": ["bench"]}, token)
-print(token, note["id"])
-PY
-  )
+  read -r TOKEN NOTE < <(python3 bench/seed_api.py $PORT)
   down
   NOTESD_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out.%p" \
     "$bin" serve --listen 127.0.0.1:$PORT --data-dir "$W/$n" $ARGS >/dev/null 2>&1 &
